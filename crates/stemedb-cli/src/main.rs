@@ -1,0 +1,216 @@
+//! `stemedb`: the StemeDB command line.
+//!
+//! `stemedb serve` runs the server on `./stemedb-data`; `keygen`, `sign` and `check-envelope`
+//! work with keys and envelopes offline. `stemedb <command> --help` documents each command.
+//! Exit codes: 0 success, 1 the input was checked and is invalid, 2 usage or I/O error.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use stemedb_server::{Config, ConfigLayer, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "stemedb",
+    version,
+    about = "StemeDB: a tamper-evident assertion database for AI agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (defaults: data dir ./stemedb-data, listen 127.0.0.1:18180).
+    Serve(ServeArgs),
+    /// Generate an Ed25519 key as PKCS#8 PEM (mode 0600) and print its public key hex.
+    Keygen {
+        /// Where to write the private key. Refuses to overwrite an existing file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a statement and print the DSSE envelope. Fills `agent`, `ts` and `v` when absent.
+    Sign {
+        /// PKCS#8 PEM Ed25519 private key (from `stemedb keygen` or `openssl genpkey -algorithm ed25519`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Statement JSON file, or `-` for standard input.
+        #[arg(default_value = "-")]
+        statement: String,
+    },
+    /// Check an envelope: decode, validate the statement, verify the signature, print its id.
+    CheckEnvelope {
+        /// Envelope JSON file, or `-` for standard input.
+        #[arg(default_value = "-")]
+        envelope: String,
+    },
+}
+
+/// Settings for `serve`. Precedence: flag, then `STEMEDB_*` environment, then the config file,
+/// then the built-in default.
+#[derive(Args)]
+struct ServeArgs {
+    /// Data directory, created if absent and locked while the server runs [default: ./stemedb-data].
+    #[arg(long, env = "STEMEDB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:18180].
+    #[arg(long, env = "STEMEDB_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// TOML config file with the same settings (snake_case keys).
+    #[arg(long, env = "STEMEDB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "STEMEDB_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Log filter, tracing EnvFilter syntax [default: info].
+    #[arg(long, env = "STEMEDB_LOG")]
+    log: Option<String>,
+    /// Milliseconds to drain in-flight requests after SIGTERM or Ctrl-C [default: 10000].
+    #[arg(long, env = "STEMEDB_SHUTDOWN_GRACE_MS")]
+    shutdown_grace_ms: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Keygen { out } => keygen(&out),
+        Command::Sign { key, statement } => sign(&key, &statement),
+        Command::CheckEnvelope { envelope } => return check_envelope(&envelope),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            ConfigLayer::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+        }
+        None => ConfigLayer::default(),
+    };
+    let flags = ConfigLayer {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        log_format: args.log_format,
+        log: args.log,
+        shutdown_grace_ms: args.shutdown_grace_ms,
+    };
+    let config = Config::resolve(flags, file);
+    stemedb_server::init_tracing(config.log_format, &config.log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(stemedb_server::serve(config))
+}
+
+fn keygen(out: &Path) -> anyhow::Result<()> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+    let key = stemedb_core::signing_key_from_seed(&seed);
+    seed.fill(0);
+    let pem = stemedb_core::signing_key_to_pem(&key);
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut file = opts
+        .open(out)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", out.display()))?;
+    file.write_all(pem.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("{}", stemedb_core::public_key_hex(&key));
+    Ok(())
+}
+
+fn read_input(source: &str) -> anyhow::Result<Vec<u8>> {
+    // Bound what we read so a huge file cannot exhaust memory.
+    let limit = (stemedb_core::MAX_ENVELOPE_BYTES * 8) as u64;
+    let mut buf = Vec::new();
+    if source == "-" {
+        std::io::stdin()
+            .take(limit)
+            .read_to_end(&mut buf)
+            .context("cannot read standard input")?;
+    } else {
+        std::fs::File::open(source)
+            .and_then(|f| f.take(limit).read_to_end(&mut buf))
+            .with_context(|| format!("cannot read {source}"))?;
+    }
+    Ok(buf)
+}
+
+fn load_key(path: &Path) -> anyhow::Result<stemedb_core::SigningKey> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read key file {}", path.display()))?;
+    stemedb_core::signing_key_from_pem(&pem).with_context(|| format!("key file {}", path.display()))
+}
+
+fn now_ms() -> anyhow::Result<i64> {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("system clock is before 1970")?;
+    i64::try_from(d.as_millis()).context("system clock out of range")
+}
+
+fn sign(key_path: &Path, statement: &str) -> anyhow::Result<()> {
+    let key = load_key(key_path)?;
+    let input = read_input(statement)?;
+    let payload = stemedb_core::complete_statement(&input, &key, now_ms()?)
+        .map_err(|e| anyhow::anyhow!("{} ({})", e, e.code()))?;
+    let signed = match stemedb_core::sign(&key, payload) {
+        Ok(s) => s,
+        Err(e) => bail!("cannot sign: {e} ({})", e.code()),
+    };
+    let mut out = signed.envelope().encode();
+    out.push(b'\n');
+    std::io::stdout()
+        .write_all(&out)
+        .context("cannot write to standard output")?;
+    Ok(())
+}
+
+fn check_envelope(source: &str) -> ExitCode {
+    let input = match read_input(source) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match stemedb_core::check(&input) {
+        Ok(v) => {
+            let out = serde_json::json!({
+                "id": v.id().to_hex(),
+                "agent": v.statement().agent_hex(),
+                "subject": v.statement().subject(),
+                "predicate": v.statement().predicate(),
+                "valid": true,
+            });
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let out = serde_json::json!({"valid": false, "code": e.code(), "error": e.to_string()});
+            println!("{out}");
+            eprintln!("invalid envelope: {e} ({})", e.code());
+            ExitCode::from(1)
+        }
+    }
+}

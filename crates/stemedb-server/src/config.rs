@@ -1,0 +1,147 @@
+//! Server configuration: one struct, documented defaults, one precedence order.
+//!
+//! Precedence, highest first: command-line flag, `STEMEDB_*` environment variable, TOML config
+//! file (`--config` / `STEMEDB_CONFIG`), built-in default. The CLI resolves flag-or-env (clap does
+//! both) into `ConfigLayer`, reads the file into another `ConfigLayer`, and `Config::resolve`
+//! merges them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./stemedb-data";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:18180";
+/// Default time allowed to drain in-flight requests after SIGTERM or Ctrl-C.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log format must be text or json, got {other:?}")),
+        }
+    }
+}
+
+/// One source of settings; `None` means "this source does not set it".
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// Where the server keeps its data (`STEMEDB_DATA_DIR`, `data_dir`).
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (`STEMEDB_LISTEN`, `listen`).
+    pub listen: Option<SocketAddr>,
+    /// `text` or `json` (`STEMEDB_LOG_FORMAT`, `log_format`).
+    pub log_format: Option<LogFormat>,
+    /// A tracing filter such as `info` or `stemedb_server=debug` (`STEMEDB_LOG`, `log`).
+    pub log: Option<String>,
+    /// Milliseconds to drain requests on shutdown (`STEMEDB_SHUTDOWN_GRACE_MS`, `shutdown_grace_ms`).
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+impl ConfigLayer {
+    /// Reads a TOML config file's text. Unknown keys are an error, so typos do not pass silently.
+    pub fn from_toml(text: &str) -> Result<ConfigLayer, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// This layer, with unset values taken from `lower`.
+    pub fn over(self, lower: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            data_dir: self.data_dir.or(lower.data_dir),
+            listen: self.listen.or(lower.listen),
+            log_format: self.log_format.or(lower.log_format),
+            log: self.log.or(lower.log),
+            shutdown_grace_ms: self.shutdown_grace_ms.or(lower.shutdown_grace_ms),
+        }
+    }
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Data directory (created if absent, locked while the server runs).
+    pub data_dir: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Tracing filter.
+    pub log: String,
+    /// Drain time on shutdown, milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Config {
+    /// Merges flag-or-env settings over file settings over defaults.
+    pub fn resolve(flags_and_env: ConfigLayer, file: ConfigLayer) -> Config {
+        let l = flags_and_env.over(file);
+        Config {
+            data_dir: l
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen: l.listen.unwrap_or_else(default_listen),
+            log_format: l.log_format.unwrap_or_default(),
+            log: l.log.unwrap_or_else(|| "info".to_string()),
+            shutdown_grace_ms: l.shutdown_grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 18180))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_listen_matches_the_documented_constant() {
+        assert_eq!(default_listen().to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn flags_and_env_beat_the_file_which_beats_defaults() {
+        let file = ConfigLayer::from_toml(
+            "data_dir = \"/from/file\"\nlisten = \"127.0.0.1:1\"\nlog_format = \"json\"\n",
+        )
+        .expect("valid toml");
+        let flags = ConfigLayer {
+            data_dir: Some("/from/flag".into()),
+            ..ConfigLayer::default()
+        };
+        let c = Config::resolve(flags, file);
+        assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:1");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log, "info");
+        assert_eq!(c.shutdown_grace_ms, DEFAULT_SHUTDOWN_GRACE_MS);
+        let d = Config::resolve(ConfigLayer::default(), ConfigLayer::default());
+        assert_eq!(d.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn unknown_or_mistyped_file_keys_are_errors() {
+        assert!(ConfigLayer::from_toml("data_dri = \"x\"").is_err());
+        assert!(ConfigLayer::from_toml("listen = \"nope\"").is_err());
+        assert!(ConfigLayer::from_toml("log_format = \"xml\"").is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! RFC 9457 problem details: every error response is `application/problem+json` with a stable
+//! `code`. The mapping from core error classes to HTTP statuses lives here and only here.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use stemedb_core::ErrorClass;
+
+/// Media type of problem responses.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Problem {
+    /// A URI naming the problem type (relative, resolvable against the server's docs).
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// Short, human-readable summary of the problem type.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong this time.
+    pub detail: String,
+    /// Stable machine code.
+    pub code: &'static str,
+}
+
+impl Problem {
+    /// A problem with `status`, stable `code` and `detail`.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem {
+            type_uri: format!("/docs/problems#{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code,
+        }
+    }
+
+    /// The problem for a core validation error.
+    pub fn from_core(e: &stemedb_core::Error) -> Problem {
+        Problem::new(status_of(e.class()), e.code(), e.to_string())
+    }
+
+    /// 404 for an unknown route.
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+}
+
+/// The HTTP status for each class of core error.
+pub fn status_of(class: ErrorClass) -> StatusCode {
+    match class {
+        ErrorClass::Malformed => StatusCode::BAD_REQUEST,
+        ErrorClass::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_classes_map_to_statuses() {
+        let cases = [
+            (stemedb_core::Error::MalformedEnvelope("x".into()), 400),
+            (stemedb_core::Error::BadSignature, 422),
+            (stemedb_core::Error::UnknownField("x".into()), 422),
+            (
+                stemedb_core::Error::TooLarge {
+                    what: "x",
+                    actual: 2,
+                    limit: 1,
+                },
+                413,
+            ),
+        ];
+        for (err, status) in cases {
+            let p = Problem::from_core(&err);
+            assert_eq!(p.status, status, "{err}");
+            assert_eq!(p.code, err.code());
+        }
+    }
+}
