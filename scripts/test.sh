@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole StemeDB test suite, from a fresh machine: installs what the tests need, then runs
+# formatting and lint checks, the Rust tests (unit, property, end-to-end against the real binary)
+# and the interop tests against independent implementations (PyNaCl/libsodium, blake3, openssl).
+# Usage: ./scripts/test.sh        (CI runs exactly this through .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+# System packages the tests use. Installed when missing; a failed install stops the run.
+apt_packages=()
+command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
+command -v python3 >/dev/null 2>&1 || apt_packages+=(python3 python3-pip)
+command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+  step "installing system packages: ${apt_packages[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_packages[@]}"
+fi
+
+step "installing Python test dependencies (tests/interop/requirements.txt)"
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip || die "no pip"
+fi
+python3 -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt \
+  || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
+       -r tests/interop/requirements.txt \
+  || die "cannot install Python test dependencies"
+python3 -c 'import nacl, blake3, pytest' || die "Python test dependencies did not import"
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  step "installing cargo-nextest"
+  cargo install --locked cargo-nextest || die "cannot install cargo-nextest"
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build (the stemedb binary the end-to-end and interop tests run)"
+cargo build --workspace --locked
+
+step "Rust tests (cargo nextest)"
+cargo nextest run --workspace --locked --no-fail-fast
+
+step "Python interop tests (PyNaCl, blake3, openssl)"
+STEMEDB_BIN="$PWD/target/debug/stemedb" python3 -m pytest -q tests/interop
