@@ -179,7 +179,7 @@ impl Envelope {
             }],
         };
         // Serializing strings and a fixed struct into a Vec cannot fail.
-        serde_json::to_vec(&json).unwrap_or_default()
+        serde_json::to_vec(&json).expect("serializing strings into a Vec cannot fail")
     }
 
     /// The statement bytes exactly as signed.

@@ -161,7 +161,7 @@ pub fn check(bytes: &[u8]) -> Result<Verified> {
 ///
 /// This is the one entry point for bulk verification, so that the method can change without
 /// touching callers. Today it verifies each item strictly: a cofactorless batch equation
-/// (`ed25519_dalek::verify_batch`) is 2.7x faster but accepts signatures whose `R` carries a
+/// (`ed25519_dalek::verify_batch`) is 2.8x faster but accepts signatures whose `R` carries a
 /// small-order component that a signer can grind for, which libsodium and strict verification
 /// reject; making the batch equation safe needs a torsion check of every `R`, and with it the
 /// batch is slower than strict verification one by one. Measurements and the rejected options
