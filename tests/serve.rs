@@ -90,9 +90,9 @@ fn get(addr: &str, path: &str) -> (u16, String, String) {
     (status, ctype, resp.text().unwrap_or_default())
 }
 
-fn sigterm(child: &Child) {
+fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([sig, &child.id().to_string()])
         .status()
         .expect("run kill");
     assert!(status.success());
@@ -168,7 +168,7 @@ fn a_second_server_on_the_same_data_dir_is_refused_and_the_first_keeps_serving()
 fn sigterm_drains_and_exits_cleanly_then_the_dir_can_be_reopened() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut server = start(tmp.path(), &["--listen", "127.0.0.1:0"], &[]);
-    sigterm(&server.child);
+    signal(&server.child, "-TERM");
     assert_eq!(
         wait_exit(&mut server.child, Duration::from_secs(15)),
         Some(0)
@@ -182,9 +182,15 @@ fn sigterm_drains_and_exits_cleanly_then_the_dir_can_be_reopened() {
         messages.iter().any(|m| m == "stemedb stopped"),
         "{messages:?}"
     );
-    // The lock was released: a new server starts on the same directory.
-    let again = start(tmp.path(), &["--listen", "127.0.0.1:0"], &[]);
+    // The lock was released: a new server starts on the same directory, and Ctrl-C (SIGINT)
+    // stops it the same way.
+    let mut again = start(tmp.path(), &["--listen", "127.0.0.1:0"], &[]);
     assert_eq!(get(&again.addr, "/v1/health").0, 200);
+    signal(&again.child, "-INT");
+    assert_eq!(
+        wait_exit(&mut again.child, Duration::from_secs(15)),
+        Some(0)
+    );
 }
 
 #[test]
