@@ -32,7 +32,7 @@ fn mth<S: NodeSource>(s: &S, start: u64, end: u64) -> Result<Hash, S::Error> {
     if n == 0 {
         return Ok(empty_root());
     }
-    if n.is_power_of_two() && start % n == 0 {
+    if n.is_power_of_two() && start.is_multiple_of(n) {
         return s.node(n.trailing_zeros(), start >> n.trailing_zeros());
     }
     let k = split_point(n);
