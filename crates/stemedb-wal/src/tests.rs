@@ -69,9 +69,12 @@ fn last_segment(dir: &Path) -> PathBuf {
     names.pop().expect("a segment")
 }
 
+/// A way of damaging the last segment.
+type Damage = Box<dyn Fn(&Path)>;
+
 #[test]
 fn torn_tails_are_truncated_and_nothing_before_them_is_lost() {
-    let tails: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    let tails: Vec<(&str, Damage)> = vec![
         (
             "random bytes appended",
             Box::new(|p: &Path| {
