@@ -1,0 +1,655 @@
+//! The commit thread: recovery and replay on open, then group commit for every write.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use stemedb_core::{AssertionId, Envelope, Statement, Verified};
+use stemedb_merkle::{Frontier, NoteSigner, leaf_hash};
+use stemedb_wal::{Record, Wal};
+
+use crate::nodes::{NodeReader, NodeWriter};
+use crate::vlog::{Pointer, Position, VlogReader, VlogWriter};
+use crate::{
+    AGENT_IDX, ASSERTIONS, BY_SEQ, CONCEPT_PATH_IDX, FORMAT_VERSION, Head, KIND_ASSERTION, Layout,
+    META, Observer, Outcome, PREDICATE_IDX, SUBJECT_IDX, SUPERSEDES, Shared, StoreError,
+    StoreOptions, db_err, io_at, keys,
+};
+
+/// Verified assertions waiting for the commit thread, and who to tell.
+pub struct Submission {
+    /// Each verified assertion with its envelope bytes as received.
+    pub items: Vec<(Verified, Vec<u8>)>,
+    /// When the server received them, Unix ms.
+    pub received_at_ms: i64,
+    /// Called once with one result per item, in order.
+    pub reply: Box<dyn FnOnce(Vec<Result<Outcome, StoreError>>) + Send>,
+}
+
+/// The value of the `assertions` table: 32 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AssertionRecord {
+    pub log_index: u64,
+    pub received_at_ms: i64,
+    pub pointer: Pointer,
+}
+
+impl AssertionRecord {
+    fn encode(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(&self.log_index.to_le_bytes());
+        b[8..16].copy_from_slice(&self.received_at_ms.to_le_bytes());
+        b[16..20].copy_from_slice(&self.pointer.segment.to_le_bytes());
+        b[20..28].copy_from_slice(&self.pointer.offset.to_le_bytes());
+        b[28..32].copy_from_slice(&self.pointer.len.to_le_bytes());
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Result<AssertionRecord, StoreError> {
+        let b: &[u8; 32] = b
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("assertion record is not 32 bytes".into()))?;
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
+        Ok(AssertionRecord {
+            log_index: u64_at(0),
+            received_at_ms: u64_at(8) as i64,
+            pointer: Pointer {
+                segment: u32_at(16),
+                offset: u64_at(20),
+                len: u32_at(28),
+            },
+        })
+    }
+}
+
+/// One new assertion in log order.
+struct NewRecord {
+    log_index: u64,
+    received_at_ms: i64,
+    id: AssertionId,
+    statement: Statement,
+    raw: Vec<u8>,
+}
+
+/// WAL body of an assertion: `log_index u64 | received_at i64 | id [32] | envelope bytes`.
+fn wal_body(r: &NewRecord) -> Vec<u8> {
+    let mut b = Vec::with_capacity(48 + r.raw.len());
+    b.extend_from_slice(&r.log_index.to_le_bytes());
+    b.extend_from_slice(&r.received_at_ms.to_le_bytes());
+    b.extend_from_slice(r.id.as_bytes());
+    b.extend_from_slice(&r.raw);
+    b
+}
+
+fn parse_wal_body(seq: u64, kind: u8, body: &[u8]) -> Result<(u64, i64, [u8; 32], &[u8]), String> {
+    if kind != KIND_ASSERTION {
+        return Err(format!("record {seq} has unknown kind {kind}"));
+    }
+    if body.len() < 48 {
+        return Err(format!("record {seq} is too short"));
+    }
+    let log_index = u64::from_le_bytes(body[..8].try_into().unwrap_or_default());
+    let received = i64::from_le_bytes(body[8..16].try_into().unwrap_or_default());
+    let id: [u8; 32] = body[16..48].try_into().unwrap_or_default();
+    if log_index != seq {
+        return Err(format!("record {seq} carries log index {log_index}"));
+    }
+    Ok((log_index, received, id, &body[48..]))
+}
+
+fn meta_u64(txn: &redb::ReadTransaction, key: &str) -> Result<Option<u64>, StoreError> {
+    let t = txn.open_table(META).map_err(db_err)?;
+    let v = t.get(key).map_err(db_err)?;
+    Ok(v.and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The commit thread's state.
+pub(crate) struct Writer {
+    db: Arc<Database>,
+    wal: Wal,
+    vlog: VlogWriter,
+    nodes: NodeWriter,
+    frontier: Frontier,
+    next_index: u64,
+    durable_index: u64,
+    last_durable: Instant,
+    opts: StoreOptions,
+    layout_metadata: std::path::PathBuf,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    /// Opens every file, checks and repairs derived state, replays the WAL tail.
+    pub(crate) fn recover(
+        layout: &Layout,
+        opts: &StoreOptions,
+        signer: NoteSigner,
+        observer: Arc<dyn Observer>,
+    ) -> Result<(Writer, Arc<Shared>), StoreError> {
+        let started = Instant::now();
+        let db = Database::builder()
+            .set_cache_size(opts.cache_bytes)
+            .create(&layout.redb)
+            .map_err(db_err)?;
+        {
+            let txn = db.begin_write().map_err(db_err)?;
+            {
+                txn.open_table(ASSERTIONS).map_err(db_err)?;
+                txn.open_table(BY_SEQ).map_err(db_err)?;
+                txn.open_table(SUBJECT_IDX).map_err(db_err)?;
+                txn.open_table(CONCEPT_PATH_IDX).map_err(db_err)?;
+                txn.open_table(PREDICATE_IDX).map_err(db_err)?;
+                txn.open_table(AGENT_IDX).map_err(db_err)?;
+                txn.open_table(SUPERSEDES).map_err(db_err)?;
+                let mut meta = txn.open_table(META).map_err(db_err)?;
+                let format = meta
+                    .get("format")
+                    .map_err(db_err)?
+                    .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes));
+                match format {
+                    None => {
+                        meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
+                            .map_err(db_err)?;
+                    }
+                    Some(FORMAT_VERSION) => {}
+                    Some(other) => {
+                        return Err(StoreError::Corrupt(format!(
+                            "data directory format {other}, this server reads {FORMAT_VERSION}"
+                        )));
+                    }
+                }
+            }
+            txn.commit().map_err(db_err)?;
+        }
+        let (applied, durable, vlog_pos) = {
+            let r = db.begin_read().map_err(db_err)?;
+            let applied = meta_u64(&r, "applied")?.unwrap_or(0);
+            let durable = meta_u64(&r, "durable")?.unwrap_or(0);
+            let seg = meta_u64(&r, "durable_vlog_segment")?.unwrap_or(0) as u32;
+            let len = meta_u64(&r, "durable_vlog_len")?.unwrap_or(0);
+            (applied, durable, Position { segment: seg, len })
+        };
+        if durable > applied {
+            return Err(StoreError::Corrupt(format!(
+                "durable checkpoint {durable} is past the applied index {applied}"
+            )));
+        }
+        let (wal, report) = Wal::open(&layout.wal, opts.wal.clone())?;
+        tracing::info!(
+            segments = report.segments,
+            records = report.records,
+            truncated_bytes = report.truncated_bytes,
+            "WAL recovered"
+        );
+        if wal.next_seq() < applied {
+            return Err(StoreError::Corrupt(format!(
+                "the WAL ends at record {} but the store has applied {applied}: WAL segments are missing",
+                wal.next_seq()
+            )));
+        }
+        let vlog = VlogWriter::open(&layout.values, vlog_pos).map_err(io_at(&layout.values))?;
+        let nodes = NodeWriter::open(&layout.merkle, durable).map_err(io_at(&layout.merkle))?;
+        let node_reader = NodeReader::new(&layout.merkle);
+        let frontier = Frontier::load(&node_reader, durable).map_err(io_at(&layout.merkle))?;
+        let db = Arc::new(db);
+        let shared = Arc::new(Shared {
+            db: db.clone(),
+            vlog: VlogReader::new(&layout.values),
+            nodes: node_reader,
+            head: RwLock::new(Head {
+                size: frontier.size(),
+                root: frontier.root(),
+            }),
+            origin: opts.origin.clone(),
+            signer,
+            checkpoint_cache: Mutex::new(None),
+            read_only: RwLock::new(None),
+            observer,
+        });
+        let mut w = Writer {
+            db,
+            wal,
+            vlog,
+            nodes,
+            frontier,
+            next_index: durable,
+            durable_index: durable,
+            last_durable: Instant::now(),
+            opts: opts.clone(),
+            layout_metadata: layout.metadata.clone(),
+            shared: shared.clone(),
+        };
+        w.replay(durable, applied)?;
+        w.durable_checkpoint()?;
+        tracing::info!(
+            tree_size = w.next_index,
+            rebuilt = applied - durable,
+            replayed = w.next_index - applied,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "store open"
+        );
+        Ok((w, shared))
+    }
+
+    /// Rebuilds the value log and node files for `[durable, applied)` (redb already has those
+    /// rows) and applies everything after `applied` in full.
+    fn replay(&mut self, durable: u64, applied: u64) -> Result<(), StoreError> {
+        let mut tail: Vec<NewRecord> = Vec::new();
+        let mut rebuilt_last: Option<(AssertionId, Pointer)> = None;
+        let mut failure: Option<String> = None;
+        let vlog = &mut self.vlog;
+        let nodes = &mut self.nodes;
+        let frontier = &mut self.frontier;
+        self.wal.replay_from(durable, |seq, kind, body| {
+            if failure.is_some() {
+                return;
+            }
+            let (log_index, received, id, raw) = match parse_wal_body(seq, kind, body) {
+                Ok(p) => p,
+                Err(e) => {
+                    failure = Some(e);
+                    return;
+                }
+            };
+            if log_index < applied {
+                match vlog.append(raw) {
+                    Ok(p) => rebuilt_last = Some((AssertionId::from_bytes(id), p)),
+                    Err(e) => failure = Some(e.to_string()),
+                }
+                nodes.queue(frontier.push(leaf_hash(&id)));
+                return;
+            }
+            let statement =
+                Envelope::decode(raw).and_then(|e| Statement::from_payload(e.payload()));
+            match statement {
+                Ok(statement) => tail.push(NewRecord {
+                    log_index,
+                    received_at_ms: received,
+                    id: AssertionId::from_bytes(id),
+                    statement,
+                    raw: raw.to_vec(),
+                }),
+                Err(e) => failure = Some(format!("record {seq}: {e}")),
+            }
+        })?;
+        if let Some(f) = failure {
+            return Err(StoreError::Corrupt(format!("WAL replay: {f}")));
+        }
+        if self.frontier.size() != applied {
+            return Err(StoreError::Corrupt(format!(
+                "rebuilt {} leaves, the store has applied {applied}",
+                self.frontier.size()
+            )));
+        }
+        self.vlog
+            .flush()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.nodes
+            .flush()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if let Some((id, pointer)) = rebuilt_last {
+            let r = self.db.begin_read().map_err(db_err)?;
+            let t = r.open_table(ASSERTIONS).map_err(db_err)?;
+            let stored = t.get(id.as_bytes().as_slice()).map_err(db_err)?;
+            let stored = match stored {
+                Some(v) => AssertionRecord::decode(v.value())?.pointer,
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "applied assertion {id} missing"
+                    )));
+                }
+            };
+            if stored != pointer {
+                return Err(StoreError::Corrupt(format!(
+                    "value log rebuilt {pointer:?} for {id}, the store says {stored:?}"
+                )));
+            }
+        }
+        self.next_index = applied;
+        for chunk in tail.chunks(10_000) {
+            self.apply(chunk)?;
+        }
+        Ok(())
+    }
+
+    /// The commit loop.
+    pub(crate) fn run(mut self, rx: Receiver<Submission>) {
+        let interval = Duration::from_millis(self.opts.checkpoint_interval_ms.max(1));
+        loop {
+            let first = match rx.recv_timeout(interval) {
+                Ok(s) => s,
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.durable_index != self.next_index {
+                        self.checkpoint_or_fail();
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut count = first.items.len();
+            let mut group = vec![first];
+            while count < self.opts.group_max_records {
+                match rx.try_recv() {
+                    Ok(s) => {
+                        count += s.items.len();
+                        group.push(s);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+            if self.next_index - self.durable_index >= self.opts.checkpoint_records
+                || self.last_durable.elapsed() >= interval
+            {
+                self.checkpoint_or_fail();
+            }
+        }
+        if self.durable_index != self.next_index {
+            self.checkpoint_or_fail();
+        }
+        tracing::info!(tree_size = self.next_index, "commit thread stopped");
+    }
+
+    fn checkpoint_or_fail(&mut self) {
+        if self
+            .shared
+            .read_only
+            .read()
+            .map(|r| r.is_some())
+            .unwrap_or(true)
+        {
+            return;
+        }
+        if let Err(e) = self.durable_checkpoint() {
+            self.shared
+                .set_read_only(&format!("durable checkpoint failed: {e}"));
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Submission>) {
+        let read_only = self.shared.read_only.read().ok().and_then(|r| r.clone());
+        if let Some(why) = read_only {
+            for s in group {
+                let n = s.items.len();
+                (s.reply)(
+                    (0..n)
+                        .map(|_| Err(StoreError::ReadOnly(why.clone())))
+                        .collect(),
+                );
+            }
+            return;
+        }
+        // Dedupe against the store and within the group, then assign log indexes.
+        enum Slot {
+            Existing(AssertionId, u64),
+            New(usize),
+            Failed(String),
+        }
+        let mut new: Vec<NewRecord> = Vec::new();
+        let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        let mut seen: HashMap<AssertionId, u64> = HashMap::new();
+        let lookup = self
+            .db
+            .begin_read()
+            .and_then(|r| Ok(r.open_table(ASSERTIONS)))
+            .map_err(db_err);
+        let table = match lookup {
+            Ok(Ok(t)) => Some(t),
+            _ => None,
+        };
+        for s in group {
+            let mut these = Vec::with_capacity(s.items.len());
+            for (verified, raw) in s.items {
+                let id = verified.id();
+                let existing = match &table {
+                    Some(t) => t
+                        .get(id.as_bytes().as_slice())
+                        .ok()
+                        .flatten()
+                        .and_then(|v| AssertionRecord::decode(v.value()).ok())
+                        .map(|r| r.log_index),
+                    None => {
+                        these.push(Slot::Failed("cannot read the store".into()));
+                        continue;
+                    }
+                };
+                if let Some(idx) = existing.or_else(|| seen.get(&id).copied()) {
+                    these.push(Slot::Existing(id, idx));
+                    continue;
+                }
+                let log_index = self.next_index + new.len() as u64;
+                seen.insert(id, log_index);
+                these.push(Slot::New(new.len()));
+                let (_, _, statement) = verified.into_parts();
+                new.push(NewRecord {
+                    log_index,
+                    received_at_ms: s.received_at_ms,
+                    id,
+                    statement,
+                    raw,
+                });
+            }
+            slots.push(these);
+            replies.push(s.reply);
+        }
+        drop(table);
+        let mut failure: Option<StoreError> = None;
+        if !new.is_empty() {
+            let bodies: Vec<Vec<u8>> = new.iter().map(wal_body).collect();
+            let records: Vec<Record> = bodies
+                .iter()
+                .map(|b| Record {
+                    kind: KIND_ASSERTION,
+                    body: b,
+                })
+                .collect();
+            let t0 = Instant::now();
+            match self.wal.append_group(&records) {
+                Ok(_) => {
+                    self.shared
+                        .observer
+                        .group_committed(new.len(), t0.elapsed().as_secs_f64());
+                    if let Err(e) = self.apply(&new) {
+                        // The records are durable in the WAL and will be replayed on restart,
+                        // but this process cannot serve them: stop taking writes.
+                        self.shared
+                            .set_read_only(&format!("applying a group failed: {e}"));
+                        failure = Some(e);
+                    }
+                }
+                Err(e) => {
+                    self.shared.set_read_only(&e.to_string());
+                    failure = Some(StoreError::ReadOnly(e.to_string()));
+                }
+            }
+        }
+        for (these, reply) in slots.into_iter().zip(replies) {
+            let results = these
+                .into_iter()
+                .map(|slot| match slot {
+                    Slot::Existing(id, log_index) => Ok(Outcome {
+                        id,
+                        log_index,
+                        created: false,
+                    }),
+                    Slot::New(i) => match &failure {
+                        Some(e) => Err(StoreError::ReadOnly(e.to_string())),
+                        None => Ok(Outcome {
+                            id: new[i].id,
+                            log_index: new[i].log_index,
+                            created: true,
+                        }),
+                    },
+                    Slot::Failed(why) => Err(StoreError::Db(why)),
+                })
+                .collect();
+            reply(results);
+        }
+    }
+
+    /// Applies new records (already durable in the WAL) to the value log, node files and redb.
+    fn apply(&mut self, recs: &[NewRecord]) -> Result<(), StoreError> {
+        let mut pointers = Vec::with_capacity(recs.len());
+        for r in recs {
+            debug_assert_eq!(r.log_index, self.frontier.size());
+            pointers.push(
+                self.vlog
+                    .append(&r.raw)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+            self.nodes
+                .queue(self.frontier.push(leaf_hash(r.id.as_bytes())));
+        }
+        self.vlog
+            .flush()
+            .map_err(|e| StoreError::Corrupt(format!("value log write: {e}")))?;
+        self.nodes
+            .flush()
+            .map_err(|e| StoreError::Corrupt(format!("node file write: {e}")))?;
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::None).map_err(db_err)?;
+        insert_rows(&txn, recs, &pointers).map_err(db_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let next = self.frontier.size();
+            meta.insert("applied", next.to_le_bytes().as_slice())
+                .map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        self.next_index = self.frontier.size();
+        if let Ok(mut head) = self.shared.head.write() {
+            *head = Head {
+                size: self.frontier.size(),
+                root: self.frontier.root(),
+            };
+        }
+        self.shared
+            .observer
+            .tree_size(self.next_index, self.wal.segment_count());
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable without the WAL: fsync the value log and node
+    /// files, then commit `meta` with `Durability::Immediate`, then write `metadata.json`.
+    fn durable_checkpoint(&mut self) -> Result<(), StoreError> {
+        self.vlog
+            .sync()
+            .map_err(|e| StoreError::Corrupt(format!("value log fsync: {e}")))?;
+        self.nodes
+            .sync()
+            .map_err(|e| StoreError::Corrupt(format!("node file fsync: {e}")))?;
+        let pos = self.vlog.position();
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            for (k, v) in [
+                ("applied", self.next_index),
+                ("durable", self.next_index),
+                ("durable_vlog_segment", u64::from(pos.segment)),
+                ("durable_vlog_len", pos.len),
+                ("durable_at_ms", now_ms() as u64),
+            ] {
+                meta.insert(k, v.to_le_bytes().as_slice()).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        self.durable_index = self.next_index;
+        self.last_durable = Instant::now();
+        self.write_metadata()?;
+        self.shared
+            .observer
+            .durable_checkpoint(now_ms() as f64 / 1000.0);
+        Ok(())
+    }
+
+    fn write_metadata(&self) -> Result<(), StoreError> {
+        let root = self.frontier.root();
+        let doc = serde_json::json!({
+            "format_version": FORMAT_VERSION,
+            "origin": self.opts.origin,
+            "tree_size": self.next_index,
+            "root": hex::encode(root),
+            "assertions": self.next_index,
+            "wal_segments": self.wal.segment_count(),
+            "durable_checkpoint": {
+                "tree_size": self.durable_index,
+                "root": hex::encode(root),
+                "unix_ms": now_ms(),
+            },
+            "server_public_key": hex::encode(self.shared.signer.public_key()),
+        });
+        let path = &self.layout_metadata;
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(&doc)
+            .map_err(|e| StoreError::Corrupt(format!("metadata.json: {e}")))?;
+        write_atomically(path, &tmp, &text)
+    }
+}
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync the directory.
+pub(crate) fn write_atomically(
+    path: &std::path::Path,
+    tmp: &std::path::Path,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(tmp).map_err(io_at(tmp))?;
+    f.write_all(bytes).map_err(io_at(tmp))?;
+    f.sync_all().map_err(io_at(tmp))?;
+    std::fs::rename(tmp, path).map_err(io_at(path))?;
+    if let Some(dir) = path.parent() {
+        stemedb_wal::sync_dir(dir).map_err(io_at(dir))?;
+    }
+    Ok(())
+}
+
+fn insert_rows(
+    txn: &WriteTransaction,
+    recs: &[NewRecord],
+    pointers: &[Pointer],
+) -> Result<(), redb::Error> {
+    let mut assertions = txn.open_table(ASSERTIONS)?;
+    let mut by_seq = txn.open_table(BY_SEQ)?;
+    let mut subject = txn.open_table(SUBJECT_IDX)?;
+    let mut concept = txn.open_table(CONCEPT_PATH_IDX)?;
+    let mut predicate = txn.open_table(PREDICATE_IDX)?;
+    let mut agent = txn.open_table(AGENT_IDX)?;
+    let mut supersedes = txn.open_table(SUPERSEDES)?;
+    for (r, p) in recs.iter().zip(pointers) {
+        let rec = AssertionRecord {
+            log_index: r.log_index,
+            received_at_ms: r.received_at_ms,
+            pointer: *p,
+        };
+        assertions.insert(r.id.as_bytes().as_slice(), rec.encode().as_slice())?;
+        by_seq.insert(r.log_index, r.id.as_bytes().as_slice())?;
+        subject.insert(keys::subject_key(&r.statement, r.log_index).as_slice(), ())?;
+        concept.insert(
+            keys::reversed_subject_key(&r.statement, r.log_index).as_slice(),
+            (),
+        )?;
+        predicate.insert(
+            keys::predicate_key(&r.statement, r.log_index).as_slice(),
+            (),
+        )?;
+        agent.insert(keys::agent_key(&r.statement, r.log_index).as_slice(), ())?;
+        for target in r.statement.supersedes() {
+            supersedes.insert(
+                keys::supersedes_key(target.as_bytes(), r.log_index).as_slice(),
+                (),
+            )?;
+        }
+    }
+    Ok(())
+}

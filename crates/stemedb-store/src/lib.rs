@@ -1,0 +1,496 @@
+//! `stemedb-store`: the HybridStore. redb holds compact keys and pointers (`assertions`,
+//! `by_seq`, the subject, reversed-subject, predicate and agent indexes, `supersedes`, `meta`);
+//! envelope bytes live in the value log; Merkle nodes live in per-level files. One commit thread
+//! owns every writer and runs group commit: drain the queue, dedupe, assign log indexes, one WAL
+//! write and one fsync, apply, then answer every caller.
+//!
+//! Architecture Invariant: a write is acknowledged only after its WAL record is fsync'd, and
+//! after it is applied, so a read or a checkpoint requested after the ack includes it.
+//!
+//! Architecture Invariant: the store, the value log and the node files are derived from the WAL.
+//! redb commits with `Durability::None` between durable checkpoints; a durable checkpoint fsyncs
+//! the value log and node files, then commits `meta` with `Durability::Immediate`. On open, the
+//! value log and node files are cut back to the durable checkpoint, rebuilt from the WAL up to
+//! what redb has applied, and the rest of the WAL is replayed.
+//!
+//! Architecture Invariant: nothing here knows HTTP.
+
+mod commit;
+pub mod keys;
+mod nodes;
+mod vlog;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+use stemedb_core::{AssertionId, SigningKey, Verified};
+use stemedb_merkle::{Checkpoint, Hash, NoteSigner};
+use stemedb_wal::{WalError, WalOptions};
+
+pub use commit::Submission;
+pub use vlog::{Pointer, Position};
+
+pub(crate) const ASSERTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("assertions");
+pub(crate) const BY_SEQ: TableDefinition<u64, &[u8]> = TableDefinition::new("by_seq");
+pub(crate) const SUBJECT_IDX: TableDefinition<&[u8], ()> = TableDefinition::new("subject.idx");
+pub(crate) const CONCEPT_PATH_IDX: TableDefinition<&[u8], ()> =
+    TableDefinition::new("concept_path.idx");
+pub(crate) const PREDICATE_IDX: TableDefinition<&[u8], ()> = TableDefinition::new("predicate.idx");
+pub(crate) const AGENT_IDX: TableDefinition<&[u8], ()> = TableDefinition::new("agent.idx");
+pub(crate) const SUPERSEDES: TableDefinition<&[u8], ()> = TableDefinition::new("supersedes");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// On-disk format version of the data directory.
+pub const FORMAT_VERSION: u64 = 1;
+/// WAL record kind of an accepted assertion.
+pub const KIND_ASSERTION: u8 = 1;
+/// Default origin line of signed checkpoints.
+pub const DEFAULT_ORIGIN: &str = "localhost/stemedb";
+
+/// Everything the store can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// File I/O failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// redb failed.
+    #[error("database error: {0}")]
+    Db(String),
+    /// The WAL failed to open or recover.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// The store is read-only after a write failure; restart after fixing the cause.
+    #[error("read-only: {0}")]
+    ReadOnly(String),
+    /// Stored data contradicts itself.
+    #[error("data directory is inconsistent: {0}")]
+    Corrupt(String),
+    /// A request is outside what the store holds.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The store is shutting down.
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+pub(crate) fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Db(e.into().to_string())
+}
+
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Options for opening a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// WAL options (segment size, fault injection).
+    pub wal: WalOptions,
+    /// Origin line of signed checkpoints (also the note key name).
+    pub origin: String,
+    /// Make a durable checkpoint at least this often while writes arrive, milliseconds.
+    pub checkpoint_interval_ms: u64,
+    /// Make a durable checkpoint after this many records.
+    pub checkpoint_records: u64,
+    /// redb page cache, bytes.
+    pub cache_bytes: usize,
+    /// Most records in one group commit.
+    pub group_max_records: usize,
+    /// Most queued submissions before submitters wait.
+    pub queue_depth: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            wal: WalOptions::default(),
+            origin: DEFAULT_ORIGIN.to_string(),
+            checkpoint_interval_ms: 1_000,
+            checkpoint_records: 100_000,
+            cache_bytes: 64 * 1024 * 1024,
+            group_max_records: 4_096,
+            queue_depth: 4_096,
+        }
+    }
+}
+
+/// Callbacks the server turns into metrics and logs.
+pub trait Observer: Send + Sync {
+    /// A group of `records` new records was written with one fsync that took `fsync_secs`.
+    fn group_committed(&self, _records: usize, _fsync_secs: f64) {}
+    /// The store turned read-only.
+    fn read_only(&self, _why: &str) {}
+    /// A durable checkpoint finished at Unix time `unix_secs`.
+    fn durable_checkpoint(&self, _unix_secs: f64) {}
+    /// The tree grew to `size` leaves; the WAL has `segments` files.
+    fn tree_size(&self, _size: u64, _segments: usize) {}
+}
+
+/// An observer that ignores everything.
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// What happened to one submitted assertion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The assertion id.
+    pub id: AssertionId,
+    /// Its position in the Merkle log.
+    pub log_index: u64,
+    /// True if it was new; false if it was already stored.
+    pub created: bool,
+}
+
+/// A stored assertion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAssertion {
+    /// The id.
+    pub id: AssertionId,
+    /// Position in the Merkle log.
+    pub log_index: u64,
+    /// When the server received it, Unix milliseconds.
+    pub received_at_ms: i64,
+    /// The envelope bytes exactly as received.
+    pub envelope: Vec<u8>,
+}
+
+/// The current tree head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Leaves in the tree.
+    pub size: u64,
+    /// Root hash.
+    pub root: Hash,
+}
+
+/// The server's checkpoint key, for `/v1/checkpoint/key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointKey {
+    /// Origin line.
+    pub origin: String,
+    /// Note key name.
+    pub key_name: String,
+    /// Ed25519 public key.
+    pub public_key: [u8; 32],
+    /// Note verifier key string.
+    pub vkey: String,
+}
+
+pub(crate) struct Shared {
+    pub db: Arc<Database>,
+    pub vlog: vlog::VlogReader,
+    pub nodes: nodes::NodeReader,
+    pub head: RwLock<Head>,
+    pub signer: NoteSigner,
+    pub origin: String,
+    pub checkpoint_cache: Mutex<Option<(u64, String)>>,
+    pub read_only: RwLock<Option<String>>,
+    pub observer: Arc<dyn Observer>,
+}
+
+impl Shared {
+    pub(crate) fn set_read_only(&self, why: &str) {
+        if let Ok(mut r) = self.read_only.write()
+            && r.is_none()
+        {
+            tracing::error!(reason = why, "store is now read-only");
+            *r = Some(why.to_string());
+            self.observer.read_only(why);
+        }
+    }
+}
+
+/// The store of one data directory. Cheap to share behind an `Arc`.
+pub struct Store {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<SyncSender<Submission>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Paths inside a data directory.
+pub struct Layout {
+    /// `wal/`
+    pub wal: PathBuf,
+    /// `db/`
+    pub db: PathBuf,
+    /// `db/stemedb.redb`
+    pub redb: PathBuf,
+    /// `db/values/`
+    pub values: PathBuf,
+    /// `db/merkle/`
+    pub merkle: PathBuf,
+    /// `server.key`
+    pub server_key: PathBuf,
+    /// `metadata.json`
+    pub metadata: PathBuf,
+}
+
+impl Layout {
+    /// The layout under `data_dir`.
+    pub fn new(data_dir: &Path) -> Layout {
+        let db = data_dir.join("db");
+        Layout {
+            wal: data_dir.join("wal"),
+            redb: db.join("stemedb.redb"),
+            values: db.join("values"),
+            merkle: db.join("merkle"),
+            server_key: data_dir.join("server.key"),
+            metadata: data_dir.join("metadata.json"),
+            db,
+        }
+    }
+}
+
+/// Reads the server's checkpoint key, creating it (mode 0600, fsync'd) on first start.
+fn load_or_create_key(path: &Path) -> Result<SigningKey, StoreError> {
+    use std::io::Write as _;
+    match std::fs::read_to_string(path) {
+        Ok(pem) => stemedb_core::signing_key_from_pem(&pem)
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            getrandom_seed(&mut seed).map_err(io_at(path))?;
+            let key = stemedb_core::signing_key_from_seed(&seed);
+            let pem = stemedb_core::signing_key_to_pem(&key);
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(path).map_err(io_at(path))?;
+            f.write_all(pem.as_bytes()).map_err(io_at(path))?;
+            f.sync_all().map_err(io_at(path))?;
+            if let Some(dir) = path.parent() {
+                stemedb_wal::sync_dir(dir).map_err(io_at(dir))?;
+            }
+            tracing::info!(path = %path.display(), "created the server's checkpoint key");
+            Ok(key)
+        }
+        Err(e) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+fn getrandom_seed(seed: &mut [u8; 32]) -> std::io::Result<()> {
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom")?.read_exact(seed)
+}
+
+impl Store {
+    /// Opens the store in `data_dir` (the caller holds the data-directory lock), recovers and
+    /// replays, and starts the commit thread.
+    pub fn open(
+        data_dir: &Path,
+        opts: StoreOptions,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Store, StoreError> {
+        let layout = Layout::new(data_dir);
+        std::fs::create_dir_all(&layout.db).map_err(io_at(&layout.db))?;
+        let key = load_or_create_key(&layout.server_key)?;
+        let signer = NoteSigner::new(opts.origin.clone(), key);
+        let (writer, shared) = commit::Writer::recover(&layout, &opts, signer, observer)?;
+        let (tx, rx): (SyncSender<Submission>, Receiver<Submission>) =
+            sync_channel(opts.queue_depth);
+        let thread = std::thread::Builder::new()
+            .name("stemedb-commit".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_at(data_dir))?;
+        Ok(Store {
+            shared,
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues verified assertions (each with its envelope bytes as received). `reply` is called
+    /// from the commit thread once every item is durable and applied, or failed. Blocks while the
+    /// queue is full.
+    pub fn submit(
+        &self,
+        items: Vec<(Verified, Vec<u8>)>,
+        received_at_ms: i64,
+        reply: Box<dyn FnOnce(Vec<Result<Outcome, StoreError>>) + Send>,
+    ) {
+        if let Some(why) = self.read_only() {
+            let n = items.len();
+            reply(
+                (0..n)
+                    .map(|_| Err(StoreError::ReadOnly(why.clone())))
+                    .collect(),
+            );
+            return;
+        }
+        let sender = self.tx.lock().ok().and_then(|g| g.clone());
+        let Some(sender) = sender else {
+            reply(items.iter().map(|_| Err(StoreError::Closed)).collect());
+            return;
+        };
+        let submission = Submission {
+            items,
+            received_at_ms,
+            reply,
+        };
+        if let Err(e) = sender.send(submission) {
+            let s = e.0;
+            (s.reply)(s.items.iter().map(|_| Err(StoreError::Closed)).collect());
+        }
+    }
+
+    /// Why the store is read-only, if it is.
+    pub fn read_only(&self) -> Option<String> {
+        self.shared.read_only.read().ok().and_then(|r| r.clone())
+    }
+
+    /// The current tree head (covers every acknowledged write).
+    pub fn head(&self) -> Head {
+        self.shared.head.read().map(|h| *h).unwrap_or(Head {
+            size: 0,
+            root: stemedb_merkle::empty_root(),
+        })
+    }
+
+    /// Reads one assertion.
+    pub fn get(&self, id: &AssertionId) -> Result<Option<StoredAssertion>, StoreError> {
+        let txn = self.shared.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(ASSERTIONS).map_err(db_err)?;
+        let Some(v) = table.get(id.as_bytes().as_slice()).map_err(db_err)? else {
+            return Ok(None);
+        };
+        let rec = commit::AssertionRecord::decode(v.value())?;
+        let envelope = self
+            .shared
+            .vlog
+            .read(rec.pointer)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some(StoredAssertion {
+            id: *id,
+            log_index: rec.log_index,
+            received_at_ms: rec.received_at_ms,
+            envelope,
+        }))
+    }
+
+    /// The signed checkpoint of the current head (signed on demand, cached per tree size).
+    pub fn signed_checkpoint(&self) -> (Head, String) {
+        let head = self.head();
+        if let Ok(cache) = self.shared.checkpoint_cache.lock()
+            && let Some((size, note)) = cache.as_ref()
+            && *size == head.size
+        {
+            return (head, note.clone());
+        }
+        let note = self.shared.signer.sign(&Checkpoint {
+            origin: self.shared.origin.clone(),
+            size: head.size,
+            root: head.root,
+        });
+        if let Ok(mut cache) = self.shared.checkpoint_cache.lock() {
+            *cache = Some((head.size, note.clone()));
+        }
+        (head, note)
+    }
+
+    /// The checkpoint key.
+    pub fn checkpoint_key(&self) -> CheckpointKey {
+        CheckpointKey {
+            origin: self.shared.origin.clone(),
+            key_name: self.shared.signer.name().to_string(),
+            public_key: self.shared.signer.public_key(),
+            vkey: self.shared.signer.vkey(),
+        }
+    }
+
+    /// Root of the tree of the first `size` leaves (`size` ≤ the current size).
+    pub fn root_at(&self, size: u64) -> Result<Hash, StoreError> {
+        let head = self.head();
+        if size > head.size {
+            return Err(StoreError::OutOfRange(format!(
+                "tree size {size} is larger than the current size {}",
+                head.size
+            )));
+        }
+        if size == head.size {
+            return Ok(head.root);
+        }
+        stemedb_merkle::root(&self.shared.nodes, size)
+            .map_err(|e| StoreError::Corrupt(format!("Merkle node files: {e}")))
+    }
+
+    /// Inclusion proof of `id` in the tree of `tree_size` leaves (default: current).
+    pub fn inclusion_proof(
+        &self,
+        id: &AssertionId,
+        tree_size: Option<u64>,
+    ) -> Result<Option<(u64, u64, Hash, Vec<Hash>)>, StoreError> {
+        let size = tree_size.unwrap_or_else(|| self.head().size);
+        let root = self.root_at(size)?;
+        let txn = self.shared.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(ASSERTIONS).map_err(db_err)?;
+        let Some(v) = table.get(id.as_bytes().as_slice()).map_err(db_err)? else {
+            return Ok(None);
+        };
+        let index = commit::AssertionRecord::decode(v.value())?.log_index;
+        if index >= size {
+            return Err(StoreError::OutOfRange(format!(
+                "assertion {id} has log index {index}, not inside a tree of size {size}"
+            )));
+        }
+        let path = stemedb_merkle::inclusion_proof(&self.shared.nodes, index, size)
+            .map_err(|e| StoreError::Corrupt(format!("Merkle node files: {e}")))?;
+        Ok(Some((index, size, root, path)))
+    }
+
+    /// Consistency proof from `from` to `to` (default: current), with both roots.
+    pub fn consistency_proof(
+        &self,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<(u64, Hash, Hash, Vec<Hash>), StoreError> {
+        let to = to.unwrap_or_else(|| self.head().size);
+        if from > to {
+            return Err(StoreError::OutOfRange(format!(
+                "from ({from}) is larger than to ({to})"
+            )));
+        }
+        let to_root = self.root_at(to)?;
+        let from_root = self.root_at(from)?;
+        let proof = stemedb_merkle::consistency_proof(&self.shared.nodes, from, to)
+            .map_err(|e| StoreError::Corrupt(format!("Merkle node files: {e}")))?;
+        Ok((to, from_root, to_root, proof))
+    }
+
+    /// Stops the commit thread after it has answered everything queued, with a final durable
+    /// checkpoint.
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Ok(mut t) = self.thread.lock()
+            && let Some(handle) = t.take()
+        {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Hex of a hash (lowercase).
+pub fn hex_hash(h: &Hash) -> String {
+    hex::encode(h)
+}

@@ -1,0 +1,208 @@
+//! The value log: envelope bytes in append-only segments `db/values/NNNNNNNN.vlog`, written in
+//! log-index order. Record: `len u32 LE | crc32c(body) u32 LE | body`. redb holds only pointers.
+//! Derived state: on open it is cut back to the last durable checkpoint and rebuilt from the WAL.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// Roll to a new value-log segment past this size.
+pub const VLOG_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+const RECORD_HEADER: u64 = 8;
+
+/// Where an envelope lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pointer {
+    /// Segment number.
+    pub segment: u32,
+    /// Byte offset of the record header.
+    pub offset: u64,
+    /// Body length.
+    pub len: u32,
+}
+
+/// The end of the log: the active segment and its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    /// Active segment number (1-based; 0 means "nothing written yet").
+    pub segment: u32,
+    /// Bytes in the active segment.
+    pub len: u64,
+}
+
+fn seg_path(dir: &Path, segment: u32) -> PathBuf {
+    dir.join(format!("{segment:08}.vlog"))
+}
+
+/// Appends to the value log (owned by the commit thread).
+pub struct VlogWriter {
+    dir: PathBuf,
+    pos: Position,
+    file: Option<File>,
+    buf: Vec<u8>,
+}
+
+impl VlogWriter {
+    /// Opens the log and cuts it back to `pos` (removing later segments).
+    pub fn open(dir: &Path, pos: Position) -> io::Result<VlogWriter> {
+        fs::create_dir_all(dir)?;
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(n) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".vlog"))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if n > pos.segment {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        let file = if pos.segment > 0 {
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(seg_path(dir, pos.segment))?;
+            f.set_len(pos.len)?;
+            Some(f)
+        } else {
+            None
+        };
+        Ok(VlogWriter {
+            dir: dir.to_path_buf(),
+            pos,
+            file,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The current end of the log (after `flush`).
+    pub fn position(&self) -> Position {
+        self.pos
+    }
+
+    /// Queues one envelope; returns where it will live. Nothing is written until `flush`.
+    pub fn append(&mut self, body: &[u8]) -> io::Result<Pointer> {
+        let needed = RECORD_HEADER + body.len() as u64;
+        if self.pos.segment == 0
+            || self.pos.len + self.buf.len() as u64 + needed > VLOG_SEGMENT_BYTES
+        {
+            self.flush()?;
+            self.roll()?;
+        }
+        let offset = self.pos.len + self.buf.len() as u64;
+        self.buf
+            .extend_from_slice(&(body.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        self.buf.extend_from_slice(body);
+        Ok(Pointer {
+            segment: self.pos.segment,
+            offset,
+            len: body.len() as u32,
+        })
+    }
+
+    fn roll(&mut self) -> io::Result<()> {
+        if let Some(f) = &self.file {
+            f.sync_data()?;
+        }
+        let next = self.pos.segment + 1;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(seg_path(&self.dir, next))?;
+        stemedb_wal::sync_dir(&self.dir)?;
+        self.file = Some(f);
+        self.pos = Position {
+            segment: next,
+            len: 0,
+        };
+        Ok(())
+    }
+
+    /// Writes queued records to the file (no fsync).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let Some(f) = &self.file else {
+            return Err(io::Error::other("value log has no active segment"));
+        };
+        f.write_all_at(&self.buf, self.pos.len)?;
+        self.pos.len += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Flushes and fsyncs the active segment.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.flush()?;
+        if let Some(f) = &mut self.file {
+            f.flush()?;
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads envelopes by pointer; shared by every reader.
+pub struct VlogReader {
+    dir: PathBuf,
+    files: RwLock<HashMap<u32, Arc<File>>>,
+}
+
+impl VlogReader {
+    /// A reader over `dir`.
+    pub fn new(dir: &Path) -> VlogReader {
+        VlogReader {
+            dir: dir.to_path_buf(),
+            files: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn file(&self, segment: u32) -> io::Result<Arc<File>> {
+        if let Some(f) = self
+            .files
+            .read()
+            .map_err(|_| io::Error::other("poisoned lock"))?
+            .get(&segment)
+        {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(File::open(seg_path(&self.dir, segment))?);
+        self.files
+            .write()
+            .map_err(|_| io::Error::other("poisoned lock"))?
+            .insert(segment, f.clone());
+        Ok(f)
+    }
+
+    /// Reads and checks one envelope.
+    pub fn read(&self, p: Pointer) -> io::Result<Vec<u8>> {
+        let f = self.file(p.segment)?;
+        let mut buf = vec![0u8; RECORD_HEADER as usize + p.len as usize];
+        f.read_exact_at(&mut buf, p.offset)?;
+        let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        let body = buf.split_off(RECORD_HEADER as usize);
+        if len != p.len || crc32c::crc32c(&body) != crc {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "value log record at {}:{} fails its checksum",
+                    seg_path(&self.dir, p.segment).display(),
+                    p.offset
+                ),
+            ));
+        }
+        Ok(body)
+    }
+}
