@@ -44,6 +44,20 @@ enum Command {
         #[arg(default_value = "-")]
         statement: String,
     },
+    /// Post assertions to a server: one envelope, a statement (signed with --key), or a file of
+    /// them, one JSON object per line (sent in batches of up to 1000). Prints one JSON result
+    /// per line.
+    Assert {
+        /// Server URL.
+        #[arg(long, env = "STEMEDB_SERVER", default_value = "http://127.0.0.1:18180")]
+        server: String,
+        /// Sign statements with this PKCS#8 PEM key (envelopes are sent as they are).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// JSON file (one value, or one per line), or `-` for standard input.
+        #[arg(default_value = "-")]
+        input: String,
+    },
     /// Check an envelope: decode, validate the statement, verify the signature, print its id.
     CheckEnvelope {
         /// Envelope JSON file, or `-` for standard input.
@@ -74,6 +88,24 @@ struct ServeArgs {
     /// Milliseconds to drain in-flight requests after SIGTERM or Ctrl-C [default: 10000].
     #[arg(long, env = "STEMEDB_SHUTDOWN_GRACE_MS")]
     shutdown_grace_ms: Option<u64>,
+    /// Origin line of signed checkpoints [default: localhost/stemedb].
+    #[arg(long, env = "STEMEDB_LOG_ORIGIN")]
+    log_origin: Option<String>,
+    /// WAL segment size in bytes [default: 10485760].
+    #[arg(long, env = "STEMEDB_WAL_SEGMENT_BYTES")]
+    wal_segment_bytes: Option<u64>,
+    /// Body limit of a single-envelope request, bytes [default: 1048576].
+    #[arg(long, env = "STEMEDB_BODY_LIMIT_BYTES")]
+    body_limit_bytes: Option<usize>,
+    /// Body limit of a batch request, bytes [default: 16777216].
+    #[arg(long, env = "STEMEDB_BATCH_BODY_LIMIT_BYTES")]
+    batch_body_limit_bytes: Option<usize>,
+    /// Make a durable store checkpoint at least this often, milliseconds [default: 1000].
+    #[arg(long, env = "STEMEDB_CHECKPOINT_INTERVAL_MS")]
+    checkpoint_interval_ms: Option<u64>,
+    /// TEST HOOK: make every WAL fsync fail after this many (fault injection; never in production).
+    #[arg(long, env = "STEMEDB_FAULT_FSYNC_AFTER", hide_short_help = true)]
+    fault_fsync_after: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +115,9 @@ fn main() -> ExitCode {
         Command::Keygen { out } => keygen(&out),
         Command::Sign { key, statement } => sign(&key, &statement),
         Command::CheckEnvelope { envelope } => return check_envelope(&envelope),
+        Command::Assert { server, key, input } => {
+            return assert_cmd(&server, key.as_deref(), &input);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,6 +144,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         log_format: args.log_format,
         log: args.log,
         shutdown_grace_ms: args.shutdown_grace_ms,
+        log_origin: args.log_origin,
+        wal_segment_bytes: args.wal_segment_bytes,
+        body_limit_bytes: args.body_limit_bytes,
+        batch_body_limit_bytes: args.batch_body_limit_bytes,
+        checkpoint_interval_ms: args.checkpoint_interval_ms,
+        fault_fsync_after: args.fault_fsync_after,
     };
     let config = Config::resolve(flags, file);
     stemedb_server::init_tracing(config.log_format, &config.log)?;
@@ -213,4 +254,100 @@ fn check_envelope(source: &str) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Turns the input into envelope bytes: envelopes pass through, statements are signed.
+fn envelopes_from_input(input: &[u8], key: Option<&Path>) -> anyhow::Result<Vec<Vec<u8>>> {
+    let values: Vec<&[u8]> = if serde_json::from_slice::<serde_json::Value>(input).is_ok() {
+        vec![input]
+    } else {
+        input
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.trim_ascii().is_empty())
+            .collect()
+    };
+    let key = key.map(load_key).transpose()?;
+    let mut out = Vec::with_capacity(values.len());
+    for (i, v) in values.into_iter().enumerate() {
+        let parsed: serde_json::Value =
+            serde_json::from_slice(v).with_context(|| format!("item {} is not JSON", i + 1))?;
+        if parsed.get("payloadType").is_some() {
+            out.push(v.trim_ascii().to_vec());
+            continue;
+        }
+        let Some(key) = &key else {
+            bail!("item {} is a statement; pass --key to sign it", i + 1);
+        };
+        let payload = stemedb_core::complete_statement(v, key, now_ms()?)
+            .map_err(|e| anyhow::anyhow!("item {}: {e} ({})", i + 1, e.code()))?;
+        let signed = stemedb_core::sign(key, payload)
+            .map_err(|e| anyhow::anyhow!("item {}: {e} ({})", i + 1, e.code()))?;
+        out.push(signed.envelope().encode());
+    }
+    Ok(out)
+}
+
+fn assert_cmd(server: &str, key: Option<&Path>, input: &str) -> ExitCode {
+    let run = || -> anyhow::Result<bool> {
+        let bytes = read_input_unbounded(input)?;
+        let envelopes = envelopes_from_input(&bytes, key)?;
+        let client = stemedb_client::Client::new(server)?;
+        let mut all_ok = true;
+        if envelopes.len() == 1 {
+            match client.assert_envelope(&envelopes[0]) {
+                Ok(a) => println!(
+                    "{}",
+                    serde_json::json!({"id": a.id, "status": a.status, "log_index": a.log_index})
+                ),
+                Err(stemedb_client::ClientError::Problem {
+                    status,
+                    code,
+                    detail,
+                }) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"error": {"status": status, "code": code, "detail": detail}})
+                    );
+                    all_ok = false;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(all_ok);
+        }
+        for chunk in envelopes.chunks(1000) {
+            for r in client.assert_batch(chunk)? {
+                match r {
+                    Ok(a) => println!(
+                        "{}",
+                        serde_json::json!({"id": a.id, "status": a.status, "log_index": a.log_index})
+                    ),
+                    Err(e) => {
+                        all_ok = false;
+                        println!("{}", serde_json::json!({"error": e.to_string()}));
+                    }
+                }
+            }
+        }
+        Ok(all_ok)
+    };
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_input_unbounded(source: &str) -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    if source == "-" {
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read standard input")?;
+    } else {
+        buf = std::fs::read(source).with_context(|| format!("cannot read {source}"))?;
+    }
+    Ok(buf)
 }

@@ -5,13 +5,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
+use stemedb_store::Store;
 
+use crate::api;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 
@@ -21,21 +24,49 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
+/// Request body limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest single-envelope body, bytes.
+    pub single_body: usize,
+    /// Largest batch body, bytes.
+    pub batch_body: usize,
+}
+
 struct Inner {
     metrics: Metrics,
+    store: Arc<Store>,
+    limits: Limits,
     // True while the server accepts traffic; false once shutdown has begun.
     accepting: AtomicBool,
 }
 
 impl AppState {
-    /// New state around a metrics registry.
-    pub fn new(metrics: Metrics) -> AppState {
+    /// New state around a metrics registry and an open store.
+    pub fn new(metrics: Metrics, store: Arc<Store>, limits: Limits) -> AppState {
         AppState {
             inner: Arc::new(Inner {
                 metrics,
+                store,
+                limits,
                 accepting: AtomicBool::new(true),
             }),
         }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// A shared handle to the store, for blocking tasks.
+    pub fn store_arc(&self) -> Arc<Store> {
+        self.inner.store.clone()
+    }
+
+    /// Body limits.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
     }
 
     /// Marks the server as draining: `/v1/ready` answers 503 from now on.
@@ -51,7 +82,17 @@ impl AppState {
 
 /// The router with every route and middleware, ready for `axum::serve` or `oneshot` in tests.
 pub fn app(state: AppState) -> Router {
+    let batch_limit = state.limits().batch_body;
     Router::new()
+        .route(
+            "/v1/assert",
+            post(api::assert).layer(DefaultBodyLimit::max(batch_limit)),
+        )
+        .route("/v1/assertions/{id}", get(api::get_assertion))
+        .route("/v1/checkpoint", get(api::checkpoint))
+        .route("/v1/checkpoint/key", get(api::checkpoint_key))
+        .route("/v1/proof/inclusion", get(api::inclusion))
+        .route("/v1/proof/consistency", get(api::consistency))
         .route("/v1/health", get(health))
         .route("/v1/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -66,16 +107,19 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    if state.inner.accepting.load(Ordering::SeqCst) {
-        Json(json!({"status": "ready"})).into_response()
-    } else {
-        Problem::new(
+    if !state.inner.accepting.load(Ordering::SeqCst) {
+        return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
             "the server is shutting down",
         )
-        .into_response()
+        .into_response();
     }
+    if let Some(why) = state.store().read_only() {
+        return api::store_problem(&stemedb_store::StoreError::ReadOnly(why)).into_response();
+    }
+    let head = state.store().head();
+    Json(json!({"status": "ready", "tree_size": head.size})).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -157,13 +201,25 @@ mod tests {
         (status, ctype, String::from_utf8_lossy(&body).into_owned())
     }
 
-    fn state() -> AppState {
-        AppState::new(Metrics::new().expect("metrics"))
+    fn state() -> (AppState, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new().expect("metrics");
+        let store = Store::open(
+            tmp.path(),
+            stemedb_store::StoreOptions::default(),
+            Arc::new(metrics.clone()),
+        )
+        .expect("store");
+        let limits = Limits {
+            single_body: 1 << 20,
+            batch_body: 16 << 20,
+        };
+        (AppState::new(metrics, Arc::new(store), limits), tmp)
     }
 
     #[tokio::test]
     async fn route_table() {
-        let s = state();
+        let (s, _tmp) = state();
         let cases = [
             ("GET", "/v1/health", 200, "application/json", "\"ok\""),
             ("GET", "/v1/ready", 200, "application/json", "ready"),
@@ -202,7 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn ready_fails_once_shutdown_begins() {
-        let s = state();
+        let (s, _tmp) = state();
         s.begin_shutdown();
         let (st, ct, body) = call(&s, "GET", "/v1/ready").await;
         assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);

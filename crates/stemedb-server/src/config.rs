@@ -17,6 +17,16 @@ pub const DEFAULT_DATA_DIR: &str = "./stemedb-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:18180";
 /// Default time allowed to drain in-flight requests after SIGTERM or Ctrl-C.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// Default WAL segment size.
+pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 10 * 1024 * 1024;
+/// Default request body limit for a single envelope.
+pub const DEFAULT_BODY_LIMIT_BYTES: usize = 1024 * 1024;
+/// Default request body limit for a batch.
+pub const DEFAULT_BATCH_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+/// Most envelopes in one batch request.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+/// Default durable-checkpoint interval.
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -54,6 +64,19 @@ pub struct ConfigLayer {
     pub log: Option<String>,
     /// Milliseconds to drain requests on shutdown (`STEMEDB_SHUTDOWN_GRACE_MS`, `shutdown_grace_ms`).
     pub shutdown_grace_ms: Option<u64>,
+    /// Origin line of signed checkpoints (`STEMEDB_LOG_ORIGIN`, `log_origin`).
+    pub log_origin: Option<String>,
+    /// WAL segment size in bytes (`STEMEDB_WAL_SEGMENT_BYTES`, `wal_segment_bytes`).
+    pub wal_segment_bytes: Option<u64>,
+    /// Body limit of a single-envelope request (`STEMEDB_BODY_LIMIT_BYTES`, `body_limit_bytes`).
+    pub body_limit_bytes: Option<usize>,
+    /// Body limit of a batch request (`STEMEDB_BATCH_BODY_LIMIT_BYTES`, `batch_body_limit_bytes`).
+    pub batch_body_limit_bytes: Option<usize>,
+    /// Durable checkpoint interval (`STEMEDB_CHECKPOINT_INTERVAL_MS`, `checkpoint_interval_ms`).
+    pub checkpoint_interval_ms: Option<u64>,
+    /// Test hook: fail every WAL fsync after this many (`STEMEDB_FAULT_FSYNC_AFTER`,
+    /// `fault_fsync_after`). Never set it in production.
+    pub fault_fsync_after: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -70,6 +93,12 @@ impl ConfigLayer {
             log_format: self.log_format.or(lower.log_format),
             log: self.log.or(lower.log),
             shutdown_grace_ms: self.shutdown_grace_ms.or(lower.shutdown_grace_ms),
+            log_origin: self.log_origin.or(lower.log_origin),
+            wal_segment_bytes: self.wal_segment_bytes.or(lower.wal_segment_bytes),
+            body_limit_bytes: self.body_limit_bytes.or(lower.body_limit_bytes),
+            batch_body_limit_bytes: self.batch_body_limit_bytes.or(lower.batch_body_limit_bytes),
+            checkpoint_interval_ms: self.checkpoint_interval_ms.or(lower.checkpoint_interval_ms),
+            fault_fsync_after: self.fault_fsync_after.or(lower.fault_fsync_after),
         }
     }
 }
@@ -87,6 +116,18 @@ pub struct Config {
     pub log: String,
     /// Drain time on shutdown, milliseconds.
     pub shutdown_grace_ms: u64,
+    /// Origin line of signed checkpoints.
+    pub log_origin: String,
+    /// WAL segment size, bytes.
+    pub wal_segment_bytes: u64,
+    /// Body limit of a single-envelope request, bytes.
+    pub body_limit_bytes: usize,
+    /// Body limit of a batch request, bytes.
+    pub batch_body_limit_bytes: usize,
+    /// Durable checkpoint interval, milliseconds.
+    pub checkpoint_interval_ms: u64,
+    /// Test hook: fail WAL fsyncs after this many.
+    pub fault_fsync_after: Option<u64>,
 }
 
 impl Config {
@@ -101,6 +142,18 @@ impl Config {
             log_format: l.log_format.unwrap_or_default(),
             log: l.log.unwrap_or_else(|| "info".to_string()),
             shutdown_grace_ms: l.shutdown_grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
+            log_origin: l
+                .log_origin
+                .unwrap_or_else(|| stemedb_store::DEFAULT_ORIGIN.to_string()),
+            wal_segment_bytes: l.wal_segment_bytes.unwrap_or(DEFAULT_WAL_SEGMENT_BYTES),
+            body_limit_bytes: l.body_limit_bytes.unwrap_or(DEFAULT_BODY_LIMIT_BYTES),
+            batch_body_limit_bytes: l
+                .batch_body_limit_bytes
+                .unwrap_or(DEFAULT_BATCH_BODY_LIMIT_BYTES),
+            checkpoint_interval_ms: l
+                .checkpoint_interval_ms
+                .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL_MS),
+            fault_fsync_after: l.fault_fsync_after,
         }
     }
 }

@@ -3,12 +3,14 @@
 //! Architecture Invariant: this is the only crate that knows HTTP. It maps core error classes to
 //! statuses in one place (`problem::status_of`) and never reaches into storage tables directly.
 
+mod api;
 pub mod app;
 pub mod config;
 pub mod datadir;
 pub mod metrics;
 pub mod problem;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -18,6 +20,8 @@ use tracing_subscriber::EnvFilter;
 pub use app::{AppState, app};
 pub use config::{Config, ConfigLayer, LogFormat};
 pub use datadir::DataDir;
+use stemedb_store::{Store, StoreOptions};
+use stemedb_wal::WalOptions;
 
 /// Installs the global tracing subscriber for `format` with `filter` (tracing `EnvFilter` syntax).
 pub fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
@@ -36,11 +40,36 @@ pub fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
 /// Runs the server until SIGTERM or Ctrl-C, then drains for at most the configured grace time.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let data_dir = DataDir::open(&config.data_dir)?;
+    let metrics = metrics::Metrics::new().context("metrics registry")?;
+    let store_opts = StoreOptions {
+        wal: WalOptions {
+            segment_bytes: config.wal_segment_bytes,
+            fail_fsync_after: config.fault_fsync_after,
+        },
+        origin: config.log_origin.clone(),
+        checkpoint_interval_ms: config.checkpoint_interval_ms,
+        ..StoreOptions::default()
+    };
+    if let Some(n) = config.fault_fsync_after {
+        tracing::warn!(after = n, "TEST HOOK: WAL fsyncs will fail after this many");
+    }
+    let dir = data_dir.path().to_path_buf();
+    let observer: Arc<dyn stemedb_store::Observer> = Arc::new(metrics.clone());
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, store_opts, observer))
+        .await
+        .context("store open task")??;
+    let store = Arc::new(store);
+    let head = store.head();
+    metrics.tree_size.set(head.size as i64);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr().context("listener address")?;
-    let state = AppState::new(metrics::Metrics::new().context("metrics registry")?);
+    let limits = app::Limits {
+        single_body: config.body_limit_bytes,
+        batch_body: config.batch_body_limit_bytes,
+    };
+    let state = AppState::new(metrics, store.clone(), limits);
     tracing::info!(
         listen = %local,
         data_dir = %data_dir.path().display(),
@@ -68,6 +97,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!("drain did not finish within the grace time; closing remaining connections");
         }
     }
+    // Answer what is queued, make a final durable checkpoint, then release the directory.
+    let closing = store.clone();
+    tokio::task::spawn_blocking(move || closing.close())
+        .await
+        .context("store close task")?;
     tracing::info!("stemedb stopped");
     drop(data_dir);
     Ok(())

@@ -1,7 +1,9 @@
-//! Prometheus metrics: one registry per server, process metrics included.
+//! Prometheus metrics: one registry per server, process metrics included. Names follow design
+//! §11; `monitoring/` alerts on them.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// The server's metrics.
@@ -12,10 +14,24 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// `stemedb_http_request_duration_seconds{route}`.
     pub http_duration: HistogramVec,
+    /// `stemedb_ingest_total{result}`: created, duplicate, rejected, failed.
+    pub ingest: IntCounterVec,
+    /// `stemedb_wal_fsync_duration_seconds`: one write plus one fsync of a group.
+    pub wal_fsync: Histogram,
+    /// `stemedb_wal_group_commit_size`: new records per fsync.
+    pub group_size: Histogram,
+    /// `stemedb_wal_segments`.
+    pub wal_segments: IntGauge,
+    /// `stemedb_tree_size`.
+    pub tree_size: IntGauge,
+    /// `stemedb_read_only`: 1 after a write failure.
+    pub read_only: IntGauge,
+    /// `stemedb_last_checkpoint_timestamp_seconds`: last durable checkpoint.
+    pub last_checkpoint: Gauge,
 }
 
 impl Metrics {
-    /// Builds the registry with process metrics, build info and HTTP metrics.
+    /// Builds the registry.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         registry.register(Box::new(
@@ -34,23 +50,71 @@ impl Metrics {
             ),
             &["route", "status"],
         )?;
-        registry.register(Box::new(http_requests.clone()))?;
+        let latency_buckets = vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 5.0,
+        ];
         let http_duration = HistogramVec::new(
             HistogramOpts::new(
                 "stemedb_http_request_duration_seconds",
                 "HTTP request latency by route",
             )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0, 2.5, 5.0,
-            ]),
+            .buckets(latency_buckets.clone()),
             &["route"],
         )?;
+        let ingest = IntCounterVec::new(
+            Opts::new("stemedb_ingest_total", "Submitted assertions by result"),
+            &["result"],
+        )?;
+        let wal_fsync = Histogram::with_opts(
+            HistogramOpts::new(
+                "stemedb_wal_fsync_duration_seconds",
+                "Time of one WAL group write plus fsync",
+            )
+            .buckets(latency_buckets),
+        )?;
+        let group_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "stemedb_wal_group_commit_size",
+                "New records made durable by one fsync",
+            )
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+            ]),
+        )?;
+        let wal_segments = IntGauge::new("stemedb_wal_segments", "WAL segment files")?;
+        let tree_size = IntGauge::new("stemedb_tree_size", "Leaves in the Merkle log")?;
+        let read_only = IntGauge::new(
+            "stemedb_read_only",
+            "1 when writes are refused after a storage failure",
+        )?;
+        let last_checkpoint = Gauge::new(
+            "stemedb_last_checkpoint_timestamp_seconds",
+            "Unix time of the last durable store checkpoint",
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(ingest.clone()))?;
+        registry.register(Box::new(wal_fsync.clone()))?;
+        registry.register(Box::new(group_size.clone()))?;
+        registry.register(Box::new(wal_segments.clone()))?;
+        registry.register(Box::new(tree_size.clone()))?;
+        registry.register(Box::new(read_only.clone()))?;
+        registry.register(Box::new(last_checkpoint.clone()))?;
+        for result in ["created", "duplicate", "rejected", "failed"] {
+            ingest.with_label_values(&[result]);
+        }
         Ok(Metrics {
             registry,
             http_requests,
             http_duration,
+            ingest,
+            wal_fsync,
+            group_size,
+            wal_segments,
+            tree_size,
+            read_only,
+            last_checkpoint,
         })
     }
 
@@ -59,5 +123,22 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+impl stemedb_store::Observer for Metrics {
+    fn group_committed(&self, records: usize, fsync_secs: f64) {
+        self.group_size.observe(records as f64);
+        self.wal_fsync.observe(fsync_secs);
+    }
+    fn read_only(&self, _why: &str) {
+        self.read_only.set(1);
+    }
+    fn durable_checkpoint(&self, unix_secs: f64) {
+        self.last_checkpoint.set(unix_secs);
+    }
+    fn tree_size(&self, size: u64, segments: usize) {
+        self.tree_size.set(size as i64);
+        self.wal_segments.set(segments as i64);
     }
 }

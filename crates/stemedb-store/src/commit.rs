@@ -18,6 +18,9 @@ use crate::{
     StoreOptions, db_err, io_at, keys,
 };
 
+/// Called once with one result per submitted item, in order.
+pub type Reply = Box<dyn FnOnce(Vec<Result<Outcome, StoreError>>) + Send>;
+
 /// Verified assertions waiting for the commit thread, and who to tell.
 pub struct Submission {
     /// Each verified assertion with its envelope bytes as received.
@@ -25,7 +28,7 @@ pub struct Submission {
     /// When the server received them, Unix ms.
     pub received_at_ms: i64,
     /// Called once with one result per item, in order.
-    pub reply: Box<dyn FnOnce(Vec<Result<Outcome, StoreError>>) + Send>,
+    pub reply: Reply,
 }
 
 /// The value of the `assertions` table: 32 bytes.
@@ -84,7 +87,15 @@ fn wal_body(r: &NewRecord) -> Vec<u8> {
     b
 }
 
-fn parse_wal_body(seq: u64, kind: u8, body: &[u8]) -> Result<(u64, i64, [u8; 32], &[u8]), String> {
+/// An assertion record read back from the WAL.
+struct WalEntry<'a> {
+    log_index: u64,
+    received_at_ms: i64,
+    id: [u8; 32],
+    envelope: &'a [u8],
+}
+
+fn parse_wal_body(seq: u64, kind: u8, body: &[u8]) -> Result<WalEntry<'_>, String> {
     if kind != KIND_ASSERTION {
         return Err(format!("record {seq} has unknown kind {kind}"));
     }
@@ -97,7 +108,12 @@ fn parse_wal_body(seq: u64, kind: u8, body: &[u8]) -> Result<(u64, i64, [u8; 32]
     if log_index != seq {
         return Err(format!("record {seq} carries log index {log_index}"));
     }
-    Ok((log_index, received, id, &body[48..]))
+    Ok(WalEntry {
+        log_index,
+        received_at_ms: received,
+        id,
+        envelope: &body[48..],
+    })
 }
 
 fn meta_u64(txn: &redb::ReadTransaction, key: &str) -> Result<Option<u64>, StoreError> {
@@ -254,7 +270,12 @@ impl Writer {
             if failure.is_some() {
                 return;
             }
-            let (log_index, received, id, raw) = match parse_wal_body(seq, kind, body) {
+            let WalEntry {
+                log_index,
+                received_at_ms: received,
+                id,
+                envelope: raw,
+            } = match parse_wal_body(seq, kind, body) {
                 Ok(p) => p,
                 Err(e) => {
                     failure = Some(e);
@@ -399,15 +420,11 @@ impl Writer {
         let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
         let mut seen: HashMap<AssertionId, u64> = HashMap::new();
-        let lookup = self
+        let table = self
             .db
             .begin_read()
-            .and_then(|r| Ok(r.open_table(ASSERTIONS)))
-            .map_err(db_err);
-        let table = match lookup {
-            Ok(Ok(t)) => Some(t),
-            _ => None,
-        };
+            .ok()
+            .and_then(|r| r.open_table(ASSERTIONS).ok());
         for s in group {
             let mut these = Vec::with_capacity(s.items.len());
             for (verified, raw) in s.items {

@@ -30,7 +30,7 @@ use stemedb_core::{AssertionId, SigningKey, Verified};
 use stemedb_merkle::{Checkpoint, Hash, NoteSigner};
 use stemedb_wal::{WalError, WalOptions};
 
-pub use commit::Submission;
+pub use commit::{Reply, Submission};
 pub use vlog::{Pointer, Position};
 
 pub(crate) const ASSERTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("assertions");
@@ -172,6 +172,34 @@ pub struct Head {
     pub size: u64,
     /// Root hash.
     pub root: Hash,
+}
+
+/// An inclusion proof with the root it leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InclusionProof {
+    /// The leaf's index.
+    pub leaf_index: u64,
+    /// The tree size the proof is for.
+    pub tree_size: u64,
+    /// The root of that tree.
+    pub root: Hash,
+    /// Audit path, leaf to root.
+    pub path: Vec<Hash>,
+}
+
+/// A consistency proof with both roots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsistencyProof {
+    /// Older size.
+    pub from: u64,
+    /// Newer size.
+    pub to: u64,
+    /// Root at `from`.
+    pub from_root: Hash,
+    /// Root at `to`.
+    pub to_root: Hash,
+    /// Proof hashes.
+    pub proof: Vec<Hash>,
 }
 
 /// The server's checkpoint key, for `/v1/checkpoint/key`.
@@ -316,12 +344,7 @@ impl Store {
     /// Queues verified assertions (each with its envelope bytes as received). `reply` is called
     /// from the commit thread once every item is durable and applied, or failed. Blocks while the
     /// queue is full.
-    pub fn submit(
-        &self,
-        items: Vec<(Verified, Vec<u8>)>,
-        received_at_ms: i64,
-        reply: Box<dyn FnOnce(Vec<Result<Outcome, StoreError>>) + Send>,
-    ) {
+    pub fn submit(&self, items: Vec<(Verified, Vec<u8>)>, received_at_ms: i64, reply: Reply) {
         if let Some(why) = self.read_only() {
             let n = items.len();
             reply(
@@ -427,12 +450,13 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("Merkle node files: {e}")))
     }
 
-    /// Inclusion proof of `id` in the tree of `tree_size` leaves (default: current).
+    /// Inclusion proof of `id` in the tree of `tree_size` leaves (default: current); `None`
+    /// when the id is unknown.
     pub fn inclusion_proof(
         &self,
         id: &AssertionId,
         tree_size: Option<u64>,
-    ) -> Result<Option<(u64, u64, Hash, Vec<Hash>)>, StoreError> {
+    ) -> Result<Option<InclusionProof>, StoreError> {
         let size = tree_size.unwrap_or_else(|| self.head().size);
         let root = self.root_at(size)?;
         let txn = self.shared.db.begin_read().map_err(db_err)?;
@@ -448,7 +472,12 @@ impl Store {
         }
         let path = stemedb_merkle::inclusion_proof(&self.shared.nodes, index, size)
             .map_err(|e| StoreError::Corrupt(format!("Merkle node files: {e}")))?;
-        Ok(Some((index, size, root, path)))
+        Ok(Some(InclusionProof {
+            leaf_index: index,
+            tree_size: size,
+            root,
+            path,
+        }))
     }
 
     /// Consistency proof from `from` to `to` (default: current), with both roots.
@@ -456,7 +485,7 @@ impl Store {
         &self,
         from: u64,
         to: Option<u64>,
-    ) -> Result<(u64, Hash, Hash, Vec<Hash>), StoreError> {
+    ) -> Result<ConsistencyProof, StoreError> {
         let to = to.unwrap_or_else(|| self.head().size);
         if from > to {
             return Err(StoreError::OutOfRange(format!(
@@ -467,7 +496,13 @@ impl Store {
         let from_root = self.root_at(from)?;
         let proof = stemedb_merkle::consistency_proof(&self.shared.nodes, from, to)
             .map_err(|e| StoreError::Corrupt(format!("Merkle node files: {e}")))?;
-        Ok((to, from_root, to_root, proof))
+        Ok(ConsistencyProof {
+            from,
+            to,
+            from_root,
+            to_root,
+            proof,
+        })
     }
 
     /// Stops the commit thread after it has answered everything queued, with a final durable

@@ -67,16 +67,17 @@ fn submit_read_prove_reopen() {
         let got = store.get(&ids[7]).expect("read").expect("present");
         assert_eq!(got.envelope, assertion(7).1);
         assert_eq!(got.log_index, 7);
-        let (index, size, root, path) = store
+        let p = store
             .inclusion_proof(&ids[7], None)
             .expect("ok")
             .expect("found");
+        let leaf = leaf_hash(ids[7].as_bytes());
         assert!(verify_inclusion(
-            &leaf_hash(ids[7].as_bytes()),
-            index,
-            size,
-            &path,
-            &root
+            &leaf,
+            p.leaf_index,
+            p.tree_size,
+            &p.path,
+            &p.root
         ));
         let (_, note) = store.signed_checkpoint();
         let key = store.checkpoint_key();
@@ -98,9 +99,15 @@ fn submit_read_prove_reopen() {
             .iter()
             .all(|r| r.as_ref().map(|o| o.created).unwrap_or(false))
     );
-    let (to, from_root, to_root, proof) = store.consistency_proof(size1, None).expect("proof");
-    assert_eq!(to, 60);
-    assert_eq!(from_root, root1);
-    assert!(verify_consistency(size1, to, &from_root, &to_root, &proof));
+    let c = store.consistency_proof(size1, None).expect("proof");
+    assert_eq!(c.to, 60);
+    assert_eq!(c.from_root, root1);
+    assert!(verify_consistency(
+        size1,
+        c.to,
+        &c.from_root,
+        &c.to_root,
+        &c.proof
+    ));
     assert!(store.consistency_proof(61, None).is_err());
 }

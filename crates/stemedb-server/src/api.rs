@@ -1,0 +1,496 @@
+//! The write path and the log's read surface: `/v1/assert`, `/v1/assertions/{id}`,
+//! `/v1/checkpoint`, `/v1/checkpoint/key`, `/v1/proof/inclusion`, `/v1/proof/consistency`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use stemedb_core::{AssertionId, Envelope, Prepared, verify_batch};
+use stemedb_store::{Outcome, StoreError};
+
+use crate::app::AppState;
+use crate::config::MAX_BATCH_ITEMS;
+use crate::problem::Problem;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The problem for a store failure. Internal details go to the log, not the client.
+pub(crate) fn store_problem(e: &StoreError) -> Problem {
+    match e {
+        StoreError::ReadOnly(why) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "read_only",
+            format!(
+                "the server is read-only after a storage failure ({why}); an operator must restart it"
+            ),
+        ),
+        StoreError::Closed => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down",
+        ),
+        StoreError::OutOfRange(m) => {
+            Problem::new(StatusCode::BAD_REQUEST, "out_of_range", m.clone())
+        }
+        other => {
+            tracing::error!(error = %other, "store error");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "an internal error occurred; it has been logged",
+            )
+        }
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+pub(crate) fn body_rejection(rej: BytesRejection, limit: usize) -> Problem {
+    if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body is larger than {limit} bytes"),
+        )
+    } else {
+        Problem::new(StatusCode::BAD_REQUEST, "bad_body", rej.body_text())
+    }
+}
+
+enum AssertRequest {
+    Single(Vec<u8>),
+    Batch(Vec<Box<RawValue>>),
+}
+
+fn parse_assert_body(body: &[u8], single_limit: usize) -> Result<AssertRequest, Problem> {
+    let top: serde_json::Map<String, Value> = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_envelope",
+                "the body must be an envelope object or {\"assertions\": [...]}",
+            ));
+        }
+        Err(e) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not JSON: {e}"),
+            ));
+        }
+    };
+    if !top.contains_key("assertions") {
+        if body.len() > single_limit {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("a single-envelope body is limited to {single_limit} bytes"),
+            ));
+        }
+        return Ok(AssertRequest::Single(body.to_vec()));
+    }
+    if top.len() != 1 {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_batch",
+            "a batch body has exactly one key, \"assertions\"",
+        ));
+    }
+    #[derive(Deserialize)]
+    struct Batch {
+        assertions: Vec<Box<RawValue>>,
+    }
+    let batch: Batch = serde_json::from_slice(body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_batch",
+            format!("\"assertions\" must be an array of envelopes: {e}"),
+        )
+    })?;
+    if batch.assertions.is_empty() || batch.assertions.len() > MAX_BATCH_ITEMS {
+        return Err(Problem::new(
+            if batch.assertions.is_empty() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::PAYLOAD_TOO_LARGE
+            },
+            if batch.assertions.is_empty() {
+                "malformed_batch"
+            } else {
+                "too_large"
+            },
+            format!(
+                "a batch holds 1 to {MAX_BATCH_ITEMS} envelopes, this one has {}",
+                batch.assertions.len()
+            ),
+        ));
+    }
+    Ok(AssertRequest::Batch(batch.assertions))
+}
+
+fn outcome_json(o: &Outcome) -> Value {
+    json!({
+        "id": o.id.to_hex(),
+        "status": if o.created { "created" } else { "duplicate" },
+        "log_index": o.log_index,
+    })
+}
+
+/// POST /v1/assert
+pub(crate) async fn assert(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if !is_json(&headers) {
+        return Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send envelopes as Content-Type: application/json",
+        )
+        .into_response();
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(rej) => return body_rejection(rej, state.limits().batch_body).into_response(),
+    };
+    if let Some(why) = state.store().read_only() {
+        return store_problem(&StoreError::ReadOnly(why)).into_response();
+    }
+    let request = match parse_assert_body(&body, state.limits().single_body) {
+        Ok(r) => r,
+        Err(p) => return p.into_response(),
+    };
+    let (raws, single): (Vec<Vec<u8>>, bool) = match request {
+        AssertRequest::Single(b) => (vec![b], true),
+        AssertRequest::Batch(items) => (
+            items
+                .into_iter()
+                .map(|r| r.get().as_bytes().to_vec())
+                .collect(),
+            false,
+        ),
+    };
+    let results = ingest(&state, raws).await;
+    let metrics = state.metrics();
+    for r in &results {
+        let label = match r {
+            Ok(o) if o.created => "created",
+            Ok(_) => "duplicate",
+            Err(p) if p.status < 500 => "rejected",
+            Err(_) => "failed",
+        };
+        metrics.ingest.with_label_values(&[label]).inc();
+    }
+    if single {
+        return match results.into_iter().next() {
+            Some(Ok(o)) => {
+                let status = if o.created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                (status, Json(outcome_json(&o))).into_response()
+            }
+            Some(Err(p)) => p.into_response(),
+            None => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no result")
+                .into_response(),
+        };
+    }
+    let items: Vec<Value> = results
+        .iter()
+        .map(|r| match r {
+            Ok(o) => outcome_json(o),
+            Err(p) => json!({ "error": p }),
+        })
+        .collect();
+    (StatusCode::OK, Json(json!({ "results": items }))).into_response()
+}
+
+/// Decodes, checks and verifies every envelope off the async threads, submits the good ones
+/// and waits until they are durable. One result per input, in order.
+async fn ingest(state: &AppState, raws: Vec<Vec<u8>>) -> Vec<Result<Outcome, Problem>> {
+    let store = state.store_arc();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::task::spawn_blocking(move || {
+        let n = raws.len();
+        let mut results: Vec<Option<Result<Outcome, Problem>>> = (0..n).map(|_| None).collect();
+        let mut positions = Vec::with_capacity(n);
+        let mut prepared = Vec::with_capacity(n);
+        let mut kept_raw = Vec::with_capacity(n);
+        for (i, raw) in raws.into_iter().enumerate() {
+            match Envelope::decode(&raw).and_then(Prepared::new) {
+                Ok(p) => {
+                    positions.push(i);
+                    prepared.push(p);
+                    kept_raw.push(raw);
+                }
+                Err(e) => results[i] = Some(Err(Problem::from_core(&e))),
+            }
+        }
+        let mut items = Vec::with_capacity(prepared.len());
+        let mut item_positions = Vec::with_capacity(prepared.len());
+        for ((i, v), raw) in positions
+            .into_iter()
+            .zip(verify_batch(prepared))
+            .zip(kept_raw)
+        {
+            match v {
+                Ok(verified) => {
+                    items.push((verified, raw));
+                    item_positions.push(i);
+                }
+                Err(e) => results[i] = Some(Err(Problem::from_core(&e))),
+            }
+        }
+        if items.is_empty() {
+            let _ = tx.send(fill(results));
+            return;
+        }
+        store.submit(
+            items,
+            now_ms(),
+            Box::new(move |outcomes| {
+                for (i, o) in item_positions.into_iter().zip(outcomes) {
+                    results[i] = Some(o.map_err(|e| store_problem(&e)));
+                }
+                let _ = tx.send(fill(results));
+            }),
+        );
+    });
+    match rx.await {
+        Ok(r) => r,
+        Err(_) => {
+            let detail = match task.await {
+                Err(e) => format!("ingest task failed: {e}"),
+                Ok(()) => "ingest ended without a result".to_string(),
+            };
+            tracing::error!(detail, "ingest");
+            vec![Err(Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                detail,
+            ))]
+        }
+    }
+}
+
+fn fill(results: Vec<Option<Result<Outcome, Problem>>>) -> Vec<Result<Outcome, Problem>> {
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "no result",
+                ))
+            })
+        })
+        .collect()
+}
+
+fn parse_id(s: &str) -> Result<AssertionId, Problem> {
+    AssertionId::parse(s).map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+            "an assertion id is 64 lowercase hex characters",
+        )
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Problem> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| store_problem(&e)),
+        Err(e) => Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("task failed: {e}"),
+        )),
+    }
+}
+
+/// GET /v1/assertions/{id}
+pub(crate) async fn get_assertion(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match id {
+        Ok(Path(s)) => match parse_id(&s) {
+            Ok(id) => id,
+            Err(p) => return p.into_response(),
+        },
+        Err(_) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad_id",
+                "missing or unreadable id",
+            )
+            .into_response();
+        }
+    };
+    let store = state.store_arc();
+    let found = blocking(move || store.get(&id)).await;
+    match found {
+        Ok(Some(a)) => {
+            let envelope = String::from_utf8(a.envelope)
+                .ok()
+                .and_then(|s| RawValue::from_string(s).ok());
+            let Some(envelope) = envelope else {
+                tracing::error!(id = %id, "stored envelope is not JSON");
+                return Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "stored envelope unreadable",
+                )
+                .into_response();
+            };
+            Json(json!({
+                "id": a.id.to_hex(),
+                "log_index": a.log_index,
+                "status": "logged",
+                "received_at": a.received_at_ms,
+                "envelope": envelope,
+            }))
+            .into_response()
+        }
+        Ok(None) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no assertion {id}"),
+        )
+        .into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+/// GET /v1/checkpoint
+pub(crate) async fn checkpoint(State(state): State<AppState>) -> Response {
+    let (_, note) = state.store().signed_checkpoint();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        note,
+    )
+        .into_response()
+}
+
+/// GET /v1/checkpoint/key
+pub(crate) async fn checkpoint_key(State(state): State<AppState>) -> Response {
+    let k = state.store().checkpoint_key();
+    Json(json!({
+        "origin": k.origin,
+        "key_name": k.key_name,
+        "public_key": hex::encode(k.public_key),
+        "vkey": k.vkey,
+    }))
+    .into_response()
+}
+
+fn query_problem(rej: QueryRejection) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "bad_query", rej.body_text())
+}
+
+/// Query of GET /v1/proof/inclusion.
+#[derive(Deserialize)]
+pub(crate) struct InclusionQuery {
+    id: String,
+    tree_size: Option<u64>,
+}
+
+/// GET /v1/proof/inclusion
+pub(crate) async fn inclusion(
+    State(state): State<AppState>,
+    q: Result<Query<InclusionQuery>, QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(rej) => return query_problem(rej).into_response(),
+    };
+    let id = match parse_id(&q.id) {
+        Ok(id) => id,
+        Err(p) => return p.into_response(),
+    };
+    let store = state.store_arc();
+    let tree_size = q.tree_size;
+    match blocking(move || store.inclusion_proof(&id, tree_size)).await {
+        Ok(Some(p)) => Json(json!({
+            "id": id.to_hex(),
+            "leaf_index": p.leaf_index,
+            "tree_size": p.tree_size,
+            "root_hash": hex::encode(p.root),
+            "audit_path": p.path.iter().map(hex::encode).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Ok(None) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no assertion {id}"),
+        )
+        .into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+/// Query of GET /v1/proof/consistency.
+#[derive(Deserialize)]
+pub(crate) struct ConsistencyQuery {
+    from: u64,
+    to: Option<u64>,
+}
+
+/// GET /v1/proof/consistency
+pub(crate) async fn consistency(
+    State(state): State<AppState>,
+    q: Result<Query<ConsistencyQuery>, QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(rej) => return query_problem(rej).into_response(),
+    };
+    let store = state.store_arc();
+    let (from, to) = (q.from, q.to);
+    match blocking(move || store.consistency_proof(from, to)).await {
+        Ok(c) => Json(json!({
+            "from": c.from,
+            "to": c.to,
+            "from_root": hex::encode(c.from_root),
+            "to_root": hex::encode(c.to_root),
+            "proof": c.proof.iter().map(hex::encode).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(p) => p.into_response(),
+    }
+}
