@@ -1,113 +1,11 @@
 //! End-to-end tests of `stemedb serve`: the real binary on a temp dir and a free port.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::{command, get, signal, start, wait_exit};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_stemedb");
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A running server; killed on drop if the test did not stop it.
-struct Server {
-    child: Child,
-    logs: Receiver<Value>,
-    addr: String,
-    listening: Value,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .args(args)
-        .current_dir(dir)
-        .env_remove("STEMEDB_DATA_DIR")
-        .env_remove("STEMEDB_LISTEN")
-        .env_remove("STEMEDB_CONFIG")
-        .env("STEMEDB_LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-    let mut child = command(dir, args, env)
-        .spawn()
-        .expect("spawn stemedb serve");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let (tx, logs) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let v = serde_json::from_str(&line)
-                .unwrap_or_else(|_| serde_json::json!({"not_json": line}));
-            if tx.send(v).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match logs.recv_timeout(left) {
-            Ok(v) if v["message"] == "stemedb listening" => {
-                let addr = v["listen"].as_str().unwrap_or_default().to_string();
-                return Server {
-                    child,
-                    logs,
-                    addr,
-                    listening: v,
-                };
-            }
-            Ok(v) => assert!(v.get("not_json").is_none(), "log line is not JSON: {v}"),
-            Err(e) => panic!("server did not start: {e}"),
-        }
-    }
-}
-
-fn get(addr: &str, path: &str) -> (u16, String, String) {
-    let resp = reqwest::blocking::get(format!("http://{addr}{path}")).expect("request");
-    let status = resp.status().as_u16();
-    let ctype = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    (status, ctype, resp.text().unwrap_or_default())
-}
-
-fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status.code();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("server did not exit within {within:?}");
-}
 
 #[test]
 fn serves_health_ready_metrics_and_problem_json_on_the_default_data_dir() {

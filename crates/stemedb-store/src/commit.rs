@@ -207,11 +207,22 @@ impl Writer {
             truncated_bytes = report.truncated_bytes,
             "WAL recovered"
         );
+        let mut wal = wal;
         if wal.next_seq() < applied {
-            return Err(StoreError::Corrupt(format!(
-                "the WAL ends at record {} but the store has applied {applied}: WAL segments are missing",
-                wal.next_seq()
-            )));
+            if durable < applied {
+                return Err(StoreError::Corrupt(format!(
+                    "the WAL ends at record {} but the store needs records up to {applied} \
+                     (durable checkpoint {durable}): acknowledged writes are missing from wal/",
+                    wal.next_seq()
+                )));
+            }
+            // Every missing record is in the store's durable checkpoint: nothing is lost.
+            tracing::warn!(
+                wal_end = wal.next_seq(),
+                durable,
+                "the WAL lost records the durable checkpoint holds; continuing after them"
+            );
+            wal.advance_to(applied)?;
         }
         let vlog = VlogWriter::open(&layout.values, vlog_pos).map_err(io_at(&layout.values))?;
         let nodes = NodeWriter::open(&layout.merkle, durable).map_err(io_at(&layout.merkle))?;
@@ -263,6 +274,7 @@ impl Writer {
         let mut tail: Vec<NewRecord> = Vec::new();
         let mut rebuilt_last: Option<(AssertionId, Pointer)> = None;
         let mut failure: Option<String> = None;
+        let mut expected = durable;
         let vlog = &mut self.vlog;
         let nodes = &mut self.nodes;
         let frontier = &mut self.frontier;
@@ -282,6 +294,13 @@ impl Writer {
                     return;
                 }
             };
+            if log_index != expected {
+                failure = Some(format!(
+                    "expected log index {expected} next, found {log_index}: WAL records are missing"
+                ));
+                return;
+            }
+            expected += 1;
             if log_index < applied {
                 match vlog.append(raw) {
                     Ok(p) => rebuilt_last = Some((AssertionId::from_bytes(id), p)),

@@ -249,13 +249,25 @@ fn scan_segment(
             "bad segment header (magic, version or checksum)".into(),
         ));
     }
-    if let Some(want) = expected_first_seq
-        && want != first_seq
-    {
-        return Err(corrupt(
-            16,
-            format!("segment starts at sequence {first_seq}, expected {want}"),
-        ));
+    if let Some(want) = expected_first_seq {
+        if first_seq < want {
+            return Err(corrupt(
+                16,
+                format!(
+                    "segment starts at sequence {first_seq}, overlapping the previous one (expected {want})"
+                ),
+            ));
+        }
+        if first_seq > want {
+            // Written by `advance_to` after records the store already held durably were lost
+            // from the WAL's tail; the store checks that it needs none of the missing ones.
+            tracing::warn!(
+                segment = %path.display(),
+                first_seq,
+                expected = want,
+                "WAL sequence gap before this segment"
+            );
+        }
     }
     let mut offset = HEADER_BYTES;
     let mut seq = first_seq;
@@ -456,6 +468,35 @@ impl Wal {
         self.active = file;
         self.active_len = HEADER_BYTES;
         Ok(())
+    }
+
+    /// Makes the next record's sequence number `seq` when the log is behind it (records the
+    /// store already holds durably were lost from the WAL's tail). Starts a new segment whose
+    /// header says `seq`; an empty active segment is replaced rather than sealed.
+    pub fn advance_to(&mut self, seq: u64) -> Result<(), WalError> {
+        if self.next_seq() >= seq {
+            return Ok(());
+        }
+        if let Some(why) = &self.failed {
+            return Err(WalError::ReadOnly(why.clone()));
+        }
+        let empty_active = self
+            .segments
+            .last()
+            .map(|s| s.records == 0)
+            .unwrap_or(false);
+        if empty_active && self.segments.len() > 1 {
+            if let Some(seg) = self.segments.pop() {
+                fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+                sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+            }
+        }
+        tracing::warn!(
+            from = self.next_seq(),
+            to = seq,
+            "advancing the WAL sequence"
+        );
+        self.roll(seq)
     }
 
     /// Calls `each(seq, kind, body)` for every record with sequence number `>= from_seq`, in
