@@ -485,11 +485,12 @@ impl Wal {
             .last()
             .map(|s| s.records == 0)
             .unwrap_or(false);
-        if empty_active && self.segments.len() > 1 {
-            if let Some(seg) = self.segments.pop() {
-                fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
-                sync_dir(&self.dir).map_err(io_err(&self.dir))?;
-            }
+        if empty_active
+            && self.segments.len() > 1
+            && let Some(seg) = self.segments.pop()
+        {
+            fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+            sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         }
         tracing::warn!(
             from = self.next_seq(),
