@@ -106,7 +106,7 @@ fn kill_9_under_concurrent_load_loses_no_acknowledged_write() {
         let recent = all_acked.len().saturating_sub(2_000);
         for (i, id) in all_acked.iter().enumerate() {
             // Every id of the last round, and a sample of older ones.
-            if i >= recent || rng.next() % 50 == 0 {
+            if i >= recent || rng.next().is_multiple_of(50) {
                 assert!(
                     client.assertion(id).expect("read").is_some(),
                     "round {round}: acknowledged id {id} is missing after kill -9"
