@@ -207,7 +207,7 @@ mod tests {
         let other = NoteSigner::new("example.com/log", SigningKey::from_bytes(&[8u8; 32]));
         assert!(verify_note(&note, "example.com/log", &other.public_key()).is_err());
         let vkey = signer.vkey();
-        let parts: Vec<&str> = vkey.split('+').collect();
+        let parts: Vec<&str> = vkey.splitn(3, '+').collect();
         assert_eq!(parts.len(), 3);
         assert_eq!(parts[1].len(), 8);
     }
