@@ -132,3 +132,44 @@ fn a_bad_config_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_configured_checkpoint_key_signs_checkpoints_and_the_default_one_is_private() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let key = stemedb_core::signing_key_from_seed(&[42u8; 32]);
+    std::fs::write(
+        tmp.path().join("cp.pem"),
+        stemedb_core::signing_key_to_pem(&key),
+    )
+    .expect("write");
+    let s = start(
+        tmp.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "a",
+            "--checkpoint-key",
+            "cp.pem",
+        ],
+        &[],
+    );
+    let (_, _, body) = get(&s.addr, "/v1/checkpoint/key");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["public_key"], hex::encode(key.verifying_key().as_bytes()));
+    assert!(!tmp.path().join("a").join("server.key").exists());
+    drop(s);
+    let s = start(
+        tmp.path(),
+        &["--listen", "127.0.0.1:0", "--data-dir", "b"],
+        &[],
+    );
+    let path = tmp.path().join("b").join("server.key");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path)
+        .expect("server.key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    drop(s);
+}

@@ -103,6 +103,9 @@ struct ServeArgs {
     /// Make a durable store checkpoint at least this often, milliseconds [default: 1000].
     #[arg(long, env = "STEMEDB_CHECKPOINT_INTERVAL_MS")]
     checkpoint_interval_ms: Option<u64>,
+    /// Checkpoint signing key, PKCS#8 PEM [default: DATA_DIR/server.key, created on first start].
+    #[arg(long, env = "STEMEDB_CHECKPOINT_KEY")]
+    checkpoint_key: Option<PathBuf>,
     /// TEST HOOK: make every WAL fsync fail after this many (fault injection; never in production).
     #[arg(long, env = "STEMEDB_FAULT_FSYNC_AFTER", hide_short_help = true)]
     fault_fsync_after: Option<u64>,
@@ -149,6 +152,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         body_limit_bytes: args.body_limit_bytes,
         batch_body_limit_bytes: args.batch_body_limit_bytes,
         checkpoint_interval_ms: args.checkpoint_interval_ms,
+        checkpoint_key: args.checkpoint_key,
         fault_fsync_after: args.fault_fsync_after,
     };
     let config = Config::resolve(flags, file);

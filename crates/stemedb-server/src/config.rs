@@ -74,6 +74,8 @@ pub struct ConfigLayer {
     pub batch_body_limit_bytes: Option<usize>,
     /// Durable checkpoint interval (`STEMEDB_CHECKPOINT_INTERVAL_MS`, `checkpoint_interval_ms`).
     pub checkpoint_interval_ms: Option<u64>,
+    /// Checkpoint signing key, PKCS#8 PEM (`STEMEDB_CHECKPOINT_KEY`, `checkpoint_key`).
+    pub checkpoint_key: Option<PathBuf>,
     /// Test hook: fail every WAL fsync after this many (`STEMEDB_FAULT_FSYNC_AFTER`,
     /// `fault_fsync_after`). Never set it in production.
     pub fault_fsync_after: Option<u64>,
@@ -98,6 +100,7 @@ impl ConfigLayer {
             body_limit_bytes: self.body_limit_bytes.or(lower.body_limit_bytes),
             batch_body_limit_bytes: self.batch_body_limit_bytes.or(lower.batch_body_limit_bytes),
             checkpoint_interval_ms: self.checkpoint_interval_ms.or(lower.checkpoint_interval_ms),
+            checkpoint_key: self.checkpoint_key.or(lower.checkpoint_key),
             fault_fsync_after: self.fault_fsync_after.or(lower.fault_fsync_after),
         }
     }
@@ -126,6 +129,8 @@ pub struct Config {
     pub batch_body_limit_bytes: usize,
     /// Durable checkpoint interval, milliseconds.
     pub checkpoint_interval_ms: u64,
+    /// Checkpoint signing key; `None` means `server.key` in the data directory.
+    pub checkpoint_key: Option<PathBuf>,
     /// Test hook: fail WAL fsyncs after this many.
     pub fault_fsync_after: Option<u64>,
 }
@@ -153,6 +158,7 @@ impl Config {
             checkpoint_interval_ms: l
                 .checkpoint_interval_ms
                 .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL_MS),
+            checkpoint_key: l.checkpoint_key,
             fault_fsync_after: l.fault_fsync_after,
         }
     }

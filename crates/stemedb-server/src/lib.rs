@@ -48,6 +48,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         },
         origin: config.log_origin.clone(),
         checkpoint_interval_ms: config.checkpoint_interval_ms,
+        key_path: config.checkpoint_key.clone(),
         ..StoreOptions::default()
     };
     if let Some(n) = config.fault_fsync_after {

@@ -109,6 +109,9 @@ pub struct StoreOptions {
     pub group_max_records: usize,
     /// Most queued submissions before submitters wait.
     pub queue_depth: usize,
+    /// The checkpoint signing key (PKCS#8 PEM). `None`: `server.key` in the data directory,
+    /// created on first start.
+    pub key_path: Option<PathBuf>,
 }
 
 impl Default for StoreOptions {
@@ -121,6 +124,7 @@ impl Default for StoreOptions {
             cache_bytes: 64 * 1024 * 1024,
             group_max_records: 4_096,
             queue_depth: 4_096,
+            key_path: None,
         }
     }
 }
@@ -325,7 +329,14 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let layout = Layout::new(data_dir);
         std::fs::create_dir_all(&layout.db).map_err(io_at(&layout.db))?;
-        let key = load_or_create_key(&layout.server_key)?;
+        let key = match &opts.key_path {
+            Some(path) => {
+                let pem = std::fs::read_to_string(path).map_err(io_at(path))?;
+                stemedb_core::signing_key_from_pem(&pem)
+                    .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?
+            }
+            None => load_or_create_key(&layout.server_key)?,
+        };
         let signer = NoteSigner::new(opts.origin.clone(), key);
         let (writer, shared) = commit::Writer::recover(&layout, &opts, signer, observer)?;
         let (tx, rx): (SyncSender<Submission>, Receiver<Submission>) =

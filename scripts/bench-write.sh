@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Write-path benchmarks (issue 4): signed batch ingest and single POSTs at 64 connections, three
+# runs each on a fresh data directory, against a release build on this machine.
+# Usage: ./scripts/bench-write.sh [RUNS]        Output: one JSON line per measurement.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-3}
+cargo build --release --locked -q -p stemedb-cli -p stemedb-benches
+B=$PWD/target/release
+WORK=$(mktemp -d /tmp/stemedb-bench.XXXXXX)
+trap 'kill "${SERVER:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# Signing is not timed: the data sets are signed up front.
+"$B/stemedb-bench" gen --count 200000 --out "$WORK/batch.jsonl" 2>/dev/null
+"$B/stemedb-bench" gen --count 60000 --start 10000000 --out "$WORK/singles.jsonl" 2>/dev/null
+PORT=18199
+for run in $(seq "$RUNS"); do
+  rm -rf "$WORK/data"
+  "$B/stemedb" serve --data-dir "$WORK/data" --listen 127.0.0.1:$PORT --log warn 2>"$WORK/server.log" &
+  SERVER=$!
+  until curl -sf -o /dev/null "http://127.0.0.1:$PORT/v1/ready"; do sleep 0.05; done
+  "$B/stemedb-bench" ingest --server "http://127.0.0.1:$PORT" --file "$WORK/batch.jsonl" --batch 1000 --concurrency 4
+  "$B/stemedb-bench" singles --server "http://127.0.0.1:$PORT" --file "$WORK/singles.jsonl" --concurrency 64
+  metrics=$(curl -s "http://127.0.0.1:$PORT/metrics")
+  sum=$(echo "$metrics" | awk '/^stemedb_wal_group_commit_size_sum/ {print $2}')
+  count=$(echo "$metrics" | awk '/^stemedb_wal_group_commit_size_count/ {print $2}')
+  echo "{\"kind\":\"group_commit\",\"run\":$run,\"writes\":$sum,\"fsyncs\":$count}"
+  kill "$SERVER"; wait "$SERVER" || true
+done
