@@ -98,3 +98,103 @@ fn spec_vectors_match_the_code() {
         );
     }
 }
+
+const M_BEGIN: &str = "<!-- merkle-vectors:begin -->\n```json\n";
+const M_END: &str = "```\n<!-- merkle-vectors:end -->";
+
+/// Merkle vectors: leaves are the ids of the valid statement vectors; for every tree size the
+/// root, every inclusion proof and every consistency proof; and a signed checkpoint.
+fn compute_merkle(ids: &[String]) -> Value {
+    use stemedb_merkle::{
+        Frontier, NodeSource, NoteSigner, consistency_proof, inclusion_proof, leaf_hash,
+    };
+    struct Map(std::collections::HashMap<(u32, u64), [u8; 32]>);
+    impl NodeSource for Map {
+        type Error = String;
+        fn node(&self, l: u32, i: u64) -> Result<[u8; 32], String> {
+            self.0
+                .get(&(l, i))
+                .copied()
+                .ok_or_else(|| "missing".to_string())
+        }
+    }
+    let mut nodes = Map(Default::default());
+    let mut f = Frontier::new();
+    let mut trees = vec![json!({"size": 0, "root": hex::encode(f.root())})];
+    let mut leaves = Vec::new();
+    for id in ids {
+        let mut raw = [0u8; 32];
+        hex::decode_to_slice(id, &mut raw).unwrap_or_else(|e| panic!("{e}"));
+        let leaf = leaf_hash(&raw);
+        leaves.push(json!({"id": id, "leaf_hash": hex::encode(leaf)}));
+        for (l, i, h) in f.push(leaf) {
+            nodes.0.insert((l, i), h);
+        }
+        let n = f.size();
+        let inclusion: Vec<Value> = (0..n)
+            .map(|i| {
+                let p = inclusion_proof(&nodes, i, n).unwrap_or_default();
+                json!({"leaf_index": i, "audit_path": p.iter().map(hex::encode).collect::<Vec<_>>()})
+            })
+            .collect();
+        let consistency: Vec<Value> = (1..n)
+            .map(|m| {
+                let p = consistency_proof(&nodes, m, n).unwrap_or_default();
+                json!({"from": m, "proof": p.iter().map(hex::encode).collect::<Vec<_>>()})
+            })
+            .collect();
+        trees.push(json!({"size": n, "root": hex::encode(f.root()), "inclusion": inclusion, "consistency": consistency}));
+    }
+    let key = signing_key_from_seed(&[0x11; 32]);
+    let signer = NoteSigner::new("example.org/stemedb-spec", key.clone());
+    let cp = stemedb_merkle::Checkpoint {
+        origin: "example.org/stemedb-spec".into(),
+        size: f.size(),
+        root: f.root(),
+    };
+    json!({
+        "leaves": leaves,
+        "trees": trees,
+        "checkpoint": {
+            "key_seed": hex::encode([0x11u8; 32]),
+            "public_key": hex::encode(key.verifying_key().as_bytes()),
+            "key_name": "example.org/stemedb-spec",
+            "key_id": hex::encode(stemedb_merkle::key_id("example.org/stemedb-spec", key.verifying_key().as_bytes())),
+            "vkey": signer.vkey(),
+            "note": signer.sign(&cp),
+        },
+    })
+}
+
+#[test]
+fn merkle_vectors_match_the_code() {
+    let (doc, vectors) = read_vectors();
+    let ids: Vec<String> = vectors["valid"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let computed = compute_merkle(&ids);
+    let start = doc
+        .find(M_BEGIN)
+        .unwrap_or_else(|| panic!("{SPEC} has no merkle-vectors block"))
+        + M_BEGIN.len();
+    let end = doc[start..]
+        .find(M_END)
+        .unwrap_or_else(|| panic!("unterminated merkle block"))
+        + start;
+    if std::env::var_os("STEMEDB_BLESS").is_some() {
+        let text = serde_json::to_string_pretty(&computed).unwrap_or_default();
+        let new_doc = format!("{}{}\n{}", &doc[..start], text, &doc[end..]);
+        std::fs::write(SPEC, new_doc).unwrap_or_else(|e| panic!("cannot write {SPEC}: {e}"));
+        return;
+    }
+    let given: Value =
+        serde_json::from_str(&doc[start..end]).unwrap_or_else(|e| panic!("merkle vectors: {e}"));
+    assert_eq!(
+        given, computed,
+        "Merkle vectors differ from what the code computes"
+    );
+}

@@ -185,3 +185,34 @@ def test_mixed_order_nonce_is_rejected_by_libsodium_and_stemedb_alike():
         env["signatures"][0]["sig"] = base64.b64encode(honest).decode()
         out = stemedb("check-envelope", "-", stdin=json.dumps(env).encode())
         assert out.returncode == 0, out.stdout
+
+
+def test_spec_merkle_vectors_hold_independently():
+    from rfc9162 import h_leaf, mth, verify_consistency, verify_inclusion, verify_note
+
+    text = (ROOT / "docs" / "spec.md").read_text()
+    block = re.search(r"<!-- merkle-vectors:begin -->\n```json\n(.*?)```\n<!-- merkle-vectors:end -->", text, re.S)
+    assert block, "docs/spec.md has no merkle-vectors block"
+    m = json.loads(block.group(1))
+    ids = [v["id"] for v in spec_vectors()["valid"]]
+    assert [leaf["id"] for leaf in m["leaves"]] == ids
+    leaves = [h_leaf(i) for i in ids]
+    assert [bytes.fromhex(leaf["leaf_hash"]) for leaf in m["leaves"]] == leaves
+    roots = {}
+    for tree in m["trees"]:
+        n = tree["size"]
+        root = bytes.fromhex(tree["root"])
+        assert root == mth(leaves[:n]), f"root of size {n}"
+        roots[n] = root
+        for inc in tree.get("inclusion", []):
+            path = [bytes.fromhex(x) for x in inc["audit_path"]]
+            assert verify_inclusion(leaves[inc["leaf_index"]], inc["leaf_index"], n, path, root)
+        for con in tree.get("consistency", []):
+            proof = [bytes.fromhex(x) for x in con["proof"]]
+            assert verify_consistency(con["from"], n, roots[con["from"]], root, proof)
+    cp = m["checkpoint"]
+    sk = SigningKey(bytes.fromhex(cp["key_seed"]))
+    assert sk.verify_key.encode().hex() == cp["public_key"]
+    key = {"public_key": cp["public_key"], "key_name": cp["key_name"], "vkey": cp["vkey"]}
+    origin, size, root = verify_note(cp["note"], key)
+    assert (origin, size, root) == (cp["key_name"], len(ids), roots[len(ids)])
