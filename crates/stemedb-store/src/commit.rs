@@ -258,6 +258,9 @@ impl Writer {
         };
         w.replay(durable, applied)?;
         w.durable_checkpoint()?;
+        w.shared
+            .observer
+            .tree_size(w.next_index, w.wal.segment_count());
         tracing::info!(
             tree_size = w.next_index,
             rebuilt = applied - durable,
