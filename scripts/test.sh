@@ -5,6 +5,8 @@
 # Usage: ./scripts/test.sh        (CI runs exactly this through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Nothing here reads standard input; detach it so no tool (cargo probes `rustc -`) sees a stray one.
+exec </dev/null
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
