@@ -44,7 +44,10 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+# Clippy gets its own target directory: on a fresh target, a clippy run was seen to cache a failed
+# `rustc -` probe in target/.rustc_info.json (its stdin held a build script's `cc -?` output),
+# which made the next `cargo build` fail. Separate caches keep the two from touching.
+cargo clippy --workspace --all-targets --locked --target-dir target/clippy -- -D warnings
 
 step "cargo build (the stemedb binary the end-to-end and interop tests run)"
 cargo build --workspace --locked
