@@ -44,12 +44,13 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
-# Clippy gets its own target directory: on a fresh target, a clippy run was seen to cache a failed
-# `rustc -` probe in target/.rustc_info.json (its stdin held a build script's `cc -?` output),
-# which made the next `cargo build` fail. Separate caches keep the two from touching.
-cargo clippy --workspace --all-targets --locked --target-dir target/clippy -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo build (the stemedb binary the end-to-end and interop tests run)"
+# On a fresh target, the clippy run above was seen to leave a *failed* `rustc -` probe in cargo's
+# cache (target/.rustc_info.json: the probe's stdin held a build script's `cc -?` output), and
+# `cargo build` then trusts the cached failure. Dropping the cache makes cargo probe again (ms).
+rm -f target/.rustc_info.json
 cargo build --workspace --locked
 
 step "Rust tests (cargo nextest)"
