@@ -43,13 +43,11 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-
 step "cargo build (the stemedb binary the end-to-end and interop tests run)"
-# On a fresh target, the clippy run above was seen to leave a *failed* `rustc -` probe in cargo's
-# cache (target/.rustc_info.json: the probe's stdin held a build script's `cc -?` output), and
-# `cargo build` then trusts the cached failure. Dropping the cache makes cargo probe again (ms).
+# A clippy run that compiles from scratch was seen to leave a *failed* `rustc -` probe in cargo's
+# cache (target/.rustc_info.json: the probe's stdin held a build script's `cc -?` output), and a
+# `cargo build` right after it failed to probe too. So the build comes first and clippy last, and
+# the cache is dropped here so a second run of this script does not trust a stale failure.
 rm -f target/.rustc_info.json
 cargo build --workspace --locked
 
@@ -58,3 +56,6 @@ cargo nextest run --workspace --locked --no-fail-fast
 
 step "Python interop tests (PyNaCl, blake3, openssl)"
 STEMEDB_BIN="$PWD/target/debug/stemedb" python3 -m pytest -q tests/interop
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
