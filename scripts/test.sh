@@ -11,6 +11,26 @@ exec </dev/null
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 
+# On this machine kind, a cargo run that compiles build scripts from scratch was seen to leave a
+# *failed* `rustc -` probe in cargo's cache (target/.rustc_info.json; the probe's stdin held a
+# build script's `cc -?` output), so the next cargo command failed with "failed to run `rustc`
+# to learn about target-specific information" until the cache was deleted. So: never cache
+# probe results across cargo runs, and retry a step that fails with exactly that message.
+export CARGO_CACHE_RUSTC_INFO=0
+cargo_step() {
+  local attempt log
+  log=$(mktemp)
+  for attempt in 1 2 3; do
+    if cargo "$@" 2>&1 | tee "$log"; then rm -f "$log"; return 0; fi
+    if ! grep -q "to learn about target-specific information" "$log"; then rm -f "$log"; return 1; fi
+    printf 'test.sh: cargo could not probe rustc (attempt %s); retrying\n' "$attempt" >&2
+    rm -f target/.rustc_info.json
+    sleep 2
+  done
+  rm -f "$log"
+  return 1
+}
+
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
@@ -41,21 +61,16 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 step "cargo fmt --check"
-cargo fmt --all -- --check
+cargo_step fmt --all -- --check
 
 step "cargo build (the stemedb binary the end-to-end and interop tests run)"
-# A clippy run that compiles from scratch was seen to leave a *failed* `rustc -` probe in cargo's
-# cache (target/.rustc_info.json: the probe's stdin held a build script's `cc -?` output), and a
-# `cargo build` right after it failed to probe too. So the build comes first and clippy last, and
-# the cache is dropped here so a second run of this script does not trust a stale failure.
-rm -f target/.rustc_info.json
-cargo build --workspace --locked
+cargo_step build --workspace --locked
 
 step "Rust tests (cargo nextest)"
-cargo nextest run --workspace --locked --no-fail-fast
+cargo_step nextest run --workspace --locked --no-fail-fast
 
 step "Python interop tests (PyNaCl, blake3, openssl)"
 STEMEDB_BIN="$PWD/target/debug/stemedb" python3 -m pytest -q tests/interop
 
 step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo_step clippy --workspace --all-targets --locked -- -D warnings
