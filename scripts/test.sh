@@ -11,11 +11,12 @@ exec </dev/null
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 
-# On this machine kind, a cargo run that compiles build scripts from scratch was seen to leave a
-# *failed* `rustc -` probe in cargo's cache (target/.rustc_info.json; the probe's stdin held a
-# build script's `cc -?` output), so the next cargo command failed with "failed to run `rustc`
-# to learn about target-specific information" until the cache was deleted. So: never cache
-# probe results across cargo runs, and retry a step that fails with exactly that message.
+# On this machine kind, inside this script, the cargo command that follows a from-scratch build of
+# the workspace was seen to fail its `rustc -` probe ("failed to run `rustc` to learn about
+# target-specific information"; the probe's stdin once held a build script's `cc -?` output) and
+# to cache that failure in target/.rustc_info.json; the same commands run by hand succeed. So:
+# one heavy cargo command (nextest, which also builds the binary) before the tests, clippy last,
+# no probe cache across cargo runs, and a retry with pauses for a step that fails this way.
 export CARGO_CACHE_RUSTC_INFO=0
 cargo_step() {
   local attempt log
@@ -25,7 +26,7 @@ cargo_step() {
     if ! grep -q "to learn about target-specific information" "$log"; then rm -f "$log"; return 1; fi
     printf 'test.sh: cargo could not probe rustc (attempt %s); retrying\n' "$attempt" >&2
     rm -f target/.rustc_info.json
-    sleep 2
+    sleep $((attempt * 20))
   done
   rm -f "$log"
   return 1
@@ -63,11 +64,9 @@ fi
 step "cargo fmt --check"
 cargo_step fmt --all -- --check
 
-step "cargo build (the stemedb binary the end-to-end and interop tests run)"
-cargo_step build --workspace --locked
-
-step "Rust tests (cargo nextest)"
+step "Rust tests (cargo nextest; builds the stemedb binary the end-to-end and interop tests run)"
 cargo_step nextest run --workspace --locked --no-fail-fast
+test -x target/debug/stemedb || die "nextest did not build target/debug/stemedb"
 
 step "Python interop tests (PyNaCl, blake3, openssl)"
 STEMEDB_BIN="$PWD/target/debug/stemedb" python3 -m pytest -q tests/interop
