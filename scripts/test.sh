@@ -65,11 +65,19 @@ step "cargo fmt --check"
 cargo_step fmt --all -- --check
 
 step "Rust tests (cargo nextest; builds the stemedb binary the end-to-end and interop tests run)"
-cargo_step nextest run --workspace --locked --no-fail-fast
+RUST_LOG_FILE=$(mktemp)
+cargo_step nextest run --workspace --locked --no-fail-fast | tee "$RUST_LOG_FILE"
 test -x target/debug/stemedb || die "nextest did not build target/debug/stemedb"
+rust_passed=$(sed -n 's/.* tests run: \([0-9]*\) passed.*/\1/p' "$RUST_LOG_FILE" | tail -n 1)
 
 step "Python interop tests (PyNaCl, blake3, openssl)"
-STEMEDB_BIN="$PWD/target/debug/stemedb" python3 -m pytest -q tests/interop
+PY_LOG_FILE=$(mktemp)
+STEMEDB_BIN="$PWD/target/debug/stemedb" python3 -m pytest -q tests/interop | tee "$PY_LOG_FILE"
+py_passed=$(sed -n 's/^\([0-9]*\) passed.*/\1/p' "$PY_LOG_FILE" | tail -n 1)
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo_step clippy --workspace --all-targets --locked -- -D warnings
+
+# Every step above stops the script on failure, so reaching this line means nothing failed.
+rm -f "$RUST_LOG_FILE" "$PY_LOG_FILE"
+printf '\nsuite: %s passed, 0 failed\n' "$(( ${rust_passed:-0} + ${py_passed:-0} ))"

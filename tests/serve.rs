@@ -71,9 +71,11 @@ fn sigterm_drains_and_exits_cleanly_then_the_dir_can_be_reopened() {
         wait_exit(&mut server.child, Duration::from_secs(15)),
         Some(0)
     );
+    // The process has exited, so stderr is closed: `iter` drains every line the reader thread
+    // forwards and ends when that thread does (`try_iter` could miss the last lines).
     let messages: Vec<String> = server
         .logs
-        .try_iter()
+        .iter()
         .filter_map(|v| v["message"].as_str().map(str::to_string))
         .collect();
     assert!(
