@@ -172,6 +172,13 @@ fn kill_9_under_concurrent_load_loses_no_acknowledged_write() {
                 }
             }));
         }
+        // Start the random delay once writes are flowing, so a slow machine cannot make a round
+        // kill the server before anything was acknowledged.
+        let flowing = std::time::Instant::now();
+        while acked.lock().expect("lock").is_empty() && flowing.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         std::thread::sleep(Duration::from_millis(100 + rng.next() % 600));
         server.kill9();
         stop.store(true, Ordering::Relaxed);
