@@ -535,8 +535,3 @@ impl Drop for Store {
         self.close();
     }
 }
-
-/// Hex of a hash (lowercase).
-pub fn hex_hash(h: &Hash) -> String {
-    hex::encode(h)
-}

@@ -398,15 +398,6 @@ impl Wal {
         self.segments.len()
     }
 
-    /// Total bytes of all segment files.
-    pub fn total_bytes(&self) -> u64 {
-        let sealed: u64 = self.segments[..self.segments.len() - 1]
-            .iter()
-            .filter_map(|s| fs::metadata(&s.path).ok().map(|m| m.len()))
-            .sum();
-        sealed + self.active_len
-    }
-
     /// Why the log is read-only, if it is.
     pub fn failure(&self) -> Option<&str> {
         self.failed.as_deref()
