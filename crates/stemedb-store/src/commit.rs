@@ -10,6 +10,7 @@ use stemedb_core::{AssertionId, Envelope, Statement, Verified};
 use stemedb_merkle::{Frontier, NoteSigner, leaf_hash};
 use stemedb_wal::{Record, Wal};
 
+use crate::keys::IndexKind;
 use crate::nodes::{NodeReader, NodeWriter};
 use crate::vlog::{Pointer, Position, VlogReader, VlogWriter};
 use crate::{
@@ -160,13 +161,6 @@ impl Writer {
         {
             let txn = db.begin_write().map_err(db_err)?;
             {
-                txn.open_table(ASSERTIONS).map_err(db_err)?;
-                txn.open_table(BY_SEQ).map_err(db_err)?;
-                txn.open_table(SUBJECT_IDX).map_err(db_err)?;
-                txn.open_table(CONCEPT_PATH_IDX).map_err(db_err)?;
-                txn.open_table(PREDICATE_IDX).map_err(db_err)?;
-                txn.open_table(AGENT_IDX).map_err(db_err)?;
-                txn.open_table(SUPERSEDES).map_err(db_err)?;
                 let mut meta = txn.open_table(META).map_err(db_err)?;
                 let format = meta
                     .get("format")
@@ -180,10 +174,20 @@ impl Writer {
                     Some(FORMAT_VERSION) => {}
                     Some(other) => {
                         return Err(StoreError::Corrupt(format!(
-                            "data directory format {other}, this server reads {FORMAT_VERSION}"
+                            "{}: data directory format {other}, this server reads {FORMAT_VERSION}",
+                            layout.redb.display()
                         )));
                     }
                 }
+            }
+            {
+                txn.open_table(ASSERTIONS).map_err(db_err)?;
+                txn.open_table(BY_SEQ).map_err(db_err)?;
+                txn.open_table(SUBJECT_IDX).map_err(db_err)?;
+                txn.open_table(CONCEPT_PATH_IDX).map_err(db_err)?;
+                txn.open_table(PREDICATE_IDX).map_err(db_err)?;
+                txn.open_table(AGENT_IDX).map_err(db_err)?;
+                txn.open_table(SUPERSEDES).map_err(db_err)?;
             }
             txn.commit().map_err(db_err)?;
         }
@@ -673,16 +677,25 @@ fn insert_rows(
         };
         assertions.insert(r.id.as_bytes().as_slice(), rec.encode().as_slice())?;
         by_seq.insert(r.log_index, r.id.as_bytes().as_slice())?;
-        subject.insert(keys::subject_key(&r.statement, r.log_index).as_slice(), ())?;
-        concept.insert(
-            keys::reversed_subject_key(&r.statement, r.log_index).as_slice(),
-            (),
-        )?;
-        predicate.insert(
-            keys::predicate_key(&r.statement, r.log_index).as_slice(),
-            (),
-        )?;
-        agent.insert(keys::agent_key(&r.statement, r.log_index).as_slice(), ())?;
+        let value = keys::IndexValue {
+            id: r.id,
+            agent: *r.statement.agent(),
+            confidence: r.statement.confidence(),
+            retract: r.statement.retract(),
+            pointer: *p,
+        }
+        .encode();
+        for (table, kind) in [
+            (&mut subject, IndexKind::Subject),
+            (&mut concept, IndexKind::ReversedSubject),
+            (&mut predicate, IndexKind::Predicate),
+            (&mut agent, IndexKind::Agent),
+        ] {
+            table.insert(
+                keys::index_key(kind, &r.statement, r.log_index).as_slice(),
+                value.as_slice(),
+            )?;
+        }
         for target in r.statement.supersedes() {
             supersedes.insert(
                 keys::supersedes_key(target.as_bytes(), r.log_index).as_slice(),

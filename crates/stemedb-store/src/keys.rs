@@ -1,21 +1,67 @@
-//! Index key encodings. Every index is a redb table keyed by bytes with a unit value, so each
-//! query is a range scan over a key prefix.
+//! Index key and value encodings. Every index is a redb table keyed by bytes, so each query is a
+//! range scan over a key prefix, and every key ends in the same 16 bytes: `ts` (big-endian u64
+//! of the signed `ts`, which is never negative) and the log index (big-endian u64).
 //!
-//! Subject keys write each segment followed by `0x00`, then `0x01`, then the predicate and
-//! `0x00`, then `ts` and the log index as big-endian u64. Segment characters are printable, so:
-//! - exact subject `a/b`: prefix `a\0b\0\x01`
-//! - prefix `a/b` (on segment boundaries): prefix `a\0b\0` (matches `a/b` and `a/b/...`, never `a/b2`)
-//! - tail `x/y` (suffix of segments): prefix `y\0x\0` in the reversed-subject index.
+//! Everything before those 16 bytes is the *group key*: it names exactly one
+//! (subject, predicate) group, so the rows of a group are contiguous in every index and a lens
+//! can resolve a group from one run of the scan. Layouts (each subject segment is followed by
+//! `0x00`; `0x01` closes the subject; the predicate is followed by `0x00`):
 //!
-//! The log index ends every key: it makes keys unique, orders ties by arrival, and lets a query
-//! "as of tree size N" skip entries with log index ≥ N without a lookup.
+//! | table | key |
+//! |---|---|
+//! | `subject.idx` | segments, `0x01`, predicate, `0x00`, ts, log index |
+//! | `concept_path.idx` | segments in reverse order, `0x01`, predicate, `0x00`, ts, log index |
+//! | `predicate.idx` | predicate, `0x00`, segments, `0x01`, ts, log index |
+//! | `agent.idx` | agent key (32 bytes), segments, `0x01`, predicate, `0x00`, ts, log index |
+//!
+//! Segment and predicate characters are printable, so:
+//! - exact subject `a/b`: prefix `a\0b\0\x01` of `subject.idx`
+//! - prefix `a/b` (on segment boundaries): prefix `a\0b\0` of `subject.idx` (matches `a/b` and
+//!   `a/b/...`, never `a/b2`)
+//! - tail `x/y`: prefix `y\0x\0` of `concept_path.idx`.
+//!
+//! The log index ends every key: it makes keys unique, orders ties in `ts` by arrival, and lets
+//! a query "as of tree size N" skip rows with log index ≥ N without a lookup.
+//!
+//! Every index row's value is an [`IndexValue`] (89 bytes), so a lens can pick the live
+//! assertions of a group without touching the value log.
 
-use stemedb_core::Statement;
+use stemedb_core::{AssertionId, Statement};
+
+use crate::StoreError;
+use crate::vlog::Pointer;
 
 /// Separator after each subject segment.
 pub const SEGMENT_END: u8 = 0x00;
 /// Marks the end of the subject.
 pub const SUBJECT_END: u8 = 0x01;
+/// Bytes after the group key: `ts` and log index.
+pub const KEY_SUFFIX_BYTES: usize = 16;
+
+/// Which index a scan reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    /// `subject.idx`
+    Subject,
+    /// `concept_path.idx`
+    ReversedSubject,
+    /// `predicate.idx`
+    Predicate,
+    /// `agent.idx`
+    Agent,
+}
+
+impl IndexKind {
+    /// A stable byte for cursors.
+    pub fn tag(self) -> u8 {
+        match self {
+            IndexKind::Subject => 1,
+            IndexKind::ReversedSubject => 2,
+            IndexKind::Predicate => 3,
+            IndexKind::Agent => 4,
+        }
+    }
+}
 
 fn push_segments<'a>(out: &mut Vec<u8>, segments: impl Iterator<Item = &'a str>) {
     for s in segments {
@@ -24,46 +70,36 @@ fn push_segments<'a>(out: &mut Vec<u8>, segments: impl Iterator<Item = &'a str>)
     }
 }
 
-fn push_tail(out: &mut Vec<u8>, predicate: &str, ts: i64, log_index: u64) {
-    out.push(SUBJECT_END);
-    out.extend_from_slice(predicate.as_bytes());
-    out.push(0x00);
+fn push_suffix(out: &mut Vec<u8>, ts: i64, log_index: u64) {
     out.extend_from_slice(&(ts as u64).to_be_bytes());
     out.extend_from_slice(&log_index.to_be_bytes());
 }
 
-/// Key in the forward subject index.
-pub fn subject_key(st: &Statement, log_index: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(st.subject().len() + st.predicate().len() + 20);
-    push_segments(&mut k, st.subject_segments());
-    push_tail(&mut k, st.predicate(), st.ts(), log_index);
-    k
-}
-
-/// Key in the reversed subject (concept path) index.
-pub fn reversed_subject_key(st: &Statement, log_index: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(st.subject().len() + st.predicate().len() + 20);
-    push_segments(&mut k, st.subject_segments().rev());
-    push_tail(&mut k, st.predicate(), st.ts(), log_index);
-    k
-}
-
-/// Key in the predicate index.
-pub fn predicate_key(st: &Statement, log_index: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(st.predicate().len() + 17);
-    k.extend_from_slice(st.predicate().as_bytes());
-    k.push(0x00);
-    k.extend_from_slice(&(st.ts() as u64).to_be_bytes());
-    k.extend_from_slice(&log_index.to_be_bytes());
-    k
-}
-
-/// Key in the agent index.
-pub fn agent_key(st: &Statement, log_index: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(48);
-    k.extend_from_slice(st.agent());
-    k.extend_from_slice(&(st.ts() as u64).to_be_bytes());
-    k.extend_from_slice(&log_index.to_be_bytes());
+/// Key of `st` (at `log_index`) in index `kind`.
+pub fn index_key(kind: IndexKind, st: &Statement, log_index: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(st.subject().len() + st.predicate().len() + 56);
+    match kind {
+        IndexKind::Subject | IndexKind::ReversedSubject | IndexKind::Agent => {
+            if kind == IndexKind::Agent {
+                k.extend_from_slice(st.agent());
+            }
+            if kind == IndexKind::ReversedSubject {
+                push_segments(&mut k, st.subject_segments().rev());
+            } else {
+                push_segments(&mut k, st.subject_segments());
+            }
+            k.push(SUBJECT_END);
+            k.extend_from_slice(st.predicate().as_bytes());
+            k.push(0x00);
+        }
+        IndexKind::Predicate => {
+            k.extend_from_slice(st.predicate().as_bytes());
+            k.push(0x00);
+            push_segments(&mut k, st.subject_segments());
+            k.push(SUBJECT_END);
+        }
+    }
+    push_suffix(&mut k, st.ts(), log_index);
     k
 }
 
@@ -75,8 +111,8 @@ pub fn supersedes_key(target: &[u8; 32], log_index: u64) -> Vec<u8> {
     k
 }
 
-/// The prefix that selects subjects matching `segments` exactly, at or below them (`prefix`),
-/// or ending in them (`tail`, for the reversed index, given the segments in reversed order).
+/// The prefix that selects subjects matching `segments` exactly (`exact`), or at or below them.
+/// Given the segments in reverse order it selects, in `concept_path.idx`, subjects ending in them.
 pub fn subject_prefix<'a>(segments: impl Iterator<Item = &'a str>, exact: bool) -> Vec<u8> {
     let mut k = Vec::new();
     push_segments(&mut k, segments);
@@ -86,13 +122,162 @@ pub fn subject_prefix<'a>(segments: impl Iterator<Item = &'a str>, exact: bool) 
     k
 }
 
+/// `ts` and log index from the last 16 bytes of an index key.
+pub fn key_suffix(key: &[u8]) -> Option<(i64, u64)> {
+    let n = key.len().checked_sub(KEY_SUFFIX_BYTES)?;
+    let ts = u64::from_be_bytes(key[n..n + 8].try_into().ok()?);
+    let li = u64::from_be_bytes(key[n + 8..].try_into().ok()?);
+    Some((ts as i64, li))
+}
+
+/// The group key: an index key without its `ts` and log index.
+pub fn group_key(key: &[u8]) -> &[u8] {
+    &key[..key.len().saturating_sub(KEY_SUFFIX_BYTES)]
+}
+
+fn join_segments<'a>(segs: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+    let mut s = String::new();
+    for (i, seg) in segs.enumerate() {
+        if i > 0 {
+            s.push('/');
+        }
+        s.push_str(std::str::from_utf8(seg).ok()?);
+    }
+    Some(s)
+}
+
+/// Splits `segs 0x00 … segs 0x00` (without the closing `0x01`) into segments.
+fn split_segments(b: &[u8]) -> Vec<&[u8]> {
+    let b = b.strip_suffix(&[SEGMENT_END]).unwrap_or(b);
+    b.split(|c| *c == SEGMENT_END).collect()
+}
+
+/// The (subject, predicate) a group key of index `kind` names.
+pub fn decode_group(kind: IndexKind, group: &[u8]) -> Result<(String, String), StoreError> {
+    let bad = || StoreError::Corrupt(format!("index {kind:?} holds a malformed key"));
+    let (subject, predicate) = match kind {
+        IndexKind::Subject | IndexKind::ReversedSubject | IndexKind::Agent => {
+            let g = if kind == IndexKind::Agent {
+                group.get(32..).ok_or_else(bad)?
+            } else {
+                group
+            };
+            let end = g.iter().position(|c| *c == SUBJECT_END).ok_or_else(bad)?;
+            let pred = g[end + 1..].strip_suffix(&[0x00]).ok_or_else(bad)?;
+            let segs = split_segments(&g[..end]);
+            let subject = if kind == IndexKind::ReversedSubject {
+                join_segments(segs.into_iter().rev())
+            } else {
+                join_segments(segs.into_iter())
+            };
+            (subject.ok_or_else(bad)?, pred)
+        }
+        IndexKind::Predicate => {
+            let end = group.iter().position(|c| *c == 0x00).ok_or_else(bad)?;
+            let rest = group[end + 1..]
+                .strip_suffix(&[SUBJECT_END])
+                .ok_or_else(bad)?;
+            let subject = join_segments(split_segments(rest).into_iter()).ok_or_else(bad)?;
+            (subject, &group[..end])
+        }
+    };
+    let predicate = std::str::from_utf8(predicate)
+        .map_err(|_| bad())?
+        .to_owned();
+    Ok((subject, predicate))
+}
+
+/// The predicate of a group key of index `kind`, without allocating.
+pub fn group_predicate(kind: IndexKind, group: &[u8]) -> Option<&[u8]> {
+    match kind {
+        IndexKind::Subject | IndexKind::ReversedSubject | IndexKind::Agent => {
+            let end = group.iter().rposition(|c| *c == SUBJECT_END)?;
+            group[end + 1..].strip_suffix(&[0x00])
+        }
+        IndexKind::Predicate => {
+            let end = group.iter().position(|c| *c == 0x00)?;
+            Some(&group[..end])
+        }
+    }
+}
+
+/// Flag bit: the assertion is a retraction.
+const FLAG_RETRACT: u8 = 1;
+
+/// The value of every index row: what a lens needs to choose live assertions without reading
+/// the envelope. Layout (89 bytes, little-endian): id `[32]`, agent `[32]`, confidence `f64`,
+/// flags `u8` (bit 0: retract), value-log segment `u32`, offset `u64`, length `u32`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IndexValue {
+    /// The assertion id.
+    pub id: AssertionId,
+    /// The agent's public key.
+    pub agent: [u8; 32],
+    /// The statement's confidence.
+    pub confidence: f64,
+    /// True for a retraction.
+    pub retract: bool,
+    /// Where the envelope is in the value log.
+    pub pointer: Pointer,
+}
+
+/// Bytes of an encoded [`IndexValue`].
+pub const INDEX_VALUE_BYTES: usize = 89;
+
+impl IndexValue {
+    /// Encodes the value.
+    pub fn encode(&self) -> [u8; INDEX_VALUE_BYTES] {
+        let mut b = [0u8; INDEX_VALUE_BYTES];
+        b[..32].copy_from_slice(self.id.as_bytes());
+        b[32..64].copy_from_slice(&self.agent);
+        b[64..72].copy_from_slice(&self.confidence.to_le_bytes());
+        b[72] = if self.retract { FLAG_RETRACT } else { 0 };
+        b[73..77].copy_from_slice(&self.pointer.segment.to_le_bytes());
+        b[77..85].copy_from_slice(&self.pointer.offset.to_le_bytes());
+        b[85..89].copy_from_slice(&self.pointer.len.to_le_bytes());
+        b
+    }
+
+    /// Decodes a value.
+    pub fn decode(b: &[u8]) -> Result<IndexValue, StoreError> {
+        let b: &[u8; INDEX_VALUE_BYTES] = b.try_into().map_err(|_| {
+            StoreError::Corrupt(format!("index value is not {INDEX_VALUE_BYTES} bytes"))
+        })?;
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&b[..32]);
+        let mut agent = [0u8; 32];
+        agent.copy_from_slice(&b[32..64]);
+        let arr8 = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[i..i + 8]);
+            a
+        };
+        let arr4 = |i: usize| {
+            let mut a = [0u8; 4];
+            a.copy_from_slice(&b[i..i + 4]);
+            a
+        };
+        Ok(IndexValue {
+            id: AssertionId::from_bytes(id),
+            agent,
+            confidence: f64::from_le_bytes(arr8(64)),
+            retract: b[72] & FLAG_RETRACT != 0,
+            pointer: Pointer {
+                segment: u32::from_le_bytes(arr4(73)),
+                offset: u64::from_le_bytes(arr8(77)),
+                len: u32::from_le_bytes(arr4(85)),
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn st(subject: &str) -> Statement {
+    fn st(subject: &str, predicate: &str) -> Statement {
         let p = format!(
-            r#"{{"v":1,"subject":"{subject}","predicate":"p","object":1,"agent":"{}","ts":5}}"#,
+            r#"{{"v":1,"subject":"{subject}","predicate":"{predicate}","object":1,"agent":"{}","ts":5}}"#,
             "ab".repeat(32)
         );
         Statement::from_payload(p.as_bytes()).expect("valid")
@@ -118,9 +303,9 @@ mod tests {
             ("cpu", "a/cpu/x", false, false, false),
         ];
         for (query, subject, exact, prefix, tail) in cases {
-            let s = st(subject);
-            let fwd = subject_key(&s, 1);
-            let rev = reversed_subject_key(&s, 1);
+            let s = st(subject, "p");
+            let fwd = index_key(IndexKind::Subject, &s, 1);
+            let rev = index_key(IndexKind::ReversedSubject, &s, 1);
             let q: Vec<&str> = query.split('/').collect();
             assert_eq!(
                 fwd.starts_with(&subject_prefix(q.iter().copied(), true)),
@@ -138,5 +323,51 @@ mod tests {
                 "tail {query} vs {subject}"
             );
         }
+    }
+
+    #[test]
+    fn every_index_decodes_its_group_and_suffix() {
+        let kinds = [
+            IndexKind::Subject,
+            IndexKind::ReversedSubject,
+            IndexKind::Predicate,
+            IndexKind::Agent,
+        ];
+        for (subject, predicate) in [("a", "p"), ("fleet/eu/server-1", "cpu.load"), ("x/y", "q")] {
+            let s = st(subject, predicate);
+            for kind in kinds {
+                let key = index_key(kind, &s, 77);
+                assert_eq!(key_suffix(&key), Some((5, 77)), "{kind:?}");
+                let g = group_key(&key);
+                let (sub, pred) = decode_group(kind, g).expect("decodes");
+                assert_eq!(
+                    (sub.as_str(), pred.as_str()),
+                    (subject, predicate),
+                    "{kind:?}"
+                );
+                assert_eq!(
+                    group_predicate(kind, g),
+                    Some(predicate.as_bytes()),
+                    "{kind:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn index_value_round_trips() {
+        let v = IndexValue {
+            id: AssertionId::from_bytes([7; 32]),
+            agent: [9; 32],
+            confidence: 0.25,
+            retract: true,
+            pointer: Pointer {
+                segment: 3,
+                offset: 1 << 40,
+                len: 999,
+            },
+        };
+        assert_eq!(IndexValue::decode(&v.encode()).expect("decodes"), v);
+        assert!(IndexValue::decode(&[0u8; 10]).is_err());
     }
 }

@@ -1,0 +1,611 @@
+//! The query engine (design §6): pick an index and a key range from the filters, scan one read
+//! transaction, choose each group's live assertions, and let a lens resolve them.
+//!
+//! The live set of a (subject, predicate) group, as of tree size N, is built from the rows with
+//! log index < N that pass the `agent`, `since` and `until` filters:
+//! 1. Each agent's newest row (by `ts`, then log index) is that agent's current belief; its older
+//!    rows drop out. A retraction as an agent's newest row means the agent asserts no value.
+//! 2. A row whose id is the target of a `supersedes` in any assertion with log index < N drops out.
+//!
+//! With `include_superseded` both steps are skipped: every row except retractions is live. The
+//! `raw` lens skips step 1 only: every assertion is a result, superseded ones and retractions only
+//! with `include_superseded`.
+//!
+//! Pagination is keyset: a cursor holds the tree size of the first page (every later page answers
+//! as of the same size, so concurrent writes neither repeat nor skip results), a hash of the
+//! query's filters, and the last key returned.
+
+use std::ops::Bound;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use redb::{ReadableDatabase, TableDefinition};
+use serde_json::Value;
+use stemedb_core::{AssertionId, Envelope, Statement};
+
+use crate::keys::{self, IndexKind, IndexValue};
+use crate::lens::{self, Candidate, Resolver};
+use crate::{
+    AGENT_IDX, CONCEPT_PATH_IDX, PREDICATE_IDX, SUBJECT_IDX, SUPERSEDES, Store, StoreError, db_err,
+};
+
+/// Default results per page.
+pub const DEFAULT_LIMIT: usize = 100;
+/// Most results per page.
+pub const MAX_LIMIT: usize = 1000;
+const CURSOR_VERSION: u8 = 1;
+
+/// How `subject` matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SubjectMatch {
+    /// The subject itself.
+    #[default]
+    Exact,
+    /// The subject and everything below it, on segment boundaries.
+    Prefix,
+    /// Every subject ending in these segments.
+    Tail,
+}
+
+impl SubjectMatch {
+    /// Parses `exact`, `prefix` or `tail`.
+    pub fn parse(s: &str) -> Option<SubjectMatch> {
+        match s {
+            "exact" => Some(SubjectMatch::Exact),
+            "prefix" => Some(SubjectMatch::Prefix),
+            "tail" => Some(SubjectMatch::Tail),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            SubjectMatch::Exact => "exact",
+            SubjectMatch::Prefix => "prefix",
+            SubjectMatch::Tail => "tail",
+        }
+    }
+}
+
+/// A lens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lens {
+    /// Newest assertion.
+    #[default]
+    Latest,
+    /// Most trusted agent, then newest.
+    Trusted,
+    /// Value with the most weighted distinct agents.
+    Consensus,
+    /// Highest confidence × trust.
+    Confidence,
+    /// Every assertion, unresolved.
+    Raw,
+}
+
+impl Lens {
+    /// Every lens name, in documentation order.
+    pub const NAMES: [&'static str; 5] = ["latest", "trusted", "consensus", "confidence", "raw"];
+
+    /// Parses a lens name.
+    pub fn parse(s: &str) -> Option<Lens> {
+        match s {
+            "latest" => Some(Lens::Latest),
+            "trusted" => Some(Lens::Trusted),
+            "consensus" => Some(Lens::Consensus),
+            "confidence" => Some(Lens::Confidence),
+            "raw" => Some(Lens::Raw),
+            _ => None,
+        }
+    }
+
+    /// The lens name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lens::Latest => "latest",
+            Lens::Trusted => "trusted",
+            Lens::Consensus => "consensus",
+            Lens::Confidence => "confidence",
+            Lens::Raw => "raw",
+        }
+    }
+
+    fn resolver(self) -> Option<Resolver> {
+        match self {
+            Lens::Latest => Some(Resolver::Latest),
+            Lens::Trusted => Some(Resolver::Trusted),
+            Lens::Consensus => Some(Resolver::Consensus),
+            Lens::Confidence => Some(Resolver::Confidence),
+            Lens::Raw => None,
+        }
+    }
+}
+
+/// A query (design §6). `subject` and `predicate` must satisfy the statement rules.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Query {
+    /// Concept path.
+    pub subject: Option<String>,
+    /// How `subject` matches.
+    pub match_mode: SubjectMatch,
+    /// Only this predicate.
+    pub predicate: Option<String>,
+    /// Only this agent's assertions.
+    pub agent: Option<[u8; 32]>,
+    /// The lens.
+    pub lens: Lens,
+    /// Answer as the store was at this tree size.
+    pub as_of: Option<u64>,
+    /// Only assertions with `ts` ≥ this, Unix ms.
+    pub since: Option<i64>,
+    /// Only assertions with `ts` ≤ this, Unix ms.
+    pub until: Option<i64>,
+    /// Keep superseded assertions (and every agent's older ones) in the live set.
+    pub include_superseded: bool,
+    /// Results per page, 1..=`MAX_LIMIT`.
+    pub limit: usize,
+    /// Where the previous page stopped.
+    pub cursor: Option<String>,
+}
+
+/// Why a query was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// The cursor is not one this server made for this query.
+    #[error("bad cursor: {0}")]
+    BadCursor(String),
+    /// A parameter is out of range.
+    #[error("{0}")]
+    BadParameter(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The assertion a lens chose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Winner {
+    /// Its id.
+    pub id: AssertionId,
+    /// Its position in the log.
+    pub log_index: u64,
+    /// The object value.
+    pub object: Value,
+    /// The agent's public key.
+    pub agent: [u8; 32],
+    /// Claimed time, Unix ms.
+    pub ts: i64,
+    /// Claimed confidence.
+    pub confidence: f64,
+}
+
+/// One result: a resolved group, or with `raw` one assertion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupResult {
+    /// Subject concept path.
+    pub subject: String,
+    /// Predicate.
+    pub predicate: String,
+    /// The winner.
+    pub winner: Winner,
+    /// True when live alternatives disagree with the winner.
+    pub conflict: bool,
+    /// Share of weight behind the winner's value.
+    pub agreement: f64,
+    /// The other live assertions, newest first.
+    pub alternatives: Vec<AssertionId>,
+}
+
+/// A page of results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The tree size the answer is as of.
+    pub tree_size: u64,
+    /// Results in index order.
+    pub results: Vec<GroupResult>,
+    /// Cursor of the next page, if there may be one.
+    pub next_cursor: Option<String>,
+}
+
+/// One index row: `ts`, log index, value.
+type Row = (i64, u64, IndexValue);
+
+struct Plan {
+    kind: IndexKind,
+    prefix: Vec<u8>,
+    // Check each group's predicate (the index does not narrow by it).
+    filter_predicate: Option<Vec<u8>>,
+}
+
+fn plan(q: &Query) -> Plan {
+    let pred = q.predicate.as_deref();
+    match q.subject.as_deref() {
+        Some(subject) => {
+            let segs = subject.split('/');
+            let (kind, mut prefix) = match q.match_mode {
+                SubjectMatch::Exact => (IndexKind::Subject, keys::subject_prefix(segs, true)),
+                SubjectMatch::Prefix => (IndexKind::Subject, keys::subject_prefix(segs, false)),
+                SubjectMatch::Tail => (
+                    IndexKind::ReversedSubject,
+                    keys::subject_prefix(segs.rev(), false),
+                ),
+            };
+            let mut filter_predicate = pred.map(|p| p.as_bytes().to_vec());
+            if q.match_mode == SubjectMatch::Exact
+                && let Some(p) = pred
+            {
+                prefix.extend_from_slice(p.as_bytes());
+                prefix.push(0x00);
+                filter_predicate = None;
+            }
+            Plan {
+                kind,
+                prefix,
+                filter_predicate,
+            }
+        }
+        None => match (pred, q.agent) {
+            (Some(p), _) => {
+                let mut prefix = p.as_bytes().to_vec();
+                prefix.push(0x00);
+                Plan {
+                    kind: IndexKind::Predicate,
+                    prefix,
+                    filter_predicate: None,
+                }
+            }
+            (None, Some(agent)) => Plan {
+                kind: IndexKind::Agent,
+                prefix: agent.to_vec(),
+                filter_predicate: None,
+            },
+            (None, None) => Plan {
+                kind: IndexKind::Subject,
+                prefix: Vec::new(),
+                filter_predicate: None,
+            },
+        },
+    }
+}
+
+fn table_of(kind: IndexKind) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+    match kind {
+        IndexKind::Subject => SUBJECT_IDX,
+        IndexKind::ReversedSubject => CONCEPT_PATH_IDX,
+        IndexKind::Predicate => PREDICATE_IDX,
+        IndexKind::Agent => AGENT_IDX,
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix` (`None`: no bound).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// 8 bytes naming the query's filters; a cursor only continues the query it came from.
+fn query_hash(q: &Query) -> [u8; 8] {
+    let text = format!(
+        "{:?}|{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}",
+        q.subject,
+        q.match_mode.name(),
+        q.predicate,
+        q.agent.map(hex::encode),
+        q.lens.name(),
+        q.as_of,
+        q.since,
+        q.until,
+        q.include_superseded
+    );
+    let h = blake3::hash(text.as_bytes());
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&h.as_bytes()[..8]);
+    out
+}
+
+struct Cursor {
+    tree_size: u64,
+    after: Vec<u8>,
+}
+
+fn encode_cursor(kind: IndexKind, hash: [u8; 8], tree_size: u64, after: &[u8]) -> String {
+    let mut b = Vec::with_capacity(18 + after.len());
+    b.push(CURSOR_VERSION);
+    b.push(kind.tag());
+    b.extend_from_slice(&tree_size.to_be_bytes());
+    b.extend_from_slice(&hash);
+    b.extend_from_slice(after);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+fn decode_cursor(s: &str, kind: IndexKind, hash: [u8; 8]) -> Result<Cursor, QueryError> {
+    let bad = |why: &str| QueryError::BadCursor(why.to_string());
+    let b = URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| bad("not base64url"))?;
+    if b.len() < 18 || b[0] != CURSOR_VERSION {
+        return Err(bad("not a cursor of this server version"));
+    }
+    if b[1] != kind.tag() || b[10..18] != hash {
+        return Err(bad("the cursor belongs to a different query"));
+    }
+    let mut size = [0u8; 8];
+    size.copy_from_slice(&b[2..10]);
+    Ok(Cursor {
+        tree_size: u64::from_be_bytes(size),
+        after: b[18..].to_vec(),
+    })
+}
+
+impl Store {
+    /// Runs `q`, weighing agents with `weight`.
+    pub fn query(
+        &self,
+        q: &Query,
+        weight: &dyn Fn(&[u8; 32]) -> f64,
+    ) -> Result<Answer, QueryError> {
+        if q.limit == 0 || q.limit > MAX_LIMIT {
+            return Err(QueryError::BadParameter(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            )));
+        }
+        if let (Some(since), Some(until)) = (q.since, q.until)
+            && since > until
+        {
+            return Err(QueryError::BadParameter(format!(
+                "since ({since}) is after until ({until})"
+            )));
+        }
+        let head = self.head();
+        let plan = plan(q);
+        let hash = query_hash(q);
+        let (tree_size, after) = match &q.cursor {
+            Some(c) => {
+                let c = decode_cursor(c, plan.kind, hash)?;
+                if c.tree_size > head.size {
+                    return Err(QueryError::BadCursor(
+                        "the cursor is from a larger tree than this server holds".into(),
+                    ));
+                }
+                (c.tree_size, Some(c.after))
+            }
+            None => match q.as_of {
+                Some(n) if n > head.size => {
+                    return Err(QueryError::BadParameter(format!(
+                        "as_of {n} is larger than the current tree size {}",
+                        head.size
+                    )));
+                }
+                Some(n) => (n, None),
+                None => (head.size, None),
+            },
+        };
+        let txn = self.shared.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(table_of(plan.kind)).map_err(db_err)?;
+        let supersedes = txn.open_table(SUPERSEDES).map_err(db_err)?;
+        let is_superseded = |id: &AssertionId| -> Result<bool, StoreError> {
+            let lo = keys::supersedes_key(id.as_bytes(), 0);
+            let hi = keys::supersedes_key(id.as_bytes(), tree_size);
+            let mut r = supersedes
+                .range::<&[u8]>(lo.as_slice()..hi.as_slice())
+                .map_err(db_err)?;
+            Ok(r.next().transpose().map_err(db_err)?.is_some())
+        };
+
+        let start: Bound<&[u8]> = match &after {
+            Some(a) if a.as_slice() >= plan.prefix.as_slice() => Bound::Excluded(a.as_slice()),
+            _ => Bound::Included(plan.prefix.as_slice()),
+        };
+        let end_key = prefix_end(&plan.prefix);
+        let end: Bound<&[u8]> = match &end_key {
+            Some(e) => Bound::Excluded(e.as_slice()),
+            None => Bound::Unbounded,
+        };
+        let range = table.range::<&[u8]>((start, end)).map_err(db_err)?;
+
+        let mut results: Vec<GroupResult> = Vec::new();
+        let mut next_after: Option<Vec<u8>> = None;
+        let mut more = false;
+        let mut group: Vec<u8> = Vec::new();
+        let mut group_predicate_ok = true;
+        let mut rows: Vec<Row> = Vec::new();
+        for item in range {
+            let (k, v) = item.map_err(db_err)?;
+            let key = k.value();
+            if results.len() >= q.limit {
+                more = true;
+                break;
+            }
+            let (ts, li) = keys::key_suffix(key)
+                .ok_or_else(|| StoreError::Corrupt("index key shorter than 16 bytes".into()))?;
+            let g = keys::group_key(key);
+            if q.lens != Lens::Raw && g != group.as_slice() {
+                if !rows.is_empty()
+                    && let Some(r) =
+                        self.resolve_group(q, plan.kind, &group, &rows, weight, &is_superseded)?
+                {
+                    results.push(r);
+                    next_after = Some(group_end(&group));
+                    if results.len() >= q.limit {
+                        more = true;
+                        break;
+                    }
+                }
+                rows.clear();
+                group.clear();
+                group.extend_from_slice(g);
+                group_predicate_ok = match &plan.filter_predicate {
+                    Some(p) => keys::group_predicate(plan.kind, g) == Some(p.as_slice()),
+                    None => true,
+                };
+            }
+            if li >= tree_size || q.since.is_some_and(|s| ts < s) || q.until.is_some_and(|u| ts > u)
+            {
+                continue;
+            }
+            if q.lens == Lens::Raw {
+                if let Some(p) = &plan.filter_predicate
+                    && keys::group_predicate(plan.kind, g) != Some(p.as_slice())
+                {
+                    continue;
+                }
+            } else if !group_predicate_ok {
+                continue;
+            }
+            let value = IndexValue::decode(v.value())?;
+            if q.agent.is_some_and(|a| a != value.agent) {
+                continue;
+            }
+            if q.lens == Lens::Raw {
+                if !q.include_superseded && (value.retract || is_superseded(&value.id)?) {
+                    continue;
+                }
+                results.push(self.raw_result(plan.kind, g, ts, li, &value)?);
+                next_after = Some(key.to_vec());
+            } else {
+                rows.push((ts, li, value));
+            }
+        }
+        if !more
+            && !rows.is_empty()
+            && let Some(r) =
+                self.resolve_group(q, plan.kind, &group, &rows, weight, &is_superseded)?
+        {
+            results.push(r);
+        }
+        let next_cursor = match (more, next_after) {
+            (true, Some(after)) => Some(encode_cursor(plan.kind, hash, tree_size, &after)),
+            _ => None,
+        };
+        Ok(Answer {
+            tree_size,
+            results,
+            next_cursor,
+        })
+    }
+
+    fn load(&self, value: &IndexValue) -> Result<Statement, StoreError> {
+        let bytes = self
+            .shared
+            .vlog
+            .read(value.pointer)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let env = Envelope::decode(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("stored envelope {}: {e}", value.id)))?;
+        Statement::from_payload(env.payload())
+            .map_err(|e| StoreError::Corrupt(format!("stored statement {}: {e}", value.id)))
+    }
+
+    fn candidate(&self, ts: i64, li: u64, value: &IndexValue) -> Result<Candidate, StoreError> {
+        let st = self.load(value)?;
+        Ok(Candidate {
+            id: value.id,
+            agent: value.agent,
+            ts,
+            log_index: li,
+            confidence: value.confidence,
+            object: st.object().clone(),
+        })
+    }
+
+    fn raw_result(
+        &self,
+        kind: IndexKind,
+        group: &[u8],
+        ts: i64,
+        li: u64,
+        value: &IndexValue,
+    ) -> Result<GroupResult, StoreError> {
+        let (subject, predicate) = keys::decode_group(kind, group)?;
+        let c = self.candidate(ts, li, value)?;
+        Ok(GroupResult {
+            subject,
+            predicate,
+            winner: winner_of(c),
+            conflict: false,
+            agreement: 1.0,
+            alternatives: Vec::new(),
+        })
+    }
+
+    /// Picks the live rows of one group (rows in key order: oldest first) and resolves them.
+    fn resolve_group(
+        &self,
+        q: &Query,
+        kind: IndexKind,
+        group: &[u8],
+        rows: &[Row],
+        weight: &dyn Fn(&[u8; 32]) -> f64,
+        is_superseded: &dyn Fn(&AssertionId) -> Result<bool, StoreError>,
+    ) -> Result<Option<GroupResult>, StoreError> {
+        let Some(resolver) = q.lens.resolver() else {
+            return Ok(None);
+        };
+        let mut live: Vec<&Row> = Vec::new();
+        if q.include_superseded {
+            live.extend(rows.iter().filter(|r| !r.2.retract));
+        } else {
+            // Rows are oldest first, so the last row of each agent is its newest.
+            let mut newest: Vec<&Row> = Vec::new();
+            for r in rows {
+                match newest.iter_mut().find(|n| n.2.agent == r.2.agent) {
+                    Some(n) => *n = r,
+                    None => newest.push(r),
+                }
+            }
+            for r in newest {
+                if !r.2.retract && !is_superseded(&r.2.id)? {
+                    live.push(r);
+                }
+            }
+        }
+        if live.is_empty() {
+            return Ok(None);
+        }
+        let candidates = live
+            .iter()
+            .map(|(ts, li, v)| self.candidate(*ts, *li, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(res) = lens::resolve(resolver, &candidates, weight) else {
+            return Ok(None);
+        };
+        let (subject, predicate) = keys::decode_group(kind, group)?;
+        let alternatives = res.alternatives.iter().map(|i| candidates[*i].id).collect();
+        let winner = winner_of(candidates.into_iter().nth(res.winner).ok_or_else(|| {
+            StoreError::Corrupt("lens chose a winner outside its candidates".into())
+        })?);
+        Ok(Some(GroupResult {
+            subject,
+            predicate,
+            winner,
+            conflict: res.conflict,
+            agreement: res.agreement,
+            alternatives,
+        }))
+    }
+}
+
+/// A key after every row of `group` (rows are `group` + 16 bytes).
+fn group_end(group: &[u8]) -> Vec<u8> {
+    let mut k = group.to_vec();
+    k.extend_from_slice(&[0xFF; keys::KEY_SUFFIX_BYTES + 1]);
+    k
+}
+
+fn winner_of(c: Candidate) -> Winner {
+    Winner {
+        id: c.id,
+        log_index: c.log_index,
+        object: c.object,
+        agent: c.agent,
+        ts: c.ts,
+        confidence: c.confidence,
+    }
+}
