@@ -162,7 +162,7 @@ fn agreement(
         let e = agents.entry(c.agent).or_insert(false);
         *e |= agrees;
     }
-    let total: f64 = agents.keys().map(|a| weight(a)).sum();
+    let total: f64 = agents.keys().map(weight).sum();
     let behind: f64 = agents
         .iter()
         .filter(|(_, agrees)| **agrees)
