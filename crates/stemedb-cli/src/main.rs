@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (defaults: data dir ./stemedb-data, listen 127.0.0.1:18180).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Generate an Ed25519 key as PKCS#8 PEM (mode 0600) and print its public key hex.
     Keygen {
         /// Where to write the private key. Refuses to overwrite an existing file.
@@ -58,12 +58,64 @@ enum Command {
         #[arg(default_value = "-")]
         input: String,
     },
+    /// Query a server through a lens and print a table or JSON.
+    Query(QueryArgs),
     /// Check an envelope: decode, validate the statement, verify the signature, print its id.
     CheckEnvelope {
         /// Envelope JSON file, or `-` for standard input.
         #[arg(default_value = "-")]
         envelope: String,
     },
+}
+
+/// Arguments of `stemedb query` (design §6).
+#[derive(Args)]
+struct QueryArgs {
+    /// Server URL.
+    #[arg(long, env = "STEMEDB_SERVER", default_value = "http://127.0.0.1:18180")]
+    server: String,
+    /// Subject concept path.
+    #[arg(long)]
+    subject: Option<String>,
+    /// How the subject matches: exact, prefix (on segment boundaries) or tail.
+    #[arg(long = "match", value_parser = ["exact", "prefix", "tail"])]
+    match_mode: Option<String>,
+    /// Only this predicate.
+    #[arg(long)]
+    predicate: Option<String>,
+    /// Only this agent (public key hex).
+    #[arg(long)]
+    agent: Option<String>,
+    /// latest, trusted, consensus, confidence or raw [default: latest].
+    #[arg(long)]
+    lens: Option<String>,
+    /// Answer as the store was at this tree size.
+    #[arg(long)]
+    as_of: Option<u64>,
+    /// Only assertions with ts at or after this (Unix ms).
+    #[arg(long, allow_hyphen_values = true)]
+    since: Option<i64>,
+    /// Only assertions with ts at or before this (Unix ms).
+    #[arg(long, allow_hyphen_values = true)]
+    until: Option<i64>,
+    /// Keep superseded assertions in the live set.
+    #[arg(long)]
+    include_superseded: bool,
+    /// Results per page (1 to 1000) [default: 100].
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Continue from this cursor.
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Fetch every page, following next_cursor.
+    #[arg(long)]
+    all: bool,
+    /// Ask for inclusion proofs and verify them against the signed checkpoint.
+    #[arg(long)]
+    proof: bool,
+    /// table or json (json prints the server's answer; with --all, one answer per line).
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
 }
 
 /// Settings for `serve`. Precedence: flag, then `STEMEDB_*` environment, then the config file,
@@ -109,6 +161,24 @@ struct ServeArgs {
     /// TEST HOOK: make every WAL fsync fail after this many (fault injection; never in production).
     #[arg(long, env = "STEMEDB_FAULT_FSYNC_AFTER", hide_short_help = true)]
     fault_fsync_after: Option<u64>,
+    /// Answer 503 `timeout` to a request still running after this many milliseconds [default: 30000].
+    #[arg(long, env = "STEMEDB_REQUEST_TIMEOUT_MS")]
+    request_timeout_ms: Option<u64>,
+    /// Most requests in flight; beyond it requests are shed with 503 `overloaded` [default: 1024].
+    #[arg(long, env = "STEMEDB_MAX_CONCURRENT_REQUESTS")]
+    max_concurrent_requests: Option<usize>,
+    /// `/v1/assert` requests per second per client IP, 0 = unlimited [default: 100000].
+    #[arg(long, env = "STEMEDB_RATE_LIMIT_WRITE_PER_SEC")]
+    rate_limit_write_per_sec: Option<u32>,
+    /// `/v1/query` requests per second per client IP, 0 = unlimited [default: 100000].
+    #[arg(long, env = "STEMEDB_RATE_LIMIT_QUERY_PER_SEC")]
+    rate_limit_query_per_sec: Option<u32>,
+    /// Other `/v1` reads per second per client IP, 0 = unlimited [default: 100000].
+    #[arg(long, env = "STEMEDB_RATE_LIMIT_READ_PER_SEC")]
+    rate_limit_read_per_sec: Option<u32>,
+    /// Proxies (IPs or CIDR blocks, comma-separated) whose X-Forwarded-For names the client [default: none].
+    #[arg(long, env = "STEMEDB_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<ipnet::IpNet>>,
 }
 
 fn main() -> ExitCode {
@@ -118,6 +188,7 @@ fn main() -> ExitCode {
         Command::Keygen { out } => keygen(&out),
         Command::Sign { key, statement } => sign(&key, &statement),
         Command::CheckEnvelope { envelope } => return check_envelope(&envelope),
+        Command::Query(args) => query_cmd(&args),
         Command::Assert { server, key, input } => {
             return assert_cmd(&server, key.as_deref(), &input);
         }
@@ -131,7 +202,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
+    let args = *args;
     let file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -154,6 +226,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         checkpoint_interval_ms: args.checkpoint_interval_ms,
         checkpoint_key: args.checkpoint_key,
         fault_fsync_after: args.fault_fsync_after,
+        request_timeout_ms: args.request_timeout_ms,
+        max_concurrent_requests: args.max_concurrent_requests,
+        rate_limit_write_per_sec: args.rate_limit_write_per_sec,
+        rate_limit_query_per_sec: args.rate_limit_query_per_sec,
+        rate_limit_read_per_sec: args.rate_limit_read_per_sec,
+        trusted_proxies: args.trusted_proxies,
     };
     let config = Config::resolve(flags, file);
     stemedb_server::init_tracing(config.log_format, &config.log)?;
@@ -354,4 +432,111 @@ fn read_input_unbounded(source: &str) -> anyhow::Result<Vec<u8>> {
         buf = std::fs::read(source).with_context(|| format!("cannot read {source}"))?;
     }
     Ok(buf)
+}
+
+fn query_params(a: &QueryArgs, cursor: Option<&str>) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    let mut put = |k: &str, v: Option<serde_json::Value>| {
+        if let Some(v) = v {
+            m.insert(k.to_string(), v);
+        }
+    };
+    put("subject", a.subject.clone().map(Into::into));
+    put("match", a.match_mode.clone().map(Into::into));
+    put("predicate", a.predicate.clone().map(Into::into));
+    put("agent", a.agent.clone().map(Into::into));
+    put("lens", a.lens.clone().map(Into::into));
+    put("as_of", a.as_of.map(Into::into));
+    put("since", a.since.map(Into::into));
+    put("until", a.until.map(Into::into));
+    put(
+        "include_superseded",
+        a.include_superseded.then_some(true.into()),
+    );
+    put("limit", a.limit.map(Into::into));
+    put("cursor", cursor.map(Into::into));
+    put("proof", a.proof.then_some(true.into()));
+    serde_json::Value::Object(m)
+}
+
+/// Shortens `s` to `width` characters, marking the cut with `…`.
+fn clip(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn print_table(answer: &serde_json::Value, header: bool, verified: bool) {
+    if header {
+        println!(
+            "{:<32} {:<16} {:<28} {:<10} {:>14} {:>5} {:>5} {:>6}{}",
+            "SUBJECT",
+            "PREDICATE",
+            "OBJECT",
+            "AGENT",
+            "TS",
+            "CONF",
+            "ALTS",
+            "AGREE",
+            if verified { "  PROOF" } else { "" }
+        );
+    }
+    for r in answer["results"].as_array().into_iter().flatten() {
+        let w = &r["winner"];
+        let conflict = if r["conflict"].as_bool() == Some(true) {
+            "!"
+        } else {
+            " "
+        };
+        println!(
+            "{:<32} {:<16} {:<28} {:<10} {:>14} {:>5.2} {:>5} {:>5.0}%{}{}",
+            clip(r["subject"].as_str().unwrap_or(""), 32),
+            clip(r["predicate"].as_str().unwrap_or(""), 16),
+            clip(&w["object"].to_string(), 28),
+            clip(w["agent"].as_str().unwrap_or(""), 10),
+            w["ts"].as_i64().unwrap_or(0),
+            w["confidence"].as_f64().unwrap_or(0.0),
+            r["alternatives"].as_array().map_or(0, Vec::len),
+            r["agreement"].as_f64().unwrap_or(0.0) * 100.0,
+            conflict,
+            if verified { " verified" } else { "" }
+        );
+    }
+}
+
+fn query_cmd(args: &QueryArgs) -> anyhow::Result<()> {
+    let client = stemedb_client::Client::new(&args.server)?;
+    let key = if args.proof {
+        Some(client.checkpoint_key()?)
+    } else {
+        None
+    };
+    let mut cursor = args.cursor.clone();
+    let mut first = true;
+    loop {
+        let answer = client.query(&query_params(args, cursor.as_deref()))?;
+        if let Some(key) = &key {
+            stemedb_client::verify_query_proofs(&answer, key)
+                .context("the server's proofs do not verify")?;
+        }
+        if args.format == "json" {
+            println!("{answer}");
+        } else {
+            print_table(&answer, first, key.is_some());
+        }
+        first = false;
+        cursor = answer["next_cursor"].as_str().map(str::to_string);
+        match (&cursor, args.all) {
+            (Some(_), true) => continue,
+            (Some(c), false) if args.format == "table" => {
+                eprintln!("more results: --cursor {c} (or --all)");
+                break;
+            }
+            _ => break,
+        }
+    }
+    Ok(())
 }

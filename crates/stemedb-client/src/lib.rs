@@ -246,6 +246,18 @@ impl Client {
         self.get_json(&path)
     }
 
+    /// `POST /v1/query` with `params` (the fields of design §6); the answer as JSON.
+    pub fn query(&self, params: &Value) -> Result<Value, ClientError> {
+        let url = self.url("/v1/query");
+        let req = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(params.to_string());
+        let (_, text) = self.send(req, &url)?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Unexpected(format!("/v1/query: {e}")))
+    }
+
     /// A consistency proof.
     pub fn consistency(&self, from: u64, to: Option<u64>) -> Result<ConsistencyProof, ClientError> {
         let mut path = format!("/v1/proof/consistency?from={from}");
@@ -281,6 +293,30 @@ pub fn verify_inclusion(p: &InclusionProof, cp: &Checkpoint) -> Result<(), Clien
             p.id
         )))
     }
+}
+
+/// Checks a `proof=true` query answer: the checkpoint in it is signed by `key`, and every
+/// result's winner is included in it. Returns the checkpoint.
+pub fn verify_query_proofs(answer: &Value, key: &CheckpointKey) -> Result<Checkpoint, ClientError> {
+    let note = answer["checkpoint"]
+        .as_str()
+        .ok_or_else(|| ClientError::Verification("the answer has no checkpoint".into()))?;
+    let pk = hash(&key.public_key)?;
+    let cp = stemedb_merkle::verify_note(note, &key.key_name, &pk)
+        .map_err(|e| ClientError::Verification(e.to_string()))?;
+    let results = answer["results"]
+        .as_array()
+        .ok_or_else(|| ClientError::Unexpected("the answer has no results".into()))?;
+    for r in results {
+        let mut proof = r["proof"].clone();
+        if let Some(m) = proof.as_object_mut() {
+            m.insert("id".into(), r["winner"]["id"].clone());
+        }
+        let p: InclusionProof = serde_json::from_value(proof)
+            .map_err(|e| ClientError::Verification(format!("result without a proof: {e}")))?;
+        verify_inclusion(&p, &cp)?;
+    }
+    Ok(cp)
 }
 
 /// Checks a consistency proof between two verified checkpoints.

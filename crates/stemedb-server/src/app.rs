@@ -1,22 +1,55 @@
-//! The axum application: routes, shared state, request metrics.
+//! The axum application: routes, shared state, the middleware stack, request metrics and the
+//! access log.
+//!
+//! Layers, outermost first: request id (set from `X-Request-Id` or made up, echoed on the
+//! response), security headers, metrics and access log, then on the `/v1` data routes load
+//! shedding with a global concurrency limit and a timeout, then per-route rate limits and body
+//! limits. Health, readiness, metrics and the OpenAPI document skip the limits, so probes and
+//! scrapes still answer when the server is saturated.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use stemedb_store::Store;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tracing::Instrument as _;
 
-use crate::api;
+use crate::config::RateLimits;
+use crate::hardening::{self, ClientIp, Limiters};
 use crate::metrics::Metrics;
 use crate::problem::Problem;
+use crate::{api, query};
+
+/// The OpenAPI document of every route (`GET /v1/openapi.json`).
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// Every route: (method, path template). The OpenAPI document must list exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/assert"),
+    ("GET", "/v1/assertions/{id}"),
+    ("GET", "/v1/query"),
+    ("POST", "/v1/query"),
+    ("GET", "/v1/checkpoint"),
+    ("GET", "/v1/checkpoint/key"),
+    ("GET", "/v1/proof/inclusion"),
+    ("GET", "/v1/proof/consistency"),
+    ("GET", "/v1/health"),
+    ("GET", "/v1/ready"),
+    ("GET", "/v1/openapi.json"),
+    ("GET", "/metrics"),
+];
 
 /// State shared by every handler.
 #[derive(Clone)]
@@ -24,19 +57,62 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
-/// Request body limits.
-#[derive(Debug, Clone, Copy)]
+/// Request limits.
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest single-envelope body, bytes.
     pub single_body: usize,
     /// Largest batch body, bytes.
     pub batch_body: usize,
+    /// Longest a request may run.
+    pub request_timeout: Duration,
+    /// Most `/v1` data requests in flight.
+    pub max_concurrent: usize,
+    /// Per-client rates.
+    pub rates: RateLimits,
+    /// Proxies trusted to name the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Limits {
+    /// The documented defaults.
+    pub fn defaults() -> Limits {
+        use crate::config::*;
+        Limits {
+            single_body: DEFAULT_BODY_LIMIT_BYTES,
+            batch_body: DEFAULT_BATCH_BODY_LIMIT_BYTES,
+            request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
+            max_concurrent: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            rates: RateLimits {
+                write_per_sec: DEFAULT_RATE_LIMIT_WRITE_PER_SEC,
+                query_per_sec: DEFAULT_RATE_LIMIT_QUERY_PER_SEC,
+                read_per_sec: DEFAULT_RATE_LIMIT_READ_PER_SEC,
+            },
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// How much each agent's word counts in the lenses.
+pub trait AgentWeights: Send + Sync {
+    /// The trust weight of `agent` (≥ 0).
+    fn weight(&self, agent: &[u8; 32]) -> f64;
+}
+
+/// Every agent weighs 1.0 (until the agent registry of design §8).
+pub struct UniformWeights;
+
+impl AgentWeights for UniformWeights {
+    fn weight(&self, _agent: &[u8; 32]) -> f64 {
+        1.0
+    }
 }
 
 struct Inner {
     metrics: Metrics,
     store: Arc<Store>,
     limits: Limits,
+    weights: Arc<dyn AgentWeights>,
     // True while the server accepts traffic; false once shutdown has begun.
     accepting: AtomicBool,
 }
@@ -49,6 +125,7 @@ impl AppState {
                 metrics,
                 store,
                 limits,
+                weights: Arc::new(UniformWeights),
                 accepting: AtomicBool::new(true),
             }),
         }
@@ -64,9 +141,14 @@ impl AppState {
         self.inner.store.clone()
     }
 
-    /// Body limits.
-    pub fn limits(&self) -> Limits {
-        self.inner.limits
+    /// Request limits.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Agent trust weights for the lenses.
+    pub fn weights(&self) -> Arc<dyn AgentWeights> {
+        self.inner.weights.clone()
     }
 
     /// Marks the server as draining: `/v1/ready` answers 503 from now on.
@@ -80,26 +162,91 @@ impl AppState {
     }
 }
 
-/// The router with every route and middleware, ready for `axum::serve` or `oneshot` in tests.
+/// The router with every route and middleware, ready for `axum::serve` (with connect info, so
+/// rate limits see client addresses) or `oneshot` in tests.
 pub fn app(state: AppState) -> Router {
-    let batch_limit = state.limits().batch_body;
-    Router::new()
+    let limits = state.limits().clone();
+    let ip = ClientIp::new(limits.trusted_proxies.clone());
+    let limiters = Limiters::default();
+    let rates = limits.rates;
+    let data = Router::new()
         .route(
             "/v1/assert",
-            post(api::assert).layer(DefaultBodyLimit::max(batch_limit)),
+            limiters.limit(
+                post(api::assert).layer(DefaultBodyLimit::max(limits.batch_body)),
+                rates.write_per_sec,
+                &ip,
+            ),
         )
-        .route("/v1/assertions/{id}", get(api::get_assertion))
-        .route("/v1/checkpoint", get(api::checkpoint))
-        .route("/v1/checkpoint/key", get(api::checkpoint_key))
-        .route("/v1/proof/inclusion", get(api::inclusion))
-        .route("/v1/proof/consistency", get(api::consistency))
+        .route(
+            "/v1/query",
+            limiters.limit(
+                get(query::get)
+                    .post(query::post)
+                    .layer(DefaultBodyLimit::max(query::QUERY_BODY_LIMIT_BYTES)),
+                rates.query_per_sec,
+                &ip,
+            ),
+        )
+        .route(
+            "/v1/assertions/{id}",
+            limiters.limit(get(api::get_assertion), rates.read_per_sec, &ip),
+        )
+        .route(
+            "/v1/checkpoint",
+            limiters.limit(get(api::checkpoint), rates.read_per_sec, &ip),
+        )
+        .route(
+            "/v1/checkpoint/key",
+            limiters.limit(get(api::checkpoint_key), rates.read_per_sec, &ip),
+        )
+        .route(
+            "/v1/proof/inclusion",
+            limiters.limit(get(api::inclusion), rates.read_per_sec, &ip),
+        )
+        .route(
+            "/v1/proof/consistency",
+            limiters.limit(get(api::consistency), rates.read_per_sec, &ip),
+        )
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(hardening::overloaded))
+                .load_shed()
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    limits.max_concurrent.max(1),
+                ))
+                .timeout(limits.request_timeout),
+        );
+    limiters.start_cleanup(Duration::from_secs(60));
+    let ops = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/ready", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics));
+    let mut router = data
+        .merge(ops)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn_with_state(state.clone(), track));
+    for (name, value) in hardening::security_headers() {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(name, value));
+    }
+    let request_id = HeaderName::from_static("x-request-id");
+    router
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI_JSON,
+    )
+        .into_response()
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -157,22 +304,42 @@ async fn method_not_allowed(req: Request) -> Problem {
 }
 
 /// Records request count and latency by matched route (never by raw path, so label
-/// cardinality stays bounded).
+/// cardinality stays bounded), runs the request in a span carrying its request id, and writes
+/// the access log: `debug` for successes, `info` for client errors, `warn` for server errors.
 async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request_id = %request_id);
     let start = Instant::now();
-    let resp = next.run(req).await;
+    let resp = next.run(req).instrument(span.clone()).await;
+    let elapsed = start.elapsed();
     let m = state.metrics();
     m.http_duration
         .with_label_values(&[route.as_str()])
-        .observe(start.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
+    let status = resp.status();
     m.http_requests
-        .with_label_values(&[route.as_str(), resp.status().as_str()])
+        .with_label_values(&[route.as_str(), status.as_str()])
         .inc();
+    let _enter = span.enter();
+    let micros = elapsed.as_micros() as u64;
+    if status.is_server_error() {
+        tracing::warn!(target: "stemedb::access", %method, route, status = status.as_u16(), micros, "request");
+    } else if status.is_client_error() {
+        tracing::info!(target: "stemedb::access", %method, route, status = status.as_u16(), micros, "request");
+    } else {
+        tracing::debug!(target: "stemedb::access", %method, route, status = status.as_u16(), micros, "request");
+    }
     resp
 }
 
@@ -202,6 +369,10 @@ mod tests {
     }
 
     fn state() -> (AppState, tempfile::TempDir) {
+        state_with(Limits::defaults())
+    }
+
+    fn state_with(limits: Limits) -> (AppState, tempfile::TempDir) {
         let tmp = tempfile::tempdir().expect("tempdir");
         let metrics = Metrics::new().expect("metrics");
         let store = Store::open(
@@ -210,10 +381,6 @@ mod tests {
             Arc::new(metrics.clone()),
         )
         .expect("store");
-        let limits = Limits {
-            single_body: 1 << 20,
-            batch_body: 16 << 20,
-        };
         (AppState::new(metrics, Arc::new(store), limits), tmp)
     }
 
@@ -264,5 +431,124 @@ mod tests {
         assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(ct, "application/problem+json");
         assert!(body.contains("shutting_down"), "{body}");
+    }
+
+    async fn send(router: &Router, method: &str, uri: &str, headers: &[(&str, &str)]) -> Response {
+        let mut b = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(Body::empty()).expect("valid request");
+        router.clone().oneshot(req).await.expect("infallible")
+    }
+
+    fn header_of(resp: &Response, name: &str) -> String {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// The OpenAPI document lists exactly `ROUTES`, and every one of them is routed.
+    #[tokio::test]
+    async fn openapi_matches_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("OpenAPI is JSON");
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                documented.push((method.to_uppercase(), path.clone()));
+            }
+        }
+        let mut routes: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        documented.sort();
+        routes.sort();
+        assert_eq!(documented, routes);
+        let (s, _tmp) = state();
+        let router = app(s);
+        for (method, path) in ROUTES {
+            let uri = path.replace("{id}", &"0".repeat(64));
+            let resp = send(&router, method, &uri, &[]).await;
+            let status = resp.status();
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            let body = String::from_utf8_lossy(&body);
+            assert!(
+                !body.contains("no route for") && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {uri} is not routed: {status} {body}"
+            );
+        }
+        let resp = send(&router, "GET", "/v1/openapi.json", &[]).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(header_of(&resp, "content-type"), "application/json");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let served: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(served, doc);
+    }
+
+    #[tokio::test]
+    async fn every_response_carries_security_headers_and_a_request_id() {
+        let (s, _tmp) = state();
+        let router = app(s);
+        for uri in ["/v1/health", "/nope", "/v1/assertions/zz"] {
+            let resp = send(&router, "GET", uri, &[]).await;
+            assert_eq!(
+                header_of(&resp, "x-content-type-options"),
+                "nosniff",
+                "{uri}"
+            );
+            assert_eq!(header_of(&resp, "x-frame-options"), "DENY", "{uri}");
+            assert_eq!(header_of(&resp, "cache-control"), "no-store", "{uri}");
+            assert!(header_of(&resp, "content-security-policy").contains("default-src 'none'"));
+            assert_eq!(header_of(&resp, "x-request-id").len(), 36, "{uri}: a UUID");
+        }
+        let resp = send(
+            &router,
+            "GET",
+            "/v1/health",
+            &[("x-request-id", "trace-me-42")],
+        )
+        .await;
+        assert_eq!(header_of(&resp, "x-request-id"), "trace-me-42");
+    }
+
+    #[tokio::test]
+    async fn rate_limits_answer_429_with_retry_after_per_endpoint() {
+        let mut limits = Limits::defaults();
+        limits.rates.read_per_sec = 2;
+        let (s, _tmp) = state_with(limits);
+        let router = app(s);
+        for _ in 0..2 {
+            let resp = send(&router, "GET", "/v1/checkpoint", &[]).await;
+            assert_eq!(resp.status(), StatusCode::OK);
+        }
+        // Each route has its own bucket at its class's rate; health and query are not limited
+        // by the read class.
+        assert_eq!(
+            send(&router, "GET", "/v1/checkpoint/key", &[])
+                .await
+                .status(),
+            StatusCode::OK
+        );
+        let resp = send(&router, "GET", "/v1/checkpoint", &[]).await;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            header_of(&resp, "retry-after")
+                .parse::<u64>()
+                .expect("seconds")
+                >= 1
+        );
+        assert_eq!(header_of(&resp, "content-type"), "application/problem+json");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("\"code\":\"rate_limited\""));
+        for uri in ["/v1/health", "/v1/query"] {
+            assert_eq!(
+                send(&router, "GET", uri, &[]).await.status(),
+                StatusCode::OK,
+                "{uri}"
+            );
+        }
     }
 }

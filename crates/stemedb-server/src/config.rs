@@ -27,6 +27,16 @@ pub const DEFAULT_BATCH_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_BATCH_ITEMS: usize = 1000;
 /// Default durable-checkpoint interval.
 pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+/// Default time a request may take before it is answered 503 `timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Default most requests in flight at once (beyond it: 503 `overloaded`).
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// Default per-client-IP rate of `/v1/assert` requests (a batch counts once), per second.
+pub const DEFAULT_RATE_LIMIT_WRITE_PER_SEC: u32 = 100_000;
+/// Default per-client-IP rate of `/v1/query` requests, per second.
+pub const DEFAULT_RATE_LIMIT_QUERY_PER_SEC: u32 = 100_000;
+/// Default per-client-IP rate of the other `/v1` reads (assertions, checkpoint, proofs).
+pub const DEFAULT_RATE_LIMIT_READ_PER_SEC: u32 = 100_000;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -79,6 +89,22 @@ pub struct ConfigLayer {
     /// Test hook: fail every WAL fsync after this many (`STEMEDB_FAULT_FSYNC_AFTER`,
     /// `fault_fsync_after`). Never set it in production.
     pub fault_fsync_after: Option<u64>,
+    /// Request timeout (`STEMEDB_REQUEST_TIMEOUT_MS`, `request_timeout_ms`).
+    pub request_timeout_ms: Option<u64>,
+    /// Most requests in flight (`STEMEDB_MAX_CONCURRENT_REQUESTS`, `max_concurrent_requests`).
+    pub max_concurrent_requests: Option<usize>,
+    /// `/v1/assert` requests per second per client IP, 0 = unlimited
+    /// (`STEMEDB_RATE_LIMIT_WRITE_PER_SEC`, `rate_limit_write_per_sec`).
+    pub rate_limit_write_per_sec: Option<u32>,
+    /// `/v1/query` requests per second per client IP, 0 = unlimited
+    /// (`STEMEDB_RATE_LIMIT_QUERY_PER_SEC`, `rate_limit_query_per_sec`).
+    pub rate_limit_query_per_sec: Option<u32>,
+    /// Other `/v1` reads per second per client IP, 0 = unlimited
+    /// (`STEMEDB_RATE_LIMIT_READ_PER_SEC`, `rate_limit_read_per_sec`).
+    pub rate_limit_read_per_sec: Option<u32>,
+    /// Proxies whose `X-Forwarded-For` names the client (`STEMEDB_TRUSTED_PROXIES`,
+    /// comma-separated; `trusted_proxies`, a list). IPs or CIDR blocks.
+    pub trusted_proxies: Option<Vec<ipnet::IpNet>>,
 }
 
 impl ConfigLayer {
@@ -102,6 +128,20 @@ impl ConfigLayer {
             checkpoint_interval_ms: self.checkpoint_interval_ms.or(lower.checkpoint_interval_ms),
             checkpoint_key: self.checkpoint_key.or(lower.checkpoint_key),
             fault_fsync_after: self.fault_fsync_after.or(lower.fault_fsync_after),
+            request_timeout_ms: self.request_timeout_ms.or(lower.request_timeout_ms),
+            max_concurrent_requests: self
+                .max_concurrent_requests
+                .or(lower.max_concurrent_requests),
+            rate_limit_write_per_sec: self
+                .rate_limit_write_per_sec
+                .or(lower.rate_limit_write_per_sec),
+            rate_limit_query_per_sec: self
+                .rate_limit_query_per_sec
+                .or(lower.rate_limit_query_per_sec),
+            rate_limit_read_per_sec: self
+                .rate_limit_read_per_sec
+                .or(lower.rate_limit_read_per_sec),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
         }
     }
 }
@@ -133,6 +173,26 @@ pub struct Config {
     pub checkpoint_key: Option<PathBuf>,
     /// Test hook: fail WAL fsyncs after this many.
     pub fault_fsync_after: Option<u64>,
+    /// Request timeout, milliseconds.
+    pub request_timeout_ms: u64,
+    /// Most requests in flight.
+    pub max_concurrent_requests: usize,
+    /// Per-client rate limits, requests per second (0 = unlimited).
+    pub rate_limits: RateLimits,
+    /// Proxies trusted to name the client in `X-Forwarded-For`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// Per-client-IP request rates by endpoint class, per second; 0 turns a limit off. The burst is
+/// one second's worth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// `/v1/assert`.
+    pub write_per_sec: u32,
+    /// `/v1/query`.
+    pub query_per_sec: u32,
+    /// `/v1/assertions/{id}`, `/v1/checkpoint*`, `/v1/proof/*`.
+    pub read_per_sec: u32,
 }
 
 impl Config {
@@ -160,6 +220,22 @@ impl Config {
                 .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL_MS),
             checkpoint_key: l.checkpoint_key,
             fault_fsync_after: l.fault_fsync_after,
+            request_timeout_ms: l.request_timeout_ms.unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
+            max_concurrent_requests: l
+                .max_concurrent_requests
+                .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS),
+            rate_limits: RateLimits {
+                write_per_sec: l
+                    .rate_limit_write_per_sec
+                    .unwrap_or(DEFAULT_RATE_LIMIT_WRITE_PER_SEC),
+                query_per_sec: l
+                    .rate_limit_query_per_sec
+                    .unwrap_or(DEFAULT_RATE_LIMIT_QUERY_PER_SEC),
+                read_per_sec: l
+                    .rate_limit_read_per_sec
+                    .unwrap_or(DEFAULT_RATE_LIMIT_READ_PER_SEC),
+            },
+            trusted_proxies: l.trusted_proxies.unwrap_or_default(),
         }
     }
 }
@@ -202,5 +278,9 @@ mod tests {
         assert!(ConfigLayer::from_toml("data_dri = \"x\"").is_err());
         assert!(ConfigLayer::from_toml("listen = \"nope\"").is_err());
         assert!(ConfigLayer::from_toml("log_format = \"xml\"").is_err());
+        assert!(ConfigLayer::from_toml("trusted_proxies = [\"10.0.0.0/33\"]").is_err());
+        let ok = ConfigLayer::from_toml("trusted_proxies = [\"10.0.0.0/8\", \"::1/128\"]")
+            .expect("valid");
+        assert_eq!(ok.trusted_proxies.map(|v| v.len()), Some(2));
     }
 }

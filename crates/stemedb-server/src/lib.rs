@@ -7,8 +7,10 @@ mod api;
 pub mod app;
 pub mod config;
 pub mod datadir;
+pub mod hardening;
 pub mod metrics;
 pub mod problem;
+mod query;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +71,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let limits = app::Limits {
         single_body: config.body_limit_bytes,
         batch_body: config.batch_body_limit_bytes,
+        request_timeout: Duration::from_millis(config.request_timeout_ms),
+        max_concurrent: config.max_concurrent_requests,
+        rates: config.rate_limits,
+        trusted_proxies: config.trusted_proxies.clone(),
     };
     let state = AppState::new(metrics, store.clone(), limits);
     tracing::info!(
@@ -80,7 +86,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutdown_state = state.clone();
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown_signal().await;
         shutdown_state.begin_shutdown();
         let _ = stop_tx.send(true);
