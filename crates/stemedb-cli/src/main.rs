@@ -178,7 +178,7 @@ struct ServeArgs {
     rate_limit_read_per_sec: Option<u32>,
     /// Proxies (IPs or CIDR blocks, comma-separated) whose X-Forwarded-For names the client [default: none].
     #[arg(long, env = "STEMEDB_TRUSTED_PROXIES", value_delimiter = ',')]
-    trusted_proxies: Option<Vec<ipnet::IpNet>>,
+    trusted_proxies: Option<Vec<stemedb_server::config::ProxyNet>>,
 }
 
 fn main() -> ExitCode {

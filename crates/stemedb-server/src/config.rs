@@ -60,6 +60,34 @@ impl FromStr for LogFormat {
     }
 }
 
+/// A trusted proxy: an IP address or a CIDR block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ProxyNet(pub ipnet::IpNet);
+
+impl FromStr for ProxyNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.contains('/') {
+            s.parse()
+                .map(ProxyNet)
+                .map_err(|e| format!("{s:?} is not a CIDR block: {e}"))
+        } else {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| ProxyNet(ip.into()))
+                .map_err(|e| format!("{s:?} is not an IP address: {e}"))
+        }
+    }
+}
+
+impl TryFrom<String> for ProxyNet {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
 /// One source of settings; `None` means "this source does not set it".
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -104,7 +132,7 @@ pub struct ConfigLayer {
     pub rate_limit_read_per_sec: Option<u32>,
     /// Proxies whose `X-Forwarded-For` names the client (`STEMEDB_TRUSTED_PROXIES`,
     /// comma-separated; `trusted_proxies`, a list). IPs or CIDR blocks.
-    pub trusted_proxies: Option<Vec<ipnet::IpNet>>,
+    pub trusted_proxies: Option<Vec<ProxyNet>>,
 }
 
 impl ConfigLayer {
@@ -235,7 +263,12 @@ impl Config {
                     .rate_limit_read_per_sec
                     .unwrap_or(DEFAULT_RATE_LIMIT_READ_PER_SEC),
             },
-            trusted_proxies: l.trusted_proxies.unwrap_or_default(),
+            trusted_proxies: l
+                .trusted_proxies
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| p.0)
+                .collect(),
         }
     }
 }
@@ -279,8 +312,8 @@ mod tests {
         assert!(ConfigLayer::from_toml("listen = \"nope\"").is_err());
         assert!(ConfigLayer::from_toml("log_format = \"xml\"").is_err());
         assert!(ConfigLayer::from_toml("trusted_proxies = [\"10.0.0.0/33\"]").is_err());
-        let ok = ConfigLayer::from_toml("trusted_proxies = [\"10.0.0.0/8\", \"::1/128\"]")
-            .expect("valid");
+        let ok =
+            ConfigLayer::from_toml("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]").expect("valid");
         assert_eq!(ok.trusted_proxies.map(|v| v.len()), Some(2));
     }
 }
