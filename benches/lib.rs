@@ -12,11 +12,20 @@ pub fn agent_key(n: u32) -> SigningKey {
 
 /// A signed assertion of typical size (about 480 bytes of envelope) from agent `agent`.
 pub fn signed_assertion(key: &SigningKey, n: u64) -> Verified {
+    signed_assertion_about(key, n, n)
+}
+
+/// The subject of server `server`: `fleet/eu-west/rack-{server % 97}/server-{server}/cpu`.
+pub fn subject_of(server: u64) -> String {
+    format!("fleet/eu-west/rack-{}/server-{server}/cpu", server % 97)
+}
+
+/// Assertion `n` (value `n % 100`, ts `1.7e12 + n`) about server `server`.
+pub fn signed_assertion_about(key: &SigningKey, n: u64, server: u64) -> Verified {
     let agent = hex_of(key.verifying_key().as_bytes());
     let payload = format!(
-        r#"{{"v":1,"subject":"fleet/eu-west/rack-{}/server-{}/cpu","predicate":"load.p99","object":{{"value":{},"unit":"percent"}},"agent":"{agent}","ts":{},"confidence":0.9}}"#,
-        n % 97,
-        n,
+        r#"{{"v":1,"subject":"{}","predicate":"load.p99","object":{{"value":{},"unit":"percent"}},"agent":"{agent}","ts":{},"confidence":0.9}}"#,
+        subject_of(server),
         n % 100,
         1_700_000_000_000u64 + n
     );

@@ -19,7 +19,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
-use stemedb_benches::{agent_key, signed_assertion};
+use stemedb_benches::{agent_key, signed_assertion_about};
 
 #[derive(Parser)]
 #[command(name = "stemedb-bench", about = "Load generator for StemeDB")]
@@ -39,6 +39,10 @@ enum Cmd {
         /// First assertion number (to make a second, disjoint data set).
         #[arg(long, default_value_t = 0)]
         start: u64,
+        /// Spread the assertions over this many subjects (assertion n is about server
+        /// n % SUBJECTS, so each subject hears from several agents); 0: one subject each.
+        #[arg(long, default_value_t = 0)]
+        subjects: u64,
         #[arg(long)]
         out: PathBuf,
     },
@@ -146,12 +150,14 @@ fn main() -> anyhow::Result<()> {
             count,
             agents,
             start,
+            subjects,
             out,
         } => {
             let keys: Vec<_> = (0..agents).map(agent_key).collect();
             let mut w = BufWriter::new(std::fs::File::create(&out)?);
             for n in start..start + count {
-                let v = signed_assertion(&keys[(n % u64::from(agents)) as usize], n);
+                let server = if subjects == 0 { n } else { n % subjects };
+                let v = signed_assertion_about(&keys[(n % u64::from(agents)) as usize], n, server);
                 w.write_all(&v.envelope().encode())?;
                 w.write_all(b"\n")?;
             }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole StemeDB test suite, from a fresh machine: installs what the tests need, then runs
 # formatting and lint checks, the Rust tests (unit, property, end-to-end against the real binary)
-# and the interop tests against independent implementations (PyNaCl/libsodium, blake3, openssl).
+# and the interop tests against independent implementations (PyNaCl/libsodium, blake3, openssl),
+# and schemathesis against the served OpenAPI document.
 # Usage: ./scripts/test.sh        (CI runs exactly this through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +55,10 @@ python3 -m pip install --quiet --disable-pip-version-check -r tests/interop/requ
   || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
        -r tests/interop/requirements.txt \
   || die "cannot install Python test dependencies"
-python3 -c 'import nacl, blake3, pytest' || die "Python test dependencies did not import"
+python3 -c 'import nacl, blake3, pytest, schemathesis' || die "Python test dependencies did not import"
+# pip puts console scripts (schemathesis' `st`) in ~/.local/bin for a user install.
+export PATH="$HOME/.local/bin:$PATH"
+command -v st >/dev/null 2>&1 || die "schemathesis' st command is not on PATH"
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   step "installing cargo-nextest"
@@ -70,7 +74,7 @@ cargo_step nextest run --workspace --locked --no-fail-fast | tee "$RUST_LOG_FILE
 test -x target/debug/stemedb || die "nextest did not build target/debug/stemedb"
 rust_passed=$(sed -n 's/.* tests run: \([0-9]*\) passed.*/\1/p' "$RUST_LOG_FILE" | tail -n 1)
 
-step "Python interop tests (PyNaCl, blake3, openssl)"
+step "Python interop tests (PyNaCl, blake3, openssl) and schemathesis against /v1/openapi.json"
 PY_LOG_FILE=$(mktemp)
 STEMEDB_BIN="$PWD/target/debug/stemedb" python3 -m pytest -q tests/interop | tee "$PY_LOG_FILE"
 py_passed=$(sed -n 's/^\([0-9]*\) passed.*/\1/p' "$PY_LOG_FILE" | tail -n 1)

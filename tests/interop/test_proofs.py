@@ -124,3 +124,20 @@ def test_unknown_ids_and_sizes_are_problems(server):
         assert e.value.code == status, path
         assert e.value.headers["content-type"] == "application/problem+json"
         assert "code" in json.loads(e.value.read())
+
+
+def test_query_winners_carry_proofs_that_verify_independently(server):
+    sk = SigningKey.generate()
+    batch = [envelope(sk, n) for n in range(20)]
+    server.post(json.dumps({"assertions": batch}).encode())
+    key = json.loads(server.get("/v1/checkpoint/key"))
+    answer = json.loads(server.get("/v1/query?subject=proofs&match=prefix&proof=true&limit=7"))
+    assert len(answer["results"]) == 7 and answer["next_cursor"]
+    origin, size, root = verify_note(answer["checkpoint"], key)
+    assert size >= answer["tree_size"] == 20
+    for r in answer["results"]:
+        p = r["proof"]
+        assert p["tree_size"] == size and bytes.fromhex(p["root_hash"]) == root
+        path = [bytes.fromhex(x) for x in p["audit_path"]]
+        assert verify_inclusion(h_leaf(r["winner"]["id"]), p["leaf_index"], size, path, root)
+        assert r["winner"]["object"] == int(r["subject"].rsplit("-", 1)[1])
