@@ -19,7 +19,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
-use stemedb_benches::{agent_key, signed_assertion_about};
+use stemedb_benches::{agent_key, signed_assertion_about, subject_of};
 
 #[derive(Parser)]
 #[command(name = "stemedb-bench", about = "Load generator for StemeDB")]
@@ -68,6 +68,31 @@ enum Cmd {
         /// Post at most this many (default: the whole file).
         #[arg(long)]
         count: Option<usize>,
+    },
+    /// Tail-match queries returning LIMIT rows a page: each of CONCURRENCY workers walks the
+    /// pages of `subject=TAIL&match=tail` with next_cursor, PAGES pages each.
+    TailPages {
+        #[arg(long, default_value = "http://127.0.0.1:18180")]
+        server: String,
+        #[arg(long, default_value = "cpu")]
+        tail: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 500)]
+        pages: usize,
+    },
+    /// Point queries (lens latest, exact subject) straight on a stopped server's data
+    /// directory, one thread, no HTTP: the store's share of a query's cost.
+    StoreQueries {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Subjects the data set was made with (gen --subjects).
+        #[arg(long, default_value_t = 250_000)]
+        subjects: u64,
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
     },
 }
 
@@ -198,6 +223,95 @@ fn main() -> anyhow::Result<()> {
                 secs,
                 &hist,
                 serde_json::json!({"concurrency": concurrency}),
+            );
+        }
+        Cmd::TailPages {
+            server,
+            tail,
+            limit,
+            concurrency,
+            pages,
+        } => {
+            let start = Instant::now();
+            let workers: Vec<_> = (0..concurrency)
+                .map(|_| {
+                    let (server, tail) = (server.clone(), tail.clone());
+                    std::thread::spawn(move || -> anyhow::Result<(Histogram<u64>, usize)> {
+                        let client = stemedb_client::Client::new(&server)?;
+                        let mut h = Histogram::<u64>::new(3)?;
+                        let mut rows = 0;
+                        let mut cursor: Option<String> = None;
+                        for _ in 0..pages {
+                            let mut q = serde_json::json!({
+                                "subject": tail, "match": "tail", "limit": limit,
+                            });
+                            if let Some(c) = &cursor {
+                                q["cursor"] = c.clone().into();
+                            }
+                            let t = Instant::now();
+                            let a = client.query(&q)?;
+                            h.record(t.elapsed().as_micros() as u64)?;
+                            rows += a["results"].as_array().map_or(0, Vec::len);
+                            cursor = a["next_cursor"].as_str().map(str::to_string);
+                            if cursor.is_none() {
+                                break;
+                            }
+                        }
+                        Ok((h, rows))
+                    })
+                })
+                .collect();
+            let mut hist = Histogram::<u64>::new(3)?;
+            let mut rows = 0;
+            for w in workers {
+                let (h, r) = w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+                hist.add(h)?;
+                rows += r;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            report(
+                "tail_pages",
+                rows,
+                secs,
+                &hist,
+                serde_json::json!({"tail": tail, "limit": limit, "concurrency": concurrency,
+                    "pages_per_second": hist.len() as f64 / secs}),
+            );
+        }
+        Cmd::StoreQueries {
+            data_dir,
+            subjects,
+            count,
+        } => {
+            let mut opts = stemedb_store::StoreOptions::default();
+            if let Ok(mb) = std::env::var("STEMEDB_BENCH_CACHE_MB") {
+                opts.cache_bytes = mb.parse::<usize>()? << 20;
+            }
+            let store =
+                stemedb_store::Store::open(&data_dir, opts, Arc::new(stemedb_store::NoObserver))?;
+            let mut hist = Histogram::<u64>::new(3)?;
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            let start = Instant::now();
+            for _ in 0..count {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let q = stemedb_store::Query {
+                    subject: Some(subject_of(x % subjects)),
+                    limit: 100,
+                    ..stemedb_store::Query::default()
+                };
+                let t = Instant::now();
+                let a = store.query(&q, &|_| 1.0)?;
+                anyhow::ensure!(a.results.len() == 1, "no result for {:?}", q.subject);
+                hist.record(t.elapsed().as_nanos() as u64 / 1000)?;
+            }
+            report(
+                "store_point_query",
+                count as usize,
+                start.elapsed().as_secs_f64(),
+                &hist,
+                serde_json::json!({"subjects": subjects}),
             );
         }
     }

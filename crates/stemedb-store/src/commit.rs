@@ -562,7 +562,7 @@ impl Writer {
             .map_err(|e| StoreError::Corrupt(format!("node file write: {e}")))?;
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::None).map_err(db_err)?;
-        insert_rows(&txn, recs, &pointers).map_err(db_err)?;
+        insert_rows(&txn, recs, &pointers)?;
         {
             let mut meta = txn.open_table(META).map_err(db_err)?;
             let next = self.frontier.size();
@@ -661,46 +661,95 @@ fn insert_rows(
     txn: &WriteTransaction,
     recs: &[NewRecord],
     pointers: &[Pointer],
-) -> Result<(), redb::Error> {
-    let mut assertions = txn.open_table(ASSERTIONS)?;
-    let mut by_seq = txn.open_table(BY_SEQ)?;
-    let mut subject = txn.open_table(SUBJECT_IDX)?;
-    let mut concept = txn.open_table(CONCEPT_PATH_IDX)?;
-    let mut predicate = txn.open_table(PREDICATE_IDX)?;
-    let mut agent = txn.open_table(AGENT_IDX)?;
-    let mut supersedes = txn.open_table(SUPERSEDES)?;
+) -> Result<(), StoreError> {
+    let mut assertions = txn.open_table(ASSERTIONS).map_err(db_err)?;
+    let mut by_seq = txn.open_table(BY_SEQ).map_err(db_err)?;
+    let mut subject = txn.open_table(SUBJECT_IDX).map_err(db_err)?;
+    let mut concept = txn.open_table(CONCEPT_PATH_IDX).map_err(db_err)?;
+    let mut predicate = txn.open_table(PREDICATE_IDX).map_err(db_err)?;
+    let mut agent = txn.open_table(AGENT_IDX).map_err(db_err)?;
+    let mut supersedes = txn.open_table(SUPERSEDES).map_err(db_err)?;
     for (r, p) in recs.iter().zip(pointers) {
         let rec = AssertionRecord {
             log_index: r.log_index,
             received_at_ms: r.received_at_ms,
             pointer: *p,
         };
-        assertions.insert(r.id.as_bytes().as_slice(), rec.encode().as_slice())?;
-        by_seq.insert(r.log_index, r.id.as_bytes().as_slice())?;
+        assertions
+            .insert(r.id.as_bytes().as_slice(), rec.encode().as_slice())
+            .map_err(db_err)?;
+        // An assertion can be superseded before it arrives: the earliest such link counts.
+        let lo = keys::supersedes_key(r.id.as_bytes(), 0);
+        let hi = keys::supersedes_key(r.id.as_bytes(), u64::MAX);
+        let superseded_at = match supersedes
+            .range::<&[u8]>(lo.as_slice()..=hi.as_slice())
+            .map_err(db_err)?
+            .next()
+        {
+            Some(first) => {
+                let (k, _) = first.map_err(db_err)?;
+                keys::supersedes_key_index(k.value()).unwrap_or(u64::MAX)
+            }
+            None => keys::NOT_SUPERSEDED,
+        };
         let value = keys::IndexValue {
             id: r.id,
             agent: *r.statement.agent(),
             confidence: r.statement.confidence(),
             retract: r.statement.retract(),
             pointer: *p,
+            value: crate::lens::value_key(r.statement.object()),
+            superseded_at,
         }
         .encode();
+        by_seq
+            .insert(r.log_index, value.as_slice())
+            .map_err(db_err)?;
         for (table, kind) in [
             (&mut subject, IndexKind::Subject),
             (&mut concept, IndexKind::ReversedSubject),
             (&mut predicate, IndexKind::Predicate),
             (&mut agent, IndexKind::Agent),
         ] {
-            table.insert(
-                keys::index_key(kind, &r.statement, r.log_index).as_slice(),
-                value.as_slice(),
-            )?;
+            table
+                .insert(
+                    keys::index_key(kind, &r.statement, r.log_index).as_slice(),
+                    (),
+                )
+                .map_err(db_err)?;
         }
         for target in r.statement.supersedes() {
-            supersedes.insert(
-                keys::supersedes_key(target.as_bytes(), r.log_index).as_slice(),
-                (),
-            )?;
+            supersedes
+                .insert(
+                    keys::supersedes_key(target.as_bytes(), r.log_index).as_slice(),
+                    (),
+                )
+                .map_err(db_err)?;
+            // Mark a stored target: queries then need no supersedes lookup.
+            let target_index = match assertions
+                .get(target.as_bytes().as_slice())
+                .map_err(db_err)?
+            {
+                Some(v) => AssertionRecord::decode(v.value())?.log_index,
+                None => continue,
+            };
+            let row = match by_seq.get(target_index).map_err(db_err)? {
+                Some(v) => keys::IndexValue::decode(v.value())?,
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "assertion {target} has log index {target_index} but no by_seq row"
+                    )));
+                }
+            };
+            if r.log_index < row.superseded_at {
+                let updated = keys::IndexValue {
+                    superseded_at: r.log_index,
+                    ..row
+                };
+                by_seq
+                    .insert(target_index, updated.encode().as_slice())
+                    .map_err(db_err)?;
+            }
         }
     }
     Ok(())

@@ -23,12 +23,15 @@
 //! The log index ends every key: it makes keys unique, orders ties in `ts` by arrival, and lets
 //! a query "as of tree size N" skip rows with log index ≥ N without a lookup.
 //!
-//! Every index row's value is an [`IndexValue`] (89 bytes), so a lens can pick the live
-//! assertions of a group without touching the value log.
+//! Index rows have no value. What a lens needs to pick and rank the live assertions of a group
+//! is an [`IndexValue`] (113 bytes), stored once per assertion in `by_seq` under its log index,
+//! so a query ranks a group with one `by_seq` lookup per row and reads only the winner's
+//! envelope from the value log.
 
 use stemedb_core::{AssertionId, Statement};
 
 use crate::StoreError;
+use crate::lens::ValueKey;
 use crate::vlog::Pointer;
 
 /// Separator after each subject segment.
@@ -110,6 +113,15 @@ pub fn supersedes_key(target: &[u8; 32], log_index: u64) -> Vec<u8> {
     k.extend_from_slice(&log_index.to_be_bytes());
     k
 }
+
+/// The superseding log index of a supersedes key.
+pub fn supersedes_key_index(key: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = key.get(32..40)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
+/// `IndexValue::superseded_at` of an assertion nothing supersedes.
+pub const NOT_SUPERSEDED: u64 = u64::MAX;
 
 /// The prefix that selects subjects matching `segments` exactly (`exact`), or at or below them.
 /// Given the segments in reverse order it selects, in `concept_path.idx`, subjects ending in them.
@@ -204,9 +216,11 @@ pub fn group_predicate(kind: IndexKind, group: &[u8]) -> Option<&[u8]> {
 /// Flag bit: the assertion is a retraction.
 const FLAG_RETRACT: u8 = 1;
 
-/// The value of every index row: what a lens needs to choose live assertions without reading
-/// the envelope. Layout (89 bytes, little-endian): id `[32]`, agent `[32]`, confidence `f64`,
-/// flags `u8` (bit 0: retract), value-log segment `u32`, offset `u64`, length `u32`.
+/// The `by_seq` value of an assertion: what a lens needs to choose and rank live assertions
+/// without reading the envelope. Layout (113 bytes, little-endian): id `[32]`, agent `[32]`,
+/// confidence `f64`, flags `u8` (bit 0: retract), value-log segment `u32`, offset `u64`, length
+/// `u32`, the object's value key `[16]`, and the log index of the first assertion that
+/// supersedes this one (`u64::MAX`: none).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IndexValue {
     /// The assertion id.
@@ -219,10 +233,15 @@ pub struct IndexValue {
     pub retract: bool,
     /// Where the envelope is in the value log.
     pub pointer: Pointer,
+    /// The object's value key (`lens::value_key`).
+    pub value: ValueKey,
+    /// Log index of the earliest assertion that supersedes this one (`NOT_SUPERSEDED`: none),
+    /// so "superseded as of tree size N" is `superseded_at < N`.
+    pub superseded_at: u64,
 }
 
 /// Bytes of an encoded [`IndexValue`].
-pub const INDEX_VALUE_BYTES: usize = 89;
+pub const INDEX_VALUE_BYTES: usize = 113;
 
 impl IndexValue {
     /// Encodes the value.
@@ -235,6 +254,8 @@ impl IndexValue {
         b[73..77].copy_from_slice(&self.pointer.segment.to_le_bytes());
         b[77..85].copy_from_slice(&self.pointer.offset.to_le_bytes());
         b[85..89].copy_from_slice(&self.pointer.len.to_le_bytes());
+        b[89..105].copy_from_slice(&self.value);
+        b[105..113].copy_from_slice(&self.superseded_at.to_le_bytes());
         b
     }
 
@@ -257,7 +278,11 @@ impl IndexValue {
             a.copy_from_slice(&b[i..i + 4]);
             a
         };
+        let mut value = [0u8; 16];
+        value.copy_from_slice(&b[89..105]);
         Ok(IndexValue {
+            value,
+            superseded_at: u64::from_le_bytes(arr8(105)),
             id: AssertionId::from_bytes(id),
             agent,
             confidence: f64::from_le_bytes(arr8(64)),
@@ -366,6 +391,8 @@ mod tests {
                 offset: 1 << 40,
                 len: 999,
             },
+            value: [5; 16],
+            superseded_at: 12,
         };
         assert_eq!(IndexValue::decode(&v.encode()).expect("decodes"), v);
         assert!(IndexValue::decode(&[0u8; 10]).is_err());

@@ -12,7 +12,8 @@
 //!   recently. The winner is that value's newest assertion.
 //!
 //! Objects are compared as JSON values: key order and number spelling do not matter (`1`, `1.0`
-//! and `1e0` are one value).
+//! and `1e0` are one value). A lens sees each object only as its [`ValueKey`], a hash of its
+//! canonical form, so the index can carry it and a query reads only the winner's envelope.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -46,8 +47,19 @@ pub struct Candidate {
     pub log_index: u64,
     /// Claimed confidence in [0, 1].
     pub confidence: f64,
-    /// The object value.
-    pub object: Value,
+    /// The object value's key.
+    pub value: ValueKey,
+}
+
+/// Identifies an object value: the first 16 bytes of BLAKE3 over its canonical text.
+pub type ValueKey = [u8; 16];
+
+/// The key of `v`.
+pub fn value_key(v: &Value) -> ValueKey {
+    let h = blake3::hash(canonical(v).as_bytes());
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&h.as_bytes()[..16]);
+    k
 }
 
 /// What a lens decided about a group.
@@ -77,7 +89,7 @@ pub fn resolve(
     if candidates.is_empty() {
         return None;
     }
-    let keys: Vec<String> = candidates.iter().map(|c| canonical(&c.object)).collect();
+    let keys: Vec<ValueKey> = candidates.iter().map(|c| c.value).collect();
     let newest = |a: &usize, b: &usize| recency(&candidates[*a]).cmp(&recency(&candidates[*b]));
     let all = 0..candidates.len();
     let winner = match lens {
@@ -126,15 +138,15 @@ struct Support {
 
 fn support_by_value(
     candidates: &[Candidate],
-    keys: &[String],
+    keys: &[ValueKey],
     weight: &dyn Fn(&[u8; 32]) -> f64,
-) -> HashMap<String, Support> {
-    let mut seen: HashMap<(&str, [u8; 32]), ()> = HashMap::new();
-    let mut out: HashMap<String, Support> = HashMap::new();
+) -> HashMap<ValueKey, Support> {
+    let mut seen: HashMap<(ValueKey, [u8; 32]), ()> = HashMap::new();
+    let mut out: HashMap<ValueKey, Support> = HashMap::new();
     for (i, c) in candidates.iter().enumerate() {
-        let key = keys[i].as_str();
+        let key = keys[i];
         let first_time = seen.insert((key, c.agent), ()).is_none();
-        let s = out.entry(key.to_owned()).or_insert(Support {
+        let s = out.entry(key).or_insert(Support {
             weight: 0.0,
             agents: 0,
             newest: i,
@@ -152,7 +164,7 @@ fn support_by_value(
 
 fn agreement(
     candidates: &[Candidate],
-    keys: &[String],
+    keys: &[ValueKey],
     winner: usize,
     weight: &dyn Fn(&[u8; 32]) -> f64,
 ) -> f64 {
@@ -255,7 +267,7 @@ mod tests {
                 ts: *ts,
                 log_index: *li,
                 confidence: *conf,
-                object: obj.clone(),
+                value: value_key(obj),
             })
             .collect()
     }
@@ -431,6 +443,11 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(canonical(&v), want, "{v}");
         }
+        assert_eq!(
+            value_key(&json!({"a": [1, 2.0]})),
+            value_key(&json!({"a": [1.0, 2]}))
+        );
+        assert_ne!(value_key(&json!("1")), value_key(&json!(1)));
         assert_eq!(resolve(Resolver::Latest, &[], &|_| 1.0), None);
     }
 }

@@ -40,18 +40,17 @@ pub use vlog::{Pointer, Position};
 
 pub(crate) const ASSERTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("assertions");
 pub(crate) const BY_SEQ: TableDefinition<u64, &[u8]> = TableDefinition::new("by_seq");
-pub(crate) const SUBJECT_IDX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("subject.idx");
-pub(crate) const CONCEPT_PATH_IDX: TableDefinition<&[u8], &[u8]> =
+pub(crate) const SUBJECT_IDX: TableDefinition<&[u8], ()> = TableDefinition::new("subject.idx");
+pub(crate) const CONCEPT_PATH_IDX: TableDefinition<&[u8], ()> =
     TableDefinition::new("concept_path.idx");
-pub(crate) const PREDICATE_IDX: TableDefinition<&[u8], &[u8]> =
-    TableDefinition::new("predicate.idx");
-pub(crate) const AGENT_IDX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("agent.idx");
+pub(crate) const PREDICATE_IDX: TableDefinition<&[u8], ()> = TableDefinition::new("predicate.idx");
+pub(crate) const AGENT_IDX: TableDefinition<&[u8], ()> = TableDefinition::new("agent.idx");
 pub(crate) const SUPERSEDES: TableDefinition<&[u8], ()> = TableDefinition::new("supersedes");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// On-disk format version of the data directory.
-/// Version 2 (issue 5): index rows carry an `IndexValue` and every index is grouped by
-/// (subject, predicate).
+/// Version 2 (issue 5): `by_seq` maps a log index to its `IndexValue`, and every index is
+/// grouped by (subject, predicate).
 pub const FORMAT_VERSION: u64 = 2;
 /// WAL record kind of an accepted assertion.
 pub const KIND_ASSERTION: u8 = 1;

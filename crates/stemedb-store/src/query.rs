@@ -5,7 +5,8 @@
 //! log index < N that pass the `agent`, `since` and `until` filters:
 //! 1. Each agent's newest row (by `ts`, then log index) is that agent's current belief; its older
 //!    rows drop out. A retraction as an agent's newest row means the agent asserts no value.
-//! 2. A row whose id is the target of a `supersedes` in any assertion with log index < N drops out.
+//! 2. A row whose id is the target of a `supersedes` in any assertion with log index < N drops out
+//!    (each row records the earliest such log index, so this costs no lookup).
 //!
 //! With `include_superseded` both steps are skipped: every row except retractions is live. The
 //! `raw` lens skips step 1 only: every assertion is a result, superseded ones and retractions only
@@ -26,7 +27,7 @@ use stemedb_core::{AssertionId, Envelope, Statement};
 use crate::keys::{self, IndexKind, IndexValue};
 use crate::lens::{self, Candidate, Resolver};
 use crate::{
-    AGENT_IDX, CONCEPT_PATH_IDX, PREDICATE_IDX, SUBJECT_IDX, SUPERSEDES, Store, StoreError, db_err,
+    AGENT_IDX, BY_SEQ, CONCEPT_PATH_IDX, PREDICATE_IDX, SUBJECT_IDX, Store, StoreError, db_err,
 };
 
 /// Default results per page.
@@ -269,7 +270,7 @@ fn plan(q: &Query) -> Plan {
     }
 }
 
-fn table_of(kind: IndexKind) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+fn table_of(kind: IndexKind) -> TableDefinition<'static, &'static [u8], ()> {
     match kind {
         IndexKind::Subject => SUBJECT_IDX,
         IndexKind::ReversedSubject => CONCEPT_PATH_IDX,
@@ -389,14 +390,12 @@ impl Store {
         };
         let txn = self.shared.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(table_of(plan.kind)).map_err(db_err)?;
-        let supersedes = txn.open_table(SUPERSEDES).map_err(db_err)?;
-        let is_superseded = |id: &AssertionId| -> Result<bool, StoreError> {
-            let lo = keys::supersedes_key(id.as_bytes(), 0);
-            let hi = keys::supersedes_key(id.as_bytes(), tree_size);
-            let mut r = supersedes
-                .range::<&[u8]>(lo.as_slice()..hi.as_slice())
-                .map_err(db_err)?;
-            Ok(r.next().transpose().map_err(db_err)?.is_some())
+        let by_seq = txn.open_table(BY_SEQ).map_err(db_err)?;
+        let row_of = |li: u64| -> Result<IndexValue, StoreError> {
+            let v = by_seq.get(li).map_err(db_err)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("index names log index {li}, by_seq has no row"))
+            })?;
+            IndexValue::decode(v.value())
         };
 
         let start: Bound<&[u8]> = match &after {
@@ -417,7 +416,7 @@ impl Store {
         let mut group_predicate_ok = true;
         let mut rows: Vec<Row> = Vec::new();
         for item in range {
-            let (k, v) = item.map_err(db_err)?;
+            let (k, _) = item.map_err(db_err)?;
             let key = k.value();
             if results.len() >= q.limit {
                 more = true;
@@ -429,7 +428,7 @@ impl Store {
             if q.lens != Lens::Raw && g != group.as_slice() {
                 if !rows.is_empty()
                     && let Some(r) =
-                        self.resolve_group(q, plan.kind, &group, &rows, weight, &is_superseded)?
+                        self.resolve_group(q, plan.kind, &group, &rows, tree_size, weight)?
                 {
                     results.push(r);
                     next_after = Some(group_end(&group));
@@ -459,12 +458,12 @@ impl Store {
             } else if !group_predicate_ok {
                 continue;
             }
-            let value = IndexValue::decode(v.value())?;
+            let value = row_of(li)?;
             if q.agent.is_some_and(|a| a != value.agent) {
                 continue;
             }
             if q.lens == Lens::Raw {
-                if !q.include_superseded && (value.retract || is_superseded(&value.id)?) {
+                if !q.include_superseded && (value.retract || value.superseded_at < tree_size) {
                     continue;
                 }
                 results.push(self.raw_result(plan.kind, g, ts, li, &value)?);
@@ -475,8 +474,7 @@ impl Store {
         }
         if !more
             && !rows.is_empty()
-            && let Some(r) =
-                self.resolve_group(q, plan.kind, &group, &rows, weight, &is_superseded)?
+            && let Some(r) = self.resolve_group(q, plan.kind, &group, &rows, tree_size, weight)?
         {
             results.push(r);
         }
@@ -503,15 +501,16 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("stored statement {}: {e}", value.id)))
     }
 
-    fn candidate(&self, ts: i64, li: u64, value: &IndexValue) -> Result<Candidate, StoreError> {
+    /// The assertion behind an index row, with its object read from the value log.
+    fn winner(&self, ts: i64, li: u64, value: &IndexValue) -> Result<Winner, StoreError> {
         let st = self.load(value)?;
-        Ok(Candidate {
+        Ok(Winner {
             id: value.id,
+            log_index: li,
+            object: st.object().clone(),
             agent: value.agent,
             ts,
-            log_index: li,
             confidence: value.confidence,
-            object: st.object().clone(),
         })
     }
 
@@ -524,11 +523,10 @@ impl Store {
         value: &IndexValue,
     ) -> Result<GroupResult, StoreError> {
         let (subject, predicate) = keys::decode_group(kind, group)?;
-        let c = self.candidate(ts, li, value)?;
         Ok(GroupResult {
             subject,
             predicate,
-            winner: winner_of(c),
+            winner: self.winner(ts, li, value)?,
             conflict: false,
             agreement: 1.0,
             alternatives: Vec::new(),
@@ -542,8 +540,8 @@ impl Store {
         kind: IndexKind,
         group: &[u8],
         rows: &[Row],
+        tree_size: u64,
         weight: &dyn Fn(&[u8; 32]) -> f64,
-        is_superseded: &dyn Fn(&AssertionId) -> Result<bool, StoreError>,
     ) -> Result<Option<GroupResult>, StoreError> {
         let Some(resolver) = q.lens.resolver() else {
             return Ok(None);
@@ -561,7 +559,7 @@ impl Store {
                 }
             }
             for r in newest {
-                if !r.2.retract && !is_superseded(&r.2.id)? {
+                if !r.2.retract && r.2.superseded_at >= tree_size {
                     live.push(r);
                 }
             }
@@ -569,18 +567,26 @@ impl Store {
         if live.is_empty() {
             return Ok(None);
         }
-        let candidates = live
+        let candidates: Vec<Candidate> = live
             .iter()
-            .map(|(ts, li, v)| self.candidate(*ts, *li, v))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(ts, li, v)| Candidate {
+                id: v.id,
+                agent: v.agent,
+                ts: *ts,
+                log_index: *li,
+                confidence: v.confidence,
+                value: v.value,
+            })
+            .collect();
         let Some(res) = lens::resolve(resolver, &candidates, weight) else {
             return Ok(None);
         };
         let (subject, predicate) = keys::decode_group(kind, group)?;
         let alternatives = res.alternatives.iter().map(|i| candidates[*i].id).collect();
-        let winner = winner_of(candidates.into_iter().nth(res.winner).ok_or_else(|| {
+        let (ts, li, v) = live.get(res.winner).ok_or_else(|| {
             StoreError::Corrupt("lens chose a winner outside its candidates".into())
-        })?);
+        })?;
+        let winner = self.winner(*ts, *li, v)?;
         Ok(Some(GroupResult {
             subject,
             predicate,
@@ -597,15 +603,4 @@ fn group_end(group: &[u8]) -> Vec<u8> {
     let mut k = group.to_vec();
     k.extend_from_slice(&[0xFF; keys::KEY_SUFFIX_BYTES + 1]);
     k
-}
-
-fn winner_of(c: Candidate) -> Winner {
-    Winner {
-        id: c.id,
-        log_index: c.log_index,
-        object: c.object,
-        agent: c.agent,
-        ts: c.ts,
-        confidence: c.confidence,
-    }
 }

@@ -603,3 +603,55 @@ fn bad_cursors_and_parameters_are_refused() {
     let subjects: Vec<String> = second.results.into_iter().map(|r| r.subject).collect();
     assert_eq!(subjects, vec!["c/2", "c/3"]);
 }
+
+#[test]
+fn a_target_superseded_before_it_arrives_or_in_the_same_batch_is_not_live() {
+    let db = Db::new();
+    // B supersedes A's assertion before A's assertion reaches the store.
+    let early = signed(A, "late/arrival", "p", json!("old"), 1, json!({}));
+    let early_id = early.id();
+    db.put(signed(
+        B,
+        "late/arrival",
+        "p",
+        json!("new"),
+        0,
+        json!({"supersedes": [early_id.to_hex()]}),
+    ));
+    db.put(early);
+    let ans = db.query(&q("late/arrival", Lens::Latest));
+    assert_eq!(ans.results[0].winner.object, json!("new"));
+    assert!(ans.results[0].alternatives.is_empty());
+    // Target and correction in one batch, in either order.
+    let t1 = signed(A, "batch/one", "p", json!(1), 5, json!({}));
+    let c1 = signed(
+        B,
+        "batch/one",
+        "p",
+        json!(2),
+        1,
+        json!({"supersedes": [t1.id().to_hex()]}),
+    );
+    let t2 = signed(A, "batch/two", "p", json!(1), 5, json!({}));
+    let c2 = signed(
+        B,
+        "batch/two",
+        "p",
+        json!(2),
+        1,
+        json!({"supersedes": [t2.id().to_hex()]}),
+    );
+    db.put_all(vec![t1, c1, c2, t2]);
+    for subject in ["batch/one", "batch/two"] {
+        let ans = db.query(&q(subject, Lens::Latest));
+        assert_eq!(ans.results[0].winner.object, json!(2), "{subject}");
+        assert_eq!(ans.results[0].alternatives.len(), 0, "{subject}");
+    }
+    // Raw drops the superseded target too.
+    let size = db.store.head().size;
+    let ans = db.query(&Query {
+        as_of: Some(size),
+        ..q("batch/two", Lens::Raw)
+    });
+    assert_eq!(ans.results.len(), 1);
+}
