@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Query benchmarks (issue 5) against a release server on a 1M-assertion data directory:
+# point queries (lens=latest, exact subject) with wrk, tail matches returning 100 rows a page,
+# the server's RSS, and the store alone (no HTTP). Three runs each after a warm-up.
+# Usage: ./scripts/bench-query.sh [DATA_DIR] [RUNS]
+#   Without DATA_DIR: signs 1,000,000 assertions over 250,000 subjects (64 agents, so each
+#   subject hears from 4) and ingests them into a fresh directory first.
+# Output: one JSON line per measurement.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec </dev/null
+RUNS=${2:-3}
+command -v wrk >/dev/null || { echo "bench-query.sh: install wrk (apt-get install wrk)" >&2; exit 1; }
+cargo build --release --locked -q -p stemedb-cli -p stemedb-benches
+B=$PWD/target/release
+WORK=$(mktemp -d /tmp/stemedb-qbench.XXXXXX)
+trap 'kill "${SERVER:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+PORT=18197
+URL=http://127.0.0.1:$PORT
+DIR=${1:-$WORK/data}
+start() {
+  "$B/stemedb" serve --data-dir "$DIR" --listen 127.0.0.1:$PORT --log warn 2>"$WORK/server.log" &
+  SERVER=$!
+  until curl -sf -o /dev/null "$URL/v1/ready"; do sleep 0.05; done
+}
+if [ -z "${1:-}" ]; then
+  "$B/stemedb-bench" gen --count 1000000 --subjects 250000 --out "$WORK/set.jsonl" 2>/dev/null
+  start
+  "$B/stemedb-bench" ingest --server "$URL" --file "$WORK/set.jsonl" --batch 1000 --concurrency 4
+  rm -f "$WORK/set.jsonl"
+else
+  start
+fi
+size=$(curl -s "$URL/v1/ready" | sed 's/.*"tree_size":\([0-9]*\).*/\1/')
+wrk -t2 -c32 -d10s -s benches/wrk/point_query.lua "$URL" >/dev/null  # warm-up
+for conns in 32 16; do
+  for run in $(seq "$RUNS"); do
+    out=$(wrk -t2 -c$conns -d15s --latency -s benches/wrk/point_query.lua "$URL")
+    rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
+    p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+    p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+    echo "{\"kind\":\"point_query\",\"tree_size\":$size,\"connections\":$conns,\"run\":$run,\"per_second\":$rps,\"p50\":\"$p50\",\"p99\":\"$p99\"}"
+  done
+done
+for run in $(seq "$RUNS"); do
+  "$B/stemedb-bench" tail-pages --server "$URL" --tail cpu --limit 100 --concurrency 4 --pages 300
+done
+echo "{\"kind\":\"rss\",\"tree_size\":$size,\"rss_kib\":$(ps -o rss= -p "$SERVER")}"
+kill "$SERVER"; wait "$SERVER" || true; SERVER=
+for run in $(seq "$RUNS"); do
+  "$B/stemedb-bench" store-queries --data-dir "$DIR" --subjects 250000 --count 200000
+done
