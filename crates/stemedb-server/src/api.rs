@@ -71,6 +71,24 @@ pub(crate) fn is_json(headers: &HeaderMap) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// The body of a request that must be JSON: 415 for another content type, 413 past `limit`,
+/// 400 for a body that could not be read. `what` names the content in the 415 detail.
+pub(crate) fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes, Problem> {
+    if !is_json(headers) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send {what} as Content-Type: application/json"),
+        ));
+    }
+    body.map_err(|rej| body_rejection(rej, limit))
+}
+
 pub(crate) fn body_rejection(rej: BytesRejection, limit: usize) -> Problem {
     if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
         Problem::new(
@@ -169,17 +187,9 @@ pub(crate) async fn assert(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if !is_json(&headers) {
-        return Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send envelopes as Content-Type: application/json",
-        )
-        .into_response();
-    }
-    let body = match body {
+    let body = match json_body(&headers, body, state.limits().batch_body, "envelopes") {
         Ok(b) => b,
-        Err(rej) => return body_rejection(rej, state.limits().batch_body).into_response(),
+        Err(p) => return p.into_response(),
     };
     if let Some(why) = state.store().read_only() {
         return store_problem(&StoreError::ReadOnly(why)).into_response();

@@ -13,7 +13,7 @@ use stemedb_store::{
     Answer, DEFAULT_LIMIT, GroupResult, Lens, MAX_LIMIT, Query, QueryError, SubjectMatch,
 };
 
-use crate::api::{body_rejection, is_json, store_problem};
+use crate::api::{json_body, store_problem};
 use crate::app::AppState;
 use crate::problem::Problem;
 
@@ -159,17 +159,9 @@ pub(crate) async fn post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if !is_json(&headers) {
-        return Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the query as Content-Type: application/json",
-        )
-        .into_response();
-    }
-    let body = match body {
+    let body = match json_body(&headers, body, QUERY_BODY_LIMIT_BYTES, "the query") {
         Ok(b) => b,
-        Err(rej) => return body_rejection(rej, QUERY_BODY_LIMIT_BYTES).into_response(),
+        Err(p) => return p.into_response(),
     };
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
