@@ -12,12 +12,13 @@ exec </dev/null
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 
-# On this machine kind, inside this script, the cargo command that follows a from-scratch build of
-# the workspace was seen to fail its `rustc -` probe ("failed to run `rustc` to learn about
-# target-specific information"; the probe's stdin once held a build script's `cc -?` output) and
-# to cache that failure in target/.rustc_info.json; the same commands run by hand succeed. So:
-# one heavy cargo command (nextest, which also builds the binary) before the tests, clippy last,
-# no probe cache across cargo runs, and a retry with pauses for a step that fails this way.
+# Cargo learns about the target by running `rustc -` and feeding it a probe on stdin; when cargo
+# itself was started with a stdin it inherits (some CI and tool shells leave one open, once full
+# of NUL bytes), the probe fails with "failed to run `rustc` to learn about target-specific
+# information" and cargo caches the failure in target/.rustc_info.json. So: standard input is
+# /dev/null (above), no probe cache across cargo runs, and a retry with pauses for a step that
+# still fails this way. One heavy cargo command (nextest, which also builds the binary) runs
+# before the tests, clippy last.
 export CARGO_CACHE_RUSTC_INFO=0
 cargo_step() {
   local attempt log
