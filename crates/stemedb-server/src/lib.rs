@@ -77,18 +77,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         trusted_proxies: config.trusted_proxies.clone(),
     };
     let state = AppState::new(metrics, store.clone(), limits);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown_state = state.clone();
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Registered before "listening" is logged, so a SIGTERM from then on always drains.
+    let signals = shutdown_signal()?;
     tracing::info!(
         listen = %local,
         data_dir = %data_dir.path().display(),
         version = env!("CARGO_PKG_VERSION"),
         "stemedb listening"
     );
-
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let shutdown_state = state.clone();
-    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        signals.await;
         shutdown_state.begin_shutdown();
         let _ = stop_tx.send(true);
     });
@@ -115,29 +116,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Registers the SIGTERM and Ctrl-C handlers now and returns a future that ends at the first
+/// of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        let ctrl_c = async {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::error!(error = %e, "cannot listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
+        };
+        #[cfg(unix)]
+        let term = async move {
+            term.recv().await;
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
+    })
 }
