@@ -45,11 +45,7 @@ pub(crate) fn store_problem(e: &StoreError) -> Problem {
         }
         other => {
             tracing::error!(error = %other, "store error");
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "an internal error occurred; it has been logged",
-            )
+            Problem::internal()
         }
     }
 }
@@ -340,14 +336,33 @@ fn parse_id(s: &str) -> Result<AssertionId, Problem> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Problem> {
+    off_async(move || f().map_err(|e| store_problem(&e))).await
+}
+
+/// Runs `f` on a blocking thread (store reads, verification); a failed task is a 500.
+pub(crate) async fn off_async<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Problem> + Send + 'static,
+) -> Result<T, Problem> {
     match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(|e| store_problem(&e)),
-        Err(e) => Err(Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("task failed: {e}"),
-        )),
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "blocking task failed");
+            Err(Problem::internal())
+        }
     }
+}
+
+/// An inclusion proof's fields (without the id) as design §11 spells them.
+pub(crate) fn proof_json(p: &stemedb_store::InclusionProof) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("leaf_index".into(), p.leaf_index.into());
+    m.insert("tree_size".into(), p.tree_size.into());
+    m.insert("root_hash".into(), hex::encode(p.root).into());
+    m.insert(
+        "audit_path".into(),
+        p.path.iter().map(hex::encode).collect::<Vec<_>>().into(),
+    );
+    m
 }
 
 /// GET /v1/assertions/{id}
@@ -456,14 +471,11 @@ pub(crate) async fn inclusion(
     let store = state.store_arc();
     let tree_size = q.tree_size;
     match blocking(move || store.inclusion_proof(&id, tree_size)).await {
-        Ok(Some(p)) => Json(json!({
-            "id": id.to_hex(),
-            "leaf_index": p.leaf_index,
-            "tree_size": p.tree_size,
-            "root_hash": hex::encode(p.root),
-            "audit_path": p.path.iter().map(hex::encode).collect::<Vec<_>>(),
-        }))
-        .into_response(),
+        Ok(Some(p)) => {
+            let mut body = proof_json(&p);
+            body.insert("id".into(), id.to_hex().into());
+            Json(Value::Object(body)).into_response()
+        }
         Ok(None) => Problem::new(
             StatusCode::NOT_FOUND,
             "not_found",

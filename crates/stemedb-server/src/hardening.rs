@@ -98,12 +98,7 @@ fn rate_limited(e: GovernorError) -> Response {
         }
         other => {
             tracing::error!(error = %other, "rate limiter failed");
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "an internal error occurred; it has been logged",
-            )
-            .into_response()
+            Problem::internal().into_response()
         }
     }
 }
@@ -189,12 +184,7 @@ pub async fn overloaded(err: BoxError) -> Response {
         )
     } else {
         tracing::error!(error = %err, "middleware failed");
-        return Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "an internal error occurred; it has been logged",
-        )
-        .into_response();
+        return Problem::internal().into_response();
     };
     let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, code, detail).into_response();
     resp.headers_mut()

@@ -42,6 +42,15 @@ impl Problem {
         Problem::new(status_of(e.class()), e.code(), e.to_string())
     }
 
+    /// 500 with a generic detail; the caller logs the real error.
+    pub fn internal() -> Problem {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an internal error occurred; it has been logged",
+        )
+    }
+
     /// 404 for an unknown route.
     pub fn not_found(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::NOT_FOUND, "not_found", detail)

@@ -13,7 +13,7 @@ use stemedb_store::{
     Answer, DEFAULT_LIMIT, GroupResult, Lens, MAX_LIMIT, Query, QueryError, SubjectMatch,
 };
 
-use crate::api::{json_body, store_problem};
+use crate::api::{json_body, off_async, proof_json, store_problem};
 use crate::app::AppState;
 use crate::problem::Problem;
 
@@ -190,28 +190,20 @@ async fn run(state: AppState, params: Params) -> Response {
     };
     let store = state.store_arc();
     let weights = state.weights();
-    let task = tokio::task::spawn_blocking(move || -> Result<Value, Problem> {
+    let work = move || -> Result<Value, Problem> {
         let answer = store
             .query(&query, &|agent| weights.weight(agent))
             .map_err(|e| query_problem(&e))?;
-        let mut body = answer_json(&answer);
-        if proof {
-            add_proofs(&store, &answer, &mut body)?;
-        }
-        Ok(body)
-    });
-    match task.await {
-        Ok(Ok(body)) => Json(body).into_response(),
-        Ok(Err(p)) => p.into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "query task failed");
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "an internal error occurred; it has been logged",
-            )
-            .into_response()
-        }
+        let proofs = if proof {
+            Some(proofs(&store, &answer)?)
+        } else {
+            None
+        };
+        Ok(answer_json(&answer, proofs))
+    };
+    match off_async(work).await {
+        Ok(body) => Json(body).into_response(),
+        Err(p) => p.into_response(),
     }
 }
 
@@ -242,21 +234,27 @@ fn result_json(r: &GroupResult) -> Value {
     })
 }
 
-fn answer_json(a: &Answer) -> Value {
-    json!({
+/// The answer of design §11; with proofs, each result carries its winner's proof and the
+/// answer the checkpoint they lead to.
+fn answer_json(a: &Answer, proofs: Option<(Vec<Value>, String)>) -> Value {
+    let mut results: Vec<Value> = a.results.iter().map(result_json).collect();
+    let mut body = json!({
         "tree_size": a.tree_size,
-        "results": a.results.iter().map(result_json).collect::<Vec<_>>(),
         "next_cursor": a.next_cursor,
-    })
+    });
+    if let Some((proofs, note)) = proofs {
+        for (r, p) in results.iter_mut().zip(proofs) {
+            r["proof"] = p;
+        }
+        body["checkpoint"] = Value::String(note);
+    }
+    body["results"] = Value::Array(results);
+    body
 }
 
-/// Adds the signed checkpoint and, to each result, the winner's inclusion proof against it.
-fn add_proofs(
-    store: &stemedb_store::Store,
-    answer: &Answer,
-    body: &mut Value,
-) -> Result<(), Problem> {
-    // Taken after the query, so the checkpoint covers every winner.
+/// Each winner's inclusion proof against the checkpoint signed now (after the query, so it
+/// covers every winner), and that checkpoint.
+fn proofs(store: &stemedb_store::Store, answer: &Answer) -> Result<(Vec<Value>, String), Problem> {
     let (head, note) = store.signed_checkpoint();
     let mut proofs = Vec::with_capacity(answer.results.len());
     for r in &answer.results {
@@ -265,30 +263,11 @@ fn add_proofs(
             .map_err(|e| store_problem(&e))?
             .ok_or_else(|| {
                 tracing::error!(id = %r.winner.id, "query winner has no inclusion proof");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "an internal error occurred; it has been logged",
-                )
+                Problem::internal()
             })?;
-        proofs.push(json!({
-            "leaf_index": p.leaf_index,
-            "tree_size": p.tree_size,
-            "root_hash": hex::encode(p.root),
-            "audit_path": p.path.iter().map(hex::encode).collect::<Vec<_>>(),
-        }));
+        proofs.push(Value::Object(proof_json(&p)));
     }
-    if let Some(obj) = body.as_object_mut() {
-        if let Some(Value::Array(results)) = obj.get_mut("results") {
-            for (r, p) in results.iter_mut().zip(proofs) {
-                if let Some(m) = r.as_object_mut() {
-                    m.insert("proof".into(), p);
-                }
-            }
-        }
-        obj.insert("checkpoint".into(), Value::String(note));
-    }
-    Ok(())
+    Ok((proofs, note))
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@
 //! and `1e0` are one value). A lens sees each object only as its [`ValueKey`], a hash of its
 //! canonical form, so the index can carry it and a query reads only the winner's envelope.
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use serde_json::Value;
@@ -240,11 +239,6 @@ fn write_canonical(v: &Value, out: &mut String) {
             out.push('}');
         }
     }
-}
-
-/// Orders candidates newest first (the order of `raw` results inside a group).
-pub fn newest_first(a: &Candidate, b: &Candidate) -> Ordering {
-    recency(b).cmp(&recency(a))
 }
 
 #[cfg(test)]
