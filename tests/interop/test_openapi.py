@@ -83,7 +83,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_
     post(server, envelope(agents[0], fix))
     out = subprocess.run(
         [schemathesis_cli(), "run", server + "/v1/openapi.json", "--checks", CHECKS,
-         "--max-examples", "60", "--seed", "20261123", "--no-color", "--workers", "2",
+         "--max-examples", "60", "--seed", "20261123", "--no-color", "--workers", "1",
          "--report-dir", str(tmp_path / "reports")],
         capture_output=True, text=True, timeout=900, cwd=tmp_path)
     report = out.stdout + out.stderr
