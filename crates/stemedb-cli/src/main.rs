@@ -179,6 +179,9 @@ struct ServeArgs {
     /// Proxies (IPs or CIDR blocks, comma-separated) whose X-Forwarded-For names the client [default: none].
     #[arg(long, env = "STEMEDB_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Option<Vec<stemedb_server::config::ProxyNet>>,
+    /// redb page cache, MiB [default: 256].
+    #[arg(long, env = "STEMEDB_CACHE_MB")]
+    cache_mb: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -232,6 +235,7 @@ fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
         rate_limit_query_per_sec: args.rate_limit_query_per_sec,
         rate_limit_read_per_sec: args.rate_limit_read_per_sec,
         trusted_proxies: args.trusted_proxies,
+        cache_mb: args.cache_mb,
     };
     let config = Config::resolve(flags, file);
     stemedb_server::init_tracing(config.log_format, &config.log)?;

@@ -38,6 +38,9 @@ pub const DEFAULT_RATE_LIMIT_QUERY_PER_SEC: u32 = 100_000;
 /// Default per-client-IP rate of the other `/v1` reads (assertions, checkpoint, proofs).
 pub const DEFAULT_RATE_LIMIT_READ_PER_SEC: u32 = 100_000;
 
+/// Default redb page cache, MiB.
+pub const DEFAULT_CACHE_MB: usize = 256;
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -133,6 +136,8 @@ pub struct ConfigLayer {
     /// Proxies whose `X-Forwarded-For` names the client (`STEMEDB_TRUSTED_PROXIES`,
     /// comma-separated; `trusted_proxies`, a list). IPs or CIDR blocks.
     pub trusted_proxies: Option<Vec<ProxyNet>>,
+    /// redb page cache in MiB (`STEMEDB_CACHE_MB`, `cache_mb`).
+    pub cache_mb: Option<usize>,
 }
 
 impl ConfigLayer {
@@ -170,6 +175,7 @@ impl ConfigLayer {
                 .rate_limit_read_per_sec
                 .or(lower.rate_limit_read_per_sec),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            cache_mb: self.cache_mb.or(lower.cache_mb),
         }
     }
 }
@@ -209,6 +215,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// Proxies trusted to name the client in `X-Forwarded-For`.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// redb page cache, MiB.
+    pub cache_mb: usize,
 }
 
 /// Per-client-IP request rates by endpoint class, per second; 0 turns a limit off. The burst is
@@ -269,6 +277,7 @@ impl Config {
                 .into_iter()
                 .map(|p| p.0)
                 .collect(),
+            cache_mb: l.cache_mb.unwrap_or(DEFAULT_CACHE_MB),
         }
     }
 }

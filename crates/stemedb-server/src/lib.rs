@@ -51,6 +51,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         origin: config.log_origin.clone(),
         checkpoint_interval_ms: config.checkpoint_interval_ms,
         key_path: config.checkpoint_key.clone(),
+        cache_bytes: config.cache_mb.saturating_mul(1024 * 1024),
         ..StoreOptions::default()
     };
     if let Some(n) = config.fault_fsync_after {

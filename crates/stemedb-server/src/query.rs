@@ -3,15 +3,13 @@
 //! design §11.
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query as QueryString, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Json, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use stemedb_store::{
-    Answer, DEFAULT_LIMIT, GroupResult, Lens, MAX_LIMIT, Query, QueryError, SubjectMatch,
-};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use stemedb_store::{Answer, DEFAULT_LIMIT, Lens, MAX_LIMIT, Query, QueryError, SubjectMatch};
 
 use crate::api::{json_body, off_async, proof_json, store_problem};
 use crate::app::AppState;
@@ -139,15 +137,11 @@ impl Params {
 }
 
 /// GET /v1/query
-pub(crate) async fn get(
-    State(state): State<AppState>,
-    pairs: Result<QueryString<Vec<(String, String)>>, QueryRejection>,
-) -> Response {
-    let params = match pairs {
-        Ok(QueryString(pairs)) => Params::from_pairs(pairs),
-        Err(rej) => Err(bad(rej.body_text())),
-    };
-    match params {
+pub(crate) async fn get(State(state): State<AppState>, uri: Uri) -> Response {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    match Params::from_pairs(pairs) {
         Ok(p) => run(state, p).await,
         Err(p) => p.into_response(),
     }
@@ -183,6 +177,10 @@ pub(crate) async fn post(
     }
 }
 
+/// Index rows an exact-subject query may read on the async worker before it is moved to a
+/// blocking thread (a few hundred rows take well under a millisecond).
+const INLINE_SCAN_ROWS: usize = 256;
+
 async fn run(state: AppState, params: Params) -> Response {
     let (query, proof) = match params.into_query() {
         Ok(q) => q,
@@ -190,7 +188,16 @@ async fn run(state: AppState, params: Params) -> Response {
     };
     let store = state.store_arc();
     let weights = state.weights();
-    let work = move || -> Result<Value, Problem> {
+    // A point query (one subject, no proofs) is cheaper than the hand-off to a blocking thread,
+    // so it runs here; if its subject has a long history it stops on the budget and moves.
+    if !proof && query.match_mode == SubjectMatch::Exact && query.subject.is_some() {
+        match store.query_within(&query, &|a| weights.weight(a), Some(INLINE_SCAN_ROWS)) {
+            Ok(Some(answer)) => return json_response(&answer_body(&answer, None)),
+            Ok(None) => {}
+            Err(e) => return query_problem(&e).into_response(),
+        }
+    }
+    let work = move || -> Result<Vec<u8>, Problem> {
         let answer = store
             .query(&query, &|agent| weights.weight(agent))
             .map_err(|e| query_problem(&e))?;
@@ -199,10 +206,24 @@ async fn run(state: AppState, params: Params) -> Response {
         } else {
             None
         };
-        Ok(answer_json(&answer, proofs))
+        serialize(&answer_body(&answer, proofs.as_ref()))
     };
     match off_async(work).await {
-        Ok(body) => Json(body).into_response(),
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+fn serialize(body: &AnswerBody<'_>) -> Result<Vec<u8>, Problem> {
+    serde_json::to_vec(body).map_err(|e| {
+        tracing::error!(error = %e, "cannot serialize a query answer");
+        Problem::internal()
+    })
+}
+
+fn json_response(body: &AnswerBody<'_>) -> Response {
+    match serialize(body) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(p) => p.into_response(),
     }
 }
@@ -216,40 +237,80 @@ fn query_problem(e: &QueryError) -> Problem {
     }
 }
 
-fn result_json(r: &GroupResult) -> Value {
-    json!({
-        "subject": r.subject,
-        "predicate": r.predicate,
-        "winner": {
-            "id": r.winner.id.to_hex(),
-            "object": r.winner.object,
-            "agent": hex::encode(r.winner.agent),
-            "ts": r.winner.ts,
-            "confidence": r.winner.confidence,
-            "log_index": r.winner.log_index,
-        },
-        "conflict": r.conflict,
-        "agreement": r.agreement,
-        "alternatives": r.alternatives.iter().map(|a| a.to_hex()).collect::<Vec<_>>(),
-    })
+/// Bytes written as lowercase hex, without an intermediate `String`.
+struct Hex<'a>(&'a [u8; 32]);
+
+impl Serialize for Hex<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut buf).map_err(serde::ser::Error::custom)?;
+        let text = std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(text)
+    }
 }
 
-/// The answer of design §11; with proofs, each result carries its winner's proof and the
-/// answer the checkpoint they lead to.
-fn answer_json(a: &Answer, proofs: Option<(Vec<Value>, String)>) -> Value {
-    let mut results: Vec<Value> = a.results.iter().map(result_json).collect();
-    let mut body = json!({
-        "tree_size": a.tree_size,
-        "next_cursor": a.next_cursor,
-    });
-    if let Some((proofs, note)) = proofs {
-        for (r, p) in results.iter_mut().zip(proofs) {
-            r["proof"] = p;
-        }
-        body["checkpoint"] = Value::String(note);
+/// The answer of design §11 (fields in alphabetical order, as the rest of the API writes them).
+#[derive(Serialize)]
+struct AnswerBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<&'a str>,
+    next_cursor: Option<&'a str>,
+    results: Vec<ResultBody<'a>>,
+    tree_size: u64,
+}
+
+#[derive(Serialize)]
+struct ResultBody<'a> {
+    agreement: f64,
+    alternatives: Vec<Hex<'a>>,
+    conflict: bool,
+    predicate: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proof: Option<&'a Value>,
+    subject: &'a str,
+    winner: WinnerBody<'a>,
+}
+
+#[derive(Serialize)]
+struct WinnerBody<'a> {
+    agent: Hex<'a>,
+    confidence: f64,
+    id: Hex<'a>,
+    log_index: u64,
+    object: &'a Value,
+    ts: i64,
+}
+
+/// With proofs, each result carries its winner's proof and the answer the checkpoint they lead
+/// to.
+fn answer_body<'a>(a: &'a Answer, proofs: Option<&'a (Vec<Value>, String)>) -> AnswerBody<'a> {
+    let results = a
+        .results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ResultBody {
+            agreement: r.agreement,
+            alternatives: r.alternatives.iter().map(|id| Hex(id.as_bytes())).collect(),
+            conflict: r.conflict,
+            predicate: &r.predicate,
+            proof: proofs.and_then(|(p, _)| p.get(i)),
+            subject: &r.subject,
+            winner: WinnerBody {
+                agent: Hex(&r.winner.agent),
+                confidence: r.winner.confidence,
+                id: Hex(r.winner.id.as_bytes()),
+                log_index: r.winner.log_index,
+                object: &r.winner.object,
+                ts: r.winner.ts,
+            },
+        })
+        .collect();
+    AnswerBody {
+        checkpoint: proofs.map(|(_, note)| note.as_str()),
+        next_cursor: a.next_cursor.as_deref(),
+        results,
+        tree_size: a.tree_size,
     }
-    body["results"] = Value::Array(results);
-    body
 }
 
 /// Each winner's inclusion proof against the checkpoint signed now (after the query, so it

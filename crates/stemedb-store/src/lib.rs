@@ -128,7 +128,7 @@ impl Default for StoreOptions {
             origin: DEFAULT_ORIGIN.to_string(),
             checkpoint_interval_ms: 1_000,
             checkpoint_records: 100_000,
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: 256 * 1024 * 1024,
             group_max_records: 4_096,
             queue_depth: 4_096,
             key_path: None,

@@ -22,7 +22,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use redb::{ReadableDatabase, TableDefinition};
 use serde_json::Value;
-use stemedb_core::{AssertionId, Envelope, Statement};
+use stemedb_core::AssertionId;
 
 use crate::keys::{self, IndexKind, IndexValue};
 use crate::lens::{self, Candidate, Resolver};
@@ -352,6 +352,22 @@ impl Store {
         q: &Query,
         weight: &dyn Fn(&[u8; 32]) -> f64,
     ) -> Result<Answer, QueryError> {
+        self.query_within(q, weight, None)?.ok_or_else(|| {
+            QueryError::Store(StoreError::Corrupt(
+                "an unbounded query stopped on its scan budget".into(),
+            ))
+        })
+    }
+
+    /// Runs `q` unless it would read more than `max_rows` index rows, in which case it stops
+    /// early and answers `None` (so a caller can run cheap queries in place and move the rest to
+    /// a thread that may block). `None` as the budget means no limit.
+    pub fn query_within(
+        &self,
+        q: &Query,
+        weight: &dyn Fn(&[u8; 32]) -> f64,
+        max_rows: Option<usize>,
+    ) -> Result<Option<Answer>, QueryError> {
         if q.limit == 0 || q.limit > MAX_LIMIT {
             return Err(QueryError::BadParameter(format!(
                 "limit must be between 1 and {MAX_LIMIT}"
@@ -366,10 +382,10 @@ impl Store {
         }
         let head = self.head();
         let plan = plan(q);
-        let hash = query_hash(q);
+        // Only a cursor needs the filters' hash (most queries have one page).
         let (tree_size, after) = match &q.cursor {
             Some(c) => {
-                let c = decode_cursor(c, plan.kind, hash)?;
+                let c = decode_cursor(c, plan.kind, query_hash(q))?;
                 if c.tree_size > head.size {
                     return Err(QueryError::BadCursor(
                         "the cursor is from a larger tree than this server holds".into(),
@@ -415,7 +431,12 @@ impl Store {
         let mut group: Vec<u8> = Vec::new();
         let mut group_predicate_ok = true;
         let mut rows: Vec<Row> = Vec::new();
+        let mut scanned = 0usize;
         for item in range {
+            scanned += 1;
+            if max_rows.is_some_and(|m| scanned > m) {
+                return Ok(None);
+            }
             let (k, _) = item.map_err(db_err)?;
             let key = k.value();
             if results.len() >= q.limit {
@@ -479,35 +500,48 @@ impl Store {
             results.push(r);
         }
         let next_cursor = match (more, next_after) {
-            (true, Some(after)) => Some(encode_cursor(plan.kind, hash, tree_size, &after)),
+            (true, Some(after)) => Some(encode_cursor(plan.kind, query_hash(q), tree_size, &after)),
             _ => None,
         };
-        Ok(Answer {
+        Ok(Some(Answer {
             tree_size,
             results,
             next_cursor,
-        })
+        }))
     }
 
-    fn load(&self, value: &IndexValue) -> Result<Statement, StoreError> {
+    /// The object of a stored assertion. The envelope was fully checked on the way in, so this
+    /// reads only the two fields it needs instead of validating it again.
+    fn load_object(&self, value: &IndexValue) -> Result<Value, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Env<'a> {
+            #[serde(borrow)]
+            payload: std::borrow::Cow<'a, str>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Payload {
+            object: Value,
+        }
+        let corrupt = |what: &str| StoreError::Corrupt(format!("stored {what} {}", value.id));
         let bytes = self
             .shared
             .vlog
             .read(value.pointer)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let env = Envelope::decode(&bytes)
-            .map_err(|e| StoreError::Corrupt(format!("stored envelope {}: {e}", value.id)))?;
-        Statement::from_payload(env.payload())
-            .map_err(|e| StoreError::Corrupt(format!("stored statement {}: {e}", value.id)))
+        let env: Env<'_> = serde_json::from_slice(&bytes).map_err(|_| corrupt("envelope"))?;
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(env.payload.as_bytes())
+            .map_err(|_| corrupt("payload"))?;
+        let p: Payload = serde_json::from_slice(&payload).map_err(|_| corrupt("statement"))?;
+        Ok(p.object)
     }
 
     /// The assertion behind an index row, with its object read from the value log.
     fn winner(&self, ts: i64, li: u64, value: &IndexValue) -> Result<Winner, StoreError> {
-        let st = self.load(value)?;
         Ok(Winner {
             id: value.id,
             log_index: li,
-            object: st.object().clone(),
+            object: self.load_object(value)?,
             agent: value.agent,
             ts,
             confidence: value.confidence,
