@@ -431,10 +431,8 @@ impl Store {
         let mut group: Vec<u8> = Vec::new();
         let mut group_predicate_ok = true;
         let mut rows: Vec<Row> = Vec::new();
-        let mut scanned = 0usize;
-        for item in range {
-            scanned += 1;
-            if max_rows.is_some_and(|m| scanned > m) {
+        for (scanned, item) in range.enumerate() {
+            if max_rows.is_some_and(|m| scanned >= m) {
                 return Ok(None);
             }
             let (k, _) = item.map_err(db_err)?;
