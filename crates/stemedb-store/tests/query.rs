@@ -655,3 +655,33 @@ fn a_target_superseded_before_it_arrives_or_in_the_same_batch_is_not_live() {
     });
     assert_eq!(ans.results.len(), 1);
 }
+
+#[test]
+fn a_scan_budget_stops_long_queries_and_leaves_short_ones_whole() {
+    let db = Db::new();
+    let items = (0..10i64)
+        .map(|i| signed(A, "long", "p", json!(i), i, json!({})))
+        .chain(std::iter::once(signed(
+            B,
+            "short",
+            "p",
+            json!("s"),
+            1,
+            json!({}),
+        )))
+        .collect();
+    db.put_all(items);
+    let long = q("long", Lens::Latest);
+    let within = |query: &Query, rows| {
+        db.store
+            .query_within(query, &|_| 1.0, Some(rows))
+            .expect("query")
+    };
+    // Ten rows: a budget of nine stops, ten is enough, and the answer equals the unbounded one.
+    assert!(within(&long, 9).is_none());
+    let whole = within(&long, 10).expect("within budget");
+    assert_eq!(whole, db.query(&long));
+    assert_eq!(whole.results[0].winner.object, json!(9));
+    let short = within(&q("short", Lens::Latest), 1).expect("one row");
+    assert_eq!(short.results[0].winner.object, json!("s"));
+}
