@@ -152,7 +152,7 @@ struct ServeArgs {
     /// Body limit of a batch request, bytes [default: 16777216].
     #[arg(long, env = "STEMEDB_BATCH_BODY_LIMIT_BYTES")]
     batch_body_limit_bytes: Option<usize>,
-    /// Make a durable store checkpoint at least this often, milliseconds [default: 1000].
+    /// Make a durable store checkpoint at least this often, milliseconds [default: 3000].
     #[arg(long, env = "STEMEDB_CHECKPOINT_INTERVAL_MS")]
     checkpoint_interval_ms: Option<u64>,
     /// Checkpoint signing key, PKCS#8 PEM [default: DATA_DIR/server.key, created on first start].

@@ -6,7 +6,9 @@
 //! strict checks libsodium also makes: canonical `S`, canonical encodings of `R` and `A`, neither
 //! `R` nor `A` of small order, and the cofactorless equation. See `docs/spec.md`.
 
-use curve25519_dalek::edwards::CompressedEdwardsY;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
@@ -107,8 +109,32 @@ impl Prepared {
     }
 }
 
+/// Most agent keys kept decoded; past it the cache starts over (agents are few, keys repeat).
+const KEY_CACHE_MAX: usize = 4096;
+
+/// Agent keys that passed `decode_strict_key`, so each agent's point is decompressed (a field
+/// square root) once rather than once per assertion.
+static KEY_CACHE: OnceLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
+
 /// Refuses keys that are not canonical encodings of a curve point, or are of small order.
 fn strict_key(agent: &[u8; 32]) -> Result<VerifyingKey> {
+    let cache = KEY_CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Ok(keys) = cache.lock()
+        && let Some(key) = keys.get(agent)
+    {
+        return Ok(*key);
+    }
+    let key = decode_strict_key(agent)?;
+    if let Ok(mut keys) = cache.lock() {
+        if keys.len() >= KEY_CACHE_MAX {
+            keys.clear();
+        }
+        keys.insert(*agent, key);
+    }
+    Ok(key)
+}
+
+fn decode_strict_key(agent: &[u8; 32]) -> Result<VerifyingKey> {
     let key = VerifyingKey::from_bytes(agent)
         .map_err(|_| Error::WeakKey("not a point on the curve".into()))?;
     if key.is_weak() {
@@ -120,16 +146,14 @@ fn strict_key(agent: &[u8; 32]) -> Result<VerifyingKey> {
     Ok(key)
 }
 
-/// Refuses signatures whose `R` is not a canonical point encoding or is of small order, and
-/// whose `S` is not reduced: the checks libsodium makes before the equation. (`verify_strict`
-/// compares `R` as a point, so it alone would accept a non-canonical encoding of a valid `R`.)
+/// Refuses signatures whose `R` is not a canonical point encoding or whose `S` is not reduced,
+/// before the costly equation. The rest of libsodium's checks are `verify_strict`'s: it
+/// decompresses `R`, refuses `R` and `A` of small order, and compares the recomputed `R` with
+/// the signature's as bytes (so a non-canonical `R` could never pass it either).
 fn strict_r(sig: &[u8; 64]) -> Result<()> {
     let mut r = [0u8; 32];
     r.copy_from_slice(&sig[..32]);
-    let point = CompressedEdwardsY(r)
-        .decompress()
-        .ok_or(Error::BadSignature)?;
-    if point.is_small_order() || !is_canonical_encoding(&r) {
+    if !is_canonical_encoding(&r) {
         return Err(Error::BadSignature);
     }
     let mut s = [0u8; 32];
@@ -222,6 +246,36 @@ mod tests {
                 expected,
                 "{}",
                 hex::encode(bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn signatures_with_an_r_of_small_order_or_off_the_curve_are_refused() {
+        let key = crate::signing_key_from_seed(&[7; 32]);
+        let agent = hex::encode(key.verifying_key().as_bytes());
+        let payload = format!(
+            r#"{{"v":1,"subject":"a/b","predicate":"p","object":1,"agent":"{agent}","ts":1}}"#
+        );
+        let good = sign(&key, payload.into_bytes()).expect("valid");
+        let sig = *good.envelope().sig();
+        assert!(check(&good.envelope().encode()).is_ok());
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut minus_one = [0xffu8; 32];
+        minus_one[0] = 0xec;
+        minus_one[31] = 0x7f;
+        // Bytes that are no R this key could have signed with (whether or not they decompress).
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        for r in [identity, minus_one, off_curve] {
+            let mut bad = sig;
+            bad[..32].copy_from_slice(&r);
+            let env = Envelope::new(good.envelope().payload().to_vec(), None, bad).expect("env");
+            assert!(
+                matches!(check(&env.encode()), Err(Error::BadSignature)),
+                "R = {} accepted",
+                hex::encode(r)
             );
         }
     }

@@ -26,7 +26,7 @@ pub const DEFAULT_BATCH_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 /// Most envelopes in one batch request.
 pub const MAX_BATCH_ITEMS: usize = 1000;
 /// Default durable-checkpoint interval.
-pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 3_000;
 /// Default time a request may take before it is answered 503 `timeout`.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Default most requests in flight at once (beyond it: 503 `overloaded`).

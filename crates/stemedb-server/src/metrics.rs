@@ -28,6 +28,8 @@ pub struct Metrics {
     pub read_only: IntGauge,
     /// `stemedb_last_checkpoint_timestamp_seconds`: last durable checkpoint.
     pub last_checkpoint: Gauge,
+    /// `stemedb_checkpoint_duration_seconds`: one durable checkpoint (writes wait meanwhile).
+    pub checkpoint_duration: Histogram,
 }
 
 impl Metrics {
@@ -66,6 +68,13 @@ impl Metrics {
             Opts::new("stemedb_ingest_total", "Submitted assertions by result"),
             &["result"],
         )?;
+        let checkpoint_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "stemedb_checkpoint_duration_seconds",
+                "Time of one durable store checkpoint (fsyncs and a durable index commit)",
+            )
+            .buckets(latency_buckets.clone()),
+        )?;
         let wal_fsync = Histogram::with_opts(
             HistogramOpts::new(
                 "stemedb_wal_fsync_duration_seconds",
@@ -101,6 +110,7 @@ impl Metrics {
         registry.register(Box::new(tree_size.clone()))?;
         registry.register(Box::new(read_only.clone()))?;
         registry.register(Box::new(last_checkpoint.clone()))?;
+        registry.register(Box::new(checkpoint_duration.clone()))?;
         for result in ["created", "duplicate", "rejected", "failed"] {
             ingest.with_label_values(&[result]);
         }
@@ -115,6 +125,7 @@ impl Metrics {
             tree_size,
             read_only,
             last_checkpoint,
+            checkpoint_duration,
         })
     }
 
@@ -134,8 +145,9 @@ impl stemedb_store::Observer for Metrics {
     fn read_only(&self, _why: &str) {
         self.read_only.set(1);
     }
-    fn durable_checkpoint(&self, unix_secs: f64) {
+    fn durable_checkpoint(&self, unix_secs: f64, secs: f64) {
         self.last_checkpoint.set(unix_secs);
+        self.checkpoint_duration.observe(secs);
     }
     fn tree_size(&self, size: u64, segments: usize) {
         self.tree_size.set(size as i64);

@@ -126,7 +126,7 @@ impl Default for StoreOptions {
         StoreOptions {
             wal: WalOptions::default(),
             origin: DEFAULT_ORIGIN.to_string(),
-            checkpoint_interval_ms: 1_000,
+            checkpoint_interval_ms: 3_000,
             checkpoint_records: 100_000,
             cache_bytes: 256 * 1024 * 1024,
             group_max_records: 4_096,
@@ -142,8 +142,9 @@ pub trait Observer: Send + Sync {
     fn group_committed(&self, _records: usize, _fsync_secs: f64) {}
     /// The store turned read-only.
     fn read_only(&self, _why: &str) {}
-    /// A durable checkpoint finished at Unix time `unix_secs`.
-    fn durable_checkpoint(&self, _unix_secs: f64) {}
+    /// A durable checkpoint finished at Unix time `unix_secs` after `secs` seconds (the time the
+    /// commit thread, and every write waiting on it, stood still).
+    fn durable_checkpoint(&self, _unix_secs: f64, _secs: f64) {}
     /// The tree grew to `size` leaves; the WAL has `segments` files.
     fn tree_size(&self, _size: u64, _segments: usize) {}
 }
