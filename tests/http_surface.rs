@@ -439,3 +439,34 @@ fn forwarded_for_is_believed_only_from_trusted_proxies() {
     assert_eq!(get_as(&url, "198.51.100.2"), 429);
     untrusted.stop();
 }
+
+/// A subject with a longer history than the async worker's scan budget (decision 0010) answers
+/// the same as a short one would: the query moves to a blocking thread and finishes there.
+#[test]
+fn a_point_query_past_the_inline_budget_gives_the_whole_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = serve(&dir, &[]);
+    let client = Client::new(&server.url()).expect("client");
+    let long: Vec<Vec<u8>> = (1..=300)
+        .map(|ts| envelope(1 + (ts % 3) as u8, "fleet/long", json!(ts), ts, 0.5))
+        .collect();
+    let replies = client.assert_batch(&long).expect("batch accepted");
+    assert!(replies.iter().all(Result::is_ok), "every envelope accepted");
+    let latest = client
+        .query(&json!({"subject": "fleet/long", "lens": "latest"}))
+        .expect("query");
+    let results = latest["results"].as_array().expect("results");
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["winner"]["object"], 300);
+    // Three agents, each counting only its newest assertion: two alternatives.
+    assert_eq!(results[0]["alternatives"].as_array().map(Vec::len), Some(2));
+    let raw = client
+        .query(&json!({"subject": "fleet/long", "lens": "raw", "limit": 1000}))
+        .expect("raw query");
+    assert_eq!(raw["results"].as_array().map(Vec::len), Some(300));
+    // The same query with proofs (always off the worker) names the same winner.
+    let proved = client
+        .query(&json!({"subject": "fleet/long", "lens": "latest", "proof": true}))
+        .expect("query with proofs");
+    assert_eq!(proved["results"][0]["winner"], results[0]["winner"]);
+}

@@ -189,7 +189,8 @@ async fn run(state: AppState, params: Params) -> Response {
     let store = state.store_arc();
     let weights = state.weights();
     // A point query (one subject, no proofs) is cheaper than the hand-off to a blocking thread,
-    // so it runs here; if its subject has a long history it stops on the budget and moves.
+    // so it runs here; if its subject has a long history it stops on the budget and moves
+    // (decision 0010).
     if !proof && query.match_mode == SubjectMatch::Exact && query.subject.is_some() {
         match store.query_within(&query, &|a| weights.weight(a), Some(INLINE_SCAN_ROWS)) {
             Ok(Some(answer)) => return json_response(&answer_body(&answer, None)),
