@@ -20,11 +20,7 @@ fn run(args: &[&str], stdin: Option<&[u8]>, dir: &Path) -> Output {
         .spawn()
         .expect("spawn stemedb");
     if let Some(input) = stdin {
-        let written = child
-            .stdin
-            .take()
-            .expect("stdin is piped")
-            .write_all(input);
+        let written = child.stdin.take().expect("stdin is piped").write_all(input);
         // A command that fails before reading stdin (a missing key file) may exit first.
         if let Err(e) = written
             && e.kind() != std::io::ErrorKind::BrokenPipe

@@ -1,6 +1,6 @@
 """schemathesis (property-based API testing from PyPI) against the OpenAPI document the real
 server serves at /v1/openapi.json: no 5xx, every status documented, every body and header as the
-schema says. The store is seeded first (PyNaCl-signed, with a conflict and a correction) so
+schema says, the admin routes included (with the admin token). The store is seeded first (PyNaCl-signed, with a conflict and a correction) so
 queries return real results, proofs included.
 """
 import base64
@@ -19,6 +19,7 @@ from nacl.signing import SigningKey
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("STEMEDB_BIN", str(ROOT / "target" / "debug" / "stemedb"))
 TYPE = "application/vnd.stemedb.assertion.v1+json"
+ADMIN_TOKEN = "schemathesis-admin-token"
 CHECKS = ",".join([
     "not_a_server_error",
     "status_code_conformance",
@@ -53,8 +54,10 @@ def post(url: str, body: bytes) -> dict:
 def server(tmp_path):
     log = open(tmp_path / "server.log", "w")
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEMEDB_")}
+    env["STEMEDB_ADMIN_TOKEN"] = ADMIN_TOKEN
     proc = subprocess.Popen(
-        [BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"), "--log-format", "json"],
+        [BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"), "--log-format", "json",
+         "--deny-pattern", "object:quarantine-me"],
         stderr=log, stdout=subprocess.DEVNULL, env=env)
     url = None
     deadline = time.time() + 60
@@ -81,9 +84,14 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_
     fix = {"v": 1, "subject": "svc/api", "predicate": "status", "object": "green",
            "agent": agents[0].verify_key.encode().hex(), "ts": 1700000000100, "supersedes": [ids[0]]}
     post(server, envelope(agents[0], fix))
+    held = {"v": 1, "subject": "svc/api", "predicate": "note", "object": "quarantine-me",
+            "agent": agents[1].verify_key.encode().hex(), "ts": 1700000000200}
+    assert post(server, envelope(agents[1], held))["status"] == "quarantined"
     out = subprocess.run(
         [schemathesis_cli(), "run", server + "/v1/openapi.json", "--checks", CHECKS,
          "--max-examples", "60", "--seed", "20261123", "--no-color", "--workers", "1",
+         # The admin routes are exercised for real, not only their 403.
+         "--header", f"Authorization: Bearer {ADMIN_TOKEN}",
          "--report-dir", str(tmp_path / "reports")],
         capture_output=True, text=True, timeout=900, cwd=tmp_path)
     report = out.stdout + out.stderr

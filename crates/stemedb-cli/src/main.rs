@@ -60,11 +60,92 @@ enum Command {
     },
     /// Query a server through a lens and print a table or JSON.
     Query(QueryArgs),
+    /// The admin API: quarantine review, agent registry, breakers, audit trail (prints JSON).
+    Admin(AdminArgs),
     /// Check an envelope: decode, validate the statement, verify the signature, print its id.
     CheckEnvelope {
         /// Envelope JSON file, or `-` for standard input.
         #[arg(default_value = "-")]
         envelope: String,
+    },
+}
+
+/// Arguments of `stemedb admin`.
+#[derive(Args)]
+struct AdminArgs {
+    /// Server URL.
+    #[arg(long, env = "STEMEDB_SERVER", default_value = "http://127.0.0.1:18180")]
+    server: String,
+    /// The server's admin token.
+    #[arg(long, env = "STEMEDB_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// List quarantined assertions with their reasons.
+    Quarantine {
+        /// Most entries to print.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Start after this id (the previous page's `next_after`).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Show one quarantined assertion.
+    Show {
+        /// Assertion id.
+        id: String,
+    },
+    /// Release a quarantined assertion into the log.
+    Release {
+        /// Assertion id.
+        id: String,
+        /// Why (kept in the audit trail).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Reject a quarantined assertion for good.
+    Reject {
+        /// Assertion id.
+        id: String,
+        /// Why (kept in the audit trail).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// List the circuit breakers (storage and agents).
+    Breakers,
+    /// List registered agents, or show one.
+    Agents {
+        /// An agent's public key (hex); without it, every agent.
+        agent: Option<String>,
+    },
+    /// Register or update an agent.
+    PutAgent {
+        /// The agent's public key (hex).
+        agent: String,
+        /// A name for people.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Trust weight, 0 to 1.
+        #[arg(long, default_value_t = 1.0)]
+        trust: f64,
+        /// active or suspended.
+        #[arg(long, default_value = "active")]
+        status: String,
+    },
+    /// Remove an agent from the registry.
+    DeleteAgent {
+        /// The agent's public key (hex).
+        agent: String,
+    },
+    /// Print the audit trail, newest first.
+    Audit {
+        /// Most records to print.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 
@@ -182,6 +263,33 @@ struct ServeArgs {
     /// redb page cache, MiB [default: 256].
     #[arg(long, env = "STEMEDB_CACHE_MB")]
     cache_mb: Option<usize>,
+    /// Bearer token of the admin API under /v1/admin/ [default: none, admin API off].
+    #[arg(long, env = "STEMEDB_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<stemedb_server::config::Secret>,
+    /// Unknown agents: open, quarantine-unknown or reject-unknown [default: open].
+    #[arg(long, env = "STEMEDB_AGENT_POLICY")]
+    agent_policy: Option<stemedb_server::config::AgentPolicy>,
+    /// Quarantine a ts this far ahead of the server clock, ms; 0 off [default: 300000].
+    #[arg(long, env = "STEMEDB_MAX_FUTURE_SKEW_MS")]
+    max_future_skew_ms: Option<u64>,
+    /// Quarantine a ts this far behind the server clock, ms; 0 off [default: 0].
+    #[arg(long, env = "STEMEDB_MAX_PAST_SKEW_MS")]
+    max_past_skew_ms: Option<u64>,
+    /// Quarantine statement payloads larger than this, bytes; 0 off [default: 32768].
+    #[arg(long, env = "STEMEDB_SOFT_SIZE_BYTES")]
+    soft_size_bytes: Option<usize>,
+    /// Quarantine statements matching field:regex (field: subject, predicate or object); repeat the flag for more [default: none].
+    #[arg(long = "deny-pattern", env = "STEMEDB_DENY_PATTERN")]
+    deny_patterns: Option<Vec<stemedb_server::config::DenyPattern>>,
+    /// Quarantines plus refusals within the window that open an agent's breaker; 0 off [default: 50].
+    #[arg(long, env = "STEMEDB_BREAKER_THRESHOLD")]
+    breaker_threshold: Option<u32>,
+    /// Breaker window, ms [default: 60000].
+    #[arg(long, env = "STEMEDB_BREAKER_WINDOW_MS")]
+    breaker_window_ms: Option<u64>,
+    /// How long an open breaker refuses before one probe may pass, ms [default: 30000].
+    #[arg(long, env = "STEMEDB_BREAKER_COOLDOWN_MS")]
+    breaker_cooldown_ms: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -192,6 +300,7 @@ fn main() -> ExitCode {
         Command::Sign { key, statement } => sign(&key, &statement),
         Command::CheckEnvelope { envelope } => return check_envelope(&envelope),
         Command::Query(args) => query_cmd(&args),
+        Command::Admin(args) => admin_cmd(&args),
         Command::Assert { server, key, input } => {
             return assert_cmd(&server, key.as_deref(), &input);
         }
@@ -236,6 +345,15 @@ fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
         rate_limit_read_per_sec: args.rate_limit_read_per_sec,
         trusted_proxies: args.trusted_proxies,
         cache_mb: args.cache_mb,
+        admin_token: args.admin_token,
+        agent_policy: args.agent_policy,
+        max_future_skew_ms: args.max_future_skew_ms,
+        max_past_skew_ms: args.max_past_skew_ms,
+        soft_size_bytes: args.soft_size_bytes,
+        deny_patterns: args.deny_patterns,
+        breaker_threshold: args.breaker_threshold,
+        breaker_window_ms: args.breaker_window_ms,
+        breaker_cooldown_ms: args.breaker_cooldown_ms,
     };
     let config = Config::resolve(flags, file);
     stemedb_server::init_tracing(config.log_format, &config.log)?;
@@ -509,6 +627,56 @@ fn print_table(answer: &serde_json::Value, header: bool, verified: bool) {
             if verified { " verified" } else { "" }
         );
     }
+}
+
+fn admin_cmd(args: &AdminArgs) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let client = stemedb_client::Client::new(&args.server)?;
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let (method, path, body) = match &args.command {
+        AdminCommand::Quarantine { limit, after } => {
+            let mut path = format!("/quarantine?limit={limit}");
+            if let Some(a) = after {
+                path.push_str(&format!("&after={}", enc(a)));
+            }
+            (Method::GET, path, None)
+        }
+        AdminCommand::Show { id } => (Method::GET, format!("/quarantine/{}", enc(id)), None),
+        AdminCommand::Release { id, note } => (
+            Method::POST,
+            format!("/quarantine/{}/release", enc(id)),
+            Some(serde_json::json!({ "note": note })),
+        ),
+        AdminCommand::Reject { id, reason } => (
+            Method::POST,
+            format!("/quarantine/{}/reject", enc(id)),
+            Some(serde_json::json!({ "reason": reason })),
+        ),
+        AdminCommand::Breakers => (Method::GET, "/breakers".to_string(), None),
+        AdminCommand::Agents { agent: None } => (Method::GET, "/agents".to_string(), None),
+        AdminCommand::Agents { agent: Some(a) } => {
+            (Method::GET, format!("/agents/{}", enc(a)), None)
+        }
+        AdminCommand::PutAgent {
+            agent,
+            name,
+            trust,
+            status,
+        } => (
+            Method::PUT,
+            format!("/agents/{}", enc(agent)),
+            Some(serde_json::json!({ "name": name, "trust": trust, "status": status })),
+        ),
+        AdminCommand::DeleteAgent { agent } => {
+            (Method::DELETE, format!("/agents/{}", enc(agent)), None)
+        }
+        AdminCommand::Audit { limit } => (Method::GET, format!("/audit?limit={limit}"), None),
+    };
+    let (_, answer) = client.admin(&args.token, method, &path, body.as_ref())?;
+    if !answer.is_null() {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    }
+    Ok(())
 }
 
 fn query_cmd(args: &QueryArgs) -> anyhow::Result<()> {

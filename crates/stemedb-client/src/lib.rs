@@ -153,6 +153,32 @@ impl Client {
         serde_json::from_str(&text).map_err(|e| ClientError::Unexpected(format!("{path}: {e}")))
     }
 
+    /// Calls the admin API: `method` on `/v1/admin{path}` with the bearer `token` and an
+    /// optional JSON body. Returns the status and the JSON answer (`null` for 204); a problem
+    /// answer is an error.
+    pub fn admin(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), ClientError> {
+        let url = self.url(&format!("/v1/admin{path}"));
+        let mut req = self.http.request(method, &url).bearer_auth(token);
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.to_string());
+        }
+        let (status, text) = self.send(req, &url)?;
+        if text.trim().is_empty() {
+            return Ok((status, Value::Null));
+        }
+        let v = serde_json::from_str(&text)
+            .map_err(|e| ClientError::Unexpected(format!("{path}: {e}")))?;
+        Ok((status, v))
+    }
+
     /// Posts one envelope (JSON bytes).
     pub fn assert_envelope(&self, envelope: &[u8]) -> Result<Accepted, ClientError> {
         let url = self.url("/v1/assert");

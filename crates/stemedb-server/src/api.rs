@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use stemedb_core::{AssertionId, Envelope, Prepared, verify_batch};
-use stemedb_store::{Outcome, StoreError};
+use stemedb_store::{Outcome, QuarantineEntry, StoreError};
+
+use crate::defense::Verdict;
 
 use crate::app::AppState;
 use crate::config::MAX_BATCH_ITEMS;
@@ -169,12 +171,24 @@ fn parse_assert_body(body: &[u8], single_limit: usize) -> Result<AssertRequest, 
     Ok(AssertRequest::Batch(batch.assertions))
 }
 
-fn outcome_json(o: &Outcome) -> Value {
-    json!({
-        "id": o.id.to_hex(),
-        "status": if o.created { "created" } else { "duplicate" },
-        "log_index": o.log_index,
-    })
+/// What became of one accepted envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Ingested {
+    /// In the log (new or already there).
+    Stored(Outcome),
+    /// Held in quarantine until an operator decides.
+    Quarantined(AssertionId),
+}
+
+fn outcome_json(o: &Ingested) -> Value {
+    match o {
+        Ingested::Stored(o) => json!({
+            "id": o.id.to_hex(),
+            "status": if o.created { "created" } else { "duplicate" },
+            "log_index": o.log_index,
+        }),
+        Ingested::Quarantined(id) => json!({"id": id.to_hex(), "status": "quarantined"}),
+    }
 }
 
 /// POST /v1/assert
@@ -208,8 +222,9 @@ pub(crate) async fn assert(
     let metrics = state.metrics();
     for r in &results {
         let label = match r {
-            Ok(o) if o.created => "created",
-            Ok(_) => "duplicate",
+            Ok(Ingested::Stored(o)) if o.created => "created",
+            Ok(Ingested::Stored(_)) => "duplicate",
+            Ok(Ingested::Quarantined(_)) => "quarantined",
             Err(p) if p.status < 500 => "rejected",
             Err(_) => "failed",
         };
@@ -218,10 +233,10 @@ pub(crate) async fn assert(
     if single {
         return match results.into_iter().next() {
             Some(Ok(o)) => {
-                let status = if o.created {
-                    StatusCode::CREATED
-                } else {
-                    StatusCode::OK
+                let status = match &o {
+                    Ingested::Stored(s) if s.created => StatusCode::CREATED,
+                    Ingested::Stored(_) => StatusCode::OK,
+                    Ingested::Quarantined(_) => StatusCode::ACCEPTED,
                 };
                 (status, Json(outcome_json(&o))).into_response()
             }
@@ -240,52 +255,137 @@ pub(crate) async fn assert(
     (StatusCode::OK, Json(json!({ "results": items }))).into_response()
 }
 
-/// Decodes, checks and verifies every envelope off the async threads, submits the good ones
-/// and waits until they are durable. One result per input, in order.
-async fn ingest(state: &AppState, raws: Vec<Vec<u8>>) -> Vec<Result<Outcome, Problem>> {
+/// Decodes, checks and verifies every envelope off the async threads, screens each against the
+/// content-defense policy, quarantines what trips a rule (durably), submits the rest and waits
+/// until they are durable. One result per input, in order.
+async fn ingest(state: &AppState, raws: Vec<Vec<u8>>) -> Vec<Result<Ingested, Problem>> {
     let store = state.store_arc();
+    let st = state.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tokio::task::spawn_blocking(move || {
+        let defense = st.defense();
         let n = raws.len();
-        let mut results: Vec<Option<Result<Outcome, Problem>>> = (0..n).map(|_| None).collect();
+        let mut results: Vec<Option<Result<Ingested, Problem>>> = (0..n).map(|_| None).collect();
         let mut positions = Vec::with_capacity(n);
         let mut prepared = Vec::with_capacity(n);
         let mut kept_raw = Vec::with_capacity(n);
         for (i, raw) in raws.into_iter().enumerate() {
             match Envelope::decode(&raw).and_then(Prepared::new) {
                 Ok(p) => {
-                    positions.push(i);
-                    prepared.push(p);
-                    kept_raw.push(raw);
+                    // An open breaker refuses before the costly signature check.
+                    match defense.gate(p.statement().agent()) {
+                        Ok(t) => {
+                            if let Some(t) = t {
+                                st.breaker_changed(t);
+                            }
+                            positions.push(i);
+                            prepared.push(p);
+                            kept_raw.push(raw);
+                        }
+                        Err((problem, wait)) => {
+                            results[i] = Some(Err(problem.retry_after(wait)));
+                        }
+                    }
                 }
                 Err(e) => results[i] = Some(Err(Problem::from_core(&e))),
             }
         }
         let mut items = Vec::with_capacity(prepared.len());
         let mut item_positions = Vec::with_capacity(prepared.len());
+        let mut held: Vec<QuarantineEntry> = Vec::new();
+        let mut held_positions = Vec::new();
+        let received = now_ms();
+        let agent_of = |id: &AssertionId| store.agent_of(id).ok().flatten();
         for ((i, v), raw) in positions
             .into_iter()
             .zip(verify_batch(prepared))
             .zip(kept_raw)
         {
-            match v {
-                Ok(verified) => {
+            let verified = match v {
+                Ok(v) => v,
+                Err(e) => {
+                    results[i] = Some(Err(Problem::from_core(&e)));
+                    continue;
+                }
+            };
+            let agent = *verified.statement().agent();
+            let payload_len = verified.envelope().payload().len();
+            match defense.screen(verified.statement(), payload_len, &agent_of) {
+                Verdict::Accept => {
                     items.push((verified, raw));
                     item_positions.push(i);
                 }
-                Err(e) => results[i] = Some(Err(Problem::from_core(&e))),
+                Verdict::Quarantine(reasons) => {
+                    if let Some(t) = defense.record(&agent, true) {
+                        st.breaker_changed(t);
+                    }
+                    // Already released into the log: it is a duplicate, not news.
+                    match store.log_index_of(&verified.id()) {
+                        Ok(Some(log_index)) => {
+                            results[i] = Some(Ok(Ingested::Stored(Outcome {
+                                id: verified.id(),
+                                log_index,
+                                created: false,
+                            })));
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            results[i] = Some(Err(store_problem(&e)));
+                            continue;
+                        }
+                    }
+                    held.push(QuarantineEntry {
+                        id: verified.id(),
+                        agent: hex::encode(agent),
+                        reasons,
+                        received_at_ms: received,
+                        envelope: String::from_utf8_lossy(raw.trim_ascii()).into_owned(),
+                    });
+                    held_positions.push(i);
+                }
+                Verdict::Refuse(problem) => {
+                    if let Some(t) = defense.record(&agent, true) {
+                        st.breaker_changed(t);
+                    }
+                    results[i] = Some(Err(problem));
+                }
+            }
+        }
+        if !held.is_empty() {
+            match store.quarantine(&held) {
+                Ok(_) => {
+                    for (i, e) in held_positions.into_iter().zip(&held) {
+                        tracing::info!(id = %e.id, agent = %e.agent, reasons = ?e.reasons, "quarantined");
+                        results[i] = Some(Ok(Ingested::Quarantined(e.id)));
+                    }
+                    st.refresh_quarantine_size();
+                }
+                Err(e) => {
+                    let p = store_problem(&e);
+                    for i in held_positions {
+                        results[i] = Some(Err(p.clone()));
+                    }
+                }
             }
         }
         if items.is_empty() {
             let _ = tx.send(fill(results));
             return;
         }
+        let agents: Vec<[u8; 32]> = items.iter().map(|(v, _)| *v.statement().agent()).collect();
+        let st2 = st.clone();
         store.submit(
             items,
-            now_ms(),
+            received,
             Box::new(move |outcomes| {
-                for (i, o) in item_positions.into_iter().zip(outcomes) {
-                    results[i] = Some(o.map_err(|e| store_problem(&e)));
+                for ((i, o), agent) in item_positions.into_iter().zip(outcomes).zip(agents) {
+                    if o.is_ok()
+                        && let Some(t) = st2.defense().record(&agent, false)
+                    {
+                        st2.breaker_changed(t);
+                    }
+                    results[i] = Some(o.map(Ingested::Stored).map_err(|e| store_problem(&e)));
                 }
                 let _ = tx.send(fill(results));
             }),
@@ -308,7 +408,7 @@ async fn ingest(state: &AppState, raws: Vec<Vec<u8>>) -> Vec<Result<Outcome, Pro
     }
 }
 
-fn fill(results: Vec<Option<Result<Outcome, Problem>>>) -> Vec<Result<Outcome, Problem>> {
+fn fill(results: Vec<Option<Result<Ingested, Problem>>>) -> Vec<Result<Ingested, Problem>> {
     results
         .into_iter()
         .map(|r| {

@@ -27,10 +27,11 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tracing::Instrument as _;
 
 use crate::config::RateLimits;
+use crate::defense::{BreakerConfig, BreakerState, Defense, Policy};
 use crate::hardening::{self, ClientIp, Limiters};
 use crate::metrics::Metrics;
 use crate::problem::Problem;
-use crate::{api, query};
+use crate::{admin, api, query};
 
 /// The OpenAPI document of every route (`GET /v1/openapi.json`).
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
@@ -49,6 +50,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/ready"),
     ("GET", "/v1/openapi.json"),
     ("GET", "/metrics"),
+    ("GET", "/v1/admin/quarantine"),
+    ("GET", "/v1/admin/quarantine/{id}"),
+    ("POST", "/v1/admin/quarantine/{id}/release"),
+    ("POST", "/v1/admin/quarantine/{id}/reject"),
+    ("GET", "/v1/admin/breakers"),
+    ("GET", "/v1/admin/agents"),
+    ("GET", "/v1/admin/agents/{pubkey}"),
+    ("PUT", "/v1/admin/agents/{pubkey}"),
+    ("DELETE", "/v1/admin/agents/{pubkey}"),
+    ("GET", "/v1/admin/audit"),
 ];
 
 /// State shared by every handler.
@@ -99,36 +110,78 @@ pub trait AgentWeights: Send + Sync {
     fn weight(&self, agent: &[u8; 32]) -> f64;
 }
 
-/// Every agent weighs 1.0 (until the agent registry of design §8).
-pub struct UniformWeights;
-
-impl AgentWeights for UniformWeights {
-    fn weight(&self, _agent: &[u8; 32]) -> f64 {
-        1.0
-    }
-}
-
 struct Inner {
     metrics: Metrics,
     store: Arc<Store>,
     limits: Limits,
-    weights: Arc<dyn AgentWeights>,
+    defense: Arc<Defense>,
+    // BLAKE3 of the admin token; `None`: the admin API is off.
+    admin_token: Option<blake3::Hash>,
     // True while the server accepts traffic; false once shutdown has begun.
     accepting: AtomicBool,
 }
 
 impl AppState {
-    /// New state around a metrics registry and an open store.
+    /// New state around a metrics registry and an open store, with the default policy and no
+    /// admin API.
     pub fn new(metrics: Metrics, store: Arc<Store>, limits: Limits) -> AppState {
+        let agents = store.agents().unwrap_or_default();
+        let defense = Defense::new(Policy::default(), BreakerConfig::default(), agents);
+        AppState::with_defense(metrics, store, limits, Arc::new(defense), None)
+    }
+
+    /// New state with content defense and, if `admin_token` is set, the admin API.
+    pub fn with_defense(
+        metrics: Metrics,
+        store: Arc<Store>,
+        limits: Limits,
+        defense: Arc<Defense>,
+        admin_token: Option<&str>,
+    ) -> AppState {
         AppState {
             inner: Arc::new(Inner {
                 metrics,
                 store,
                 limits,
-                weights: Arc::new(UniformWeights),
+                defense,
+                admin_token: admin_token.map(|t| blake3::hash(t.as_bytes())),
                 accepting: AtomicBool::new(true),
             }),
         }
+    }
+
+    /// Policy, agent registry view and breakers.
+    pub fn defense(&self) -> &Defense {
+        &self.inner.defense
+    }
+
+    /// Logs a breaker's change of state and counts it.
+    pub(crate) fn breaker_changed(&self, t: crate::defense::Transition) {
+        let to = match t.to {
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+            BreakerState::Closed => "closed",
+        };
+        let agent = hex::encode(t.agent);
+        match t.to {
+            BreakerState::Open => tracing::warn!(%agent, "agent circuit breaker opened"),
+            _ => tracing::info!(%agent, state = to, "agent circuit breaker changed state"),
+        }
+        let m = self.metrics();
+        m.breaker_transitions.with_label_values(&[to]).inc();
+        m.breakers_open.set(self.inner.defense.open_count() as i64);
+    }
+
+    /// Sets `stemedb_quarantine_size` from the store.
+    pub fn refresh_quarantine_size(&self) {
+        if let Ok((_, total)) = self.inner.store.quarantine_list(None, 0) {
+            self.metrics().quarantine_size.set(total as i64);
+        }
+    }
+
+    /// The admin token's hash, if the admin API is on.
+    pub fn admin_token_hash(&self) -> Option<&blake3::Hash> {
+        self.inner.admin_token.as_ref()
     }
 
     /// The store.
@@ -146,9 +199,9 @@ impl AppState {
         &self.inner.limits
     }
 
-    /// Agent trust weights for the lenses.
+    /// Agent trust weights for the lenses (the registry's).
     pub fn weights(&self) -> Arc<dyn AgentWeights> {
-        self.inner.weights.clone()
+        self.inner.defense.clone()
     }
 
     /// Marks the server as draining: `/v1/ready` answers 503 from now on.
@@ -160,6 +213,57 @@ impl AppState {
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
+}
+
+/// `/v1/admin/…`, each route behind the bearer-token check and the read rate limit.
+fn admin_routes(
+    state: &AppState,
+    limiters: &Limiters,
+    rate: u32,
+    ip: &ClientIp,
+) -> Router<AppState> {
+    let body = DefaultBodyLimit::max(admin::ADMIN_BODY_LIMIT_BYTES);
+    Router::new()
+        .route(
+            "/v1/admin/quarantine",
+            limiters.limit(get(admin::quarantine_list), rate, ip),
+        )
+        .route(
+            "/v1/admin/quarantine/{id}",
+            limiters.limit(get(admin::quarantine_get), rate, ip),
+        )
+        .route(
+            "/v1/admin/quarantine/{id}/release",
+            limiters.limit(post(admin::release).layer(body), rate, ip),
+        )
+        .route(
+            "/v1/admin/quarantine/{id}/reject",
+            limiters.limit(post(admin::reject).layer(body), rate, ip),
+        )
+        .route(
+            "/v1/admin/breakers",
+            limiters.limit(get(admin::breakers), rate, ip),
+        )
+        .route(
+            "/v1/admin/agents",
+            limiters.limit(get(admin::agents), rate, ip),
+        )
+        .route(
+            "/v1/admin/agents/{pubkey}",
+            limiters.limit(
+                get(admin::agent_get)
+                    .put(admin::agent_put)
+                    .delete(admin::agent_delete)
+                    .layer(body),
+                rate,
+                ip,
+            ),
+        )
+        .route(
+            "/v1/admin/audit",
+            limiters.limit(get(admin::audit), rate, ip),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin::auth))
 }
 
 /// The router with every route and middleware, ready for `axum::serve` (with connect info, so
@@ -208,6 +312,7 @@ pub fn app(state: AppState) -> Router {
             "/v1/proof/consistency",
             limiters.limit(get(api::consistency), rates.read_per_sec, &ip),
         )
+        .merge(admin_routes(&state, &limiters, rates.read_per_sec, &ip))
         .route_layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(hardening::overloaded))

@@ -8,8 +8,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Deserialize;
+
+pub use crate::defense::{AgentPolicy, BreakerConfig, DenyPattern, Policy};
 
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./stemedb-data";
@@ -37,6 +40,35 @@ pub const DEFAULT_RATE_LIMIT_WRITE_PER_SEC: u32 = 100_000;
 pub const DEFAULT_RATE_LIMIT_QUERY_PER_SEC: u32 = 100_000;
 /// Default per-client-IP rate of the other `/v1` reads (assertions, checkpoint, proofs).
 pub const DEFAULT_RATE_LIMIT_READ_PER_SEC: u32 = 100_000;
+
+/// Default allowance for an agent clock running ahead: 5 minutes.
+pub const DEFAULT_MAX_FUTURE_SKEW_MS: u64 = 5 * 60 * 1000;
+/// Default soft payload limit (the hard limit is the statement's 72 KiB).
+pub const DEFAULT_SOFT_SIZE_BYTES: usize = 32 * 1024;
+/// Default bad outcomes (quarantines plus refusals) within the window that open a breaker.
+pub const DEFAULT_BREAKER_THRESHOLD: u32 = 50;
+/// Default breaker window.
+pub const DEFAULT_BREAKER_WINDOW_MS: u64 = 60_000;
+/// Default time an open breaker refuses before one probe may pass.
+pub const DEFAULT_BREAKER_COOLDOWN_MS: u64 = 30_000;
+
+/// A secret setting: compared, never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Secret, String> {
+        Ok(Secret(s.to_string()))
+    }
+}
 
 /// Default redb page cache, MiB.
 pub const DEFAULT_CACHE_MB: usize = 256;
@@ -138,6 +170,30 @@ pub struct ConfigLayer {
     pub trusted_proxies: Option<Vec<ProxyNet>>,
     /// redb page cache in MiB (`STEMEDB_CACHE_MB`, `cache_mb`).
     pub cache_mb: Option<usize>,
+    /// Bearer token of `/v1/admin/` (`STEMEDB_ADMIN_TOKEN`, `admin_token`); unset: admin off.
+    pub admin_token: Option<Secret>,
+    /// Unknown agents: open, quarantine-unknown, reject-unknown (`STEMEDB_AGENT_POLICY`,
+    /// `agent_policy`).
+    pub agent_policy: Option<AgentPolicy>,
+    /// `ts` this far ahead of the server clock is quarantined, ms; 0 off
+    /// (`STEMEDB_MAX_FUTURE_SKEW_MS`, `max_future_skew_ms`).
+    pub max_future_skew_ms: Option<u64>,
+    /// `ts` this far behind the server clock is quarantined, ms; 0 off
+    /// (`STEMEDB_MAX_PAST_SKEW_MS`, `max_past_skew_ms`).
+    pub max_past_skew_ms: Option<u64>,
+    /// Payloads larger than this are quarantined, bytes; 0 off (`STEMEDB_SOFT_SIZE_BYTES`,
+    /// `soft_size_bytes`).
+    pub soft_size_bytes: Option<usize>,
+    /// `field:regex` patterns that quarantine (`STEMEDB_DENY_PATTERN`: one; `deny_patterns`: a
+    /// list; the flag may repeat).
+    pub deny_patterns: Option<Vec<DenyPattern>>,
+    /// Bad outcomes in the window that open an agent's breaker; 0 off
+    /// (`STEMEDB_BREAKER_THRESHOLD`, `breaker_threshold`).
+    pub breaker_threshold: Option<u32>,
+    /// Breaker window, ms (`STEMEDB_BREAKER_WINDOW_MS`, `breaker_window_ms`).
+    pub breaker_window_ms: Option<u64>,
+    /// Breaker cool-down, ms (`STEMEDB_BREAKER_COOLDOWN_MS`, `breaker_cooldown_ms`).
+    pub breaker_cooldown_ms: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -176,6 +232,15 @@ impl ConfigLayer {
                 .or(lower.rate_limit_read_per_sec),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
             cache_mb: self.cache_mb.or(lower.cache_mb),
+            admin_token: self.admin_token.or(lower.admin_token),
+            agent_policy: self.agent_policy.or(lower.agent_policy),
+            max_future_skew_ms: self.max_future_skew_ms.or(lower.max_future_skew_ms),
+            max_past_skew_ms: self.max_past_skew_ms.or(lower.max_past_skew_ms),
+            soft_size_bytes: self.soft_size_bytes.or(lower.soft_size_bytes),
+            deny_patterns: self.deny_patterns.or(lower.deny_patterns),
+            breaker_threshold: self.breaker_threshold.or(lower.breaker_threshold),
+            breaker_window_ms: self.breaker_window_ms.or(lower.breaker_window_ms),
+            breaker_cooldown_ms: self.breaker_cooldown_ms.or(lower.breaker_cooldown_ms),
         }
     }
 }
@@ -217,6 +282,12 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// redb page cache, MiB.
     pub cache_mb: usize,
+    /// Admin bearer token; `None`: the admin API is off.
+    pub admin_token: Option<Secret>,
+    /// Content-defense rules.
+    pub policy: Policy,
+    /// Per-agent circuit breakers.
+    pub breaker: BreakerConfig,
 }
 
 /// Per-client-IP request rates by endpoint class, per second; 0 turns a limit off. The burst is
@@ -278,6 +349,25 @@ impl Config {
                 .map(|p| p.0)
                 .collect(),
             cache_mb: l.cache_mb.unwrap_or(DEFAULT_CACHE_MB),
+            admin_token: l.admin_token.filter(|t| !t.0.is_empty()),
+            policy: Policy {
+                max_future_skew_ms: l.max_future_skew_ms.unwrap_or(DEFAULT_MAX_FUTURE_SKEW_MS),
+                max_past_skew_ms: l.max_past_skew_ms.unwrap_or(0),
+                soft_size_bytes: l.soft_size_bytes.unwrap_or(DEFAULT_SOFT_SIZE_BYTES),
+                deny: l.deny_patterns.unwrap_or_default(),
+                agent_policy: l.agent_policy.unwrap_or_default(),
+            },
+            breaker: BreakerConfig {
+                threshold: l.breaker_threshold.unwrap_or(DEFAULT_BREAKER_THRESHOLD),
+                window: Duration::from_millis(
+                    l.breaker_window_ms
+                        .unwrap_or(DEFAULT_BREAKER_WINDOW_MS)
+                        .max(1),
+                ),
+                cooldown: Duration::from_millis(
+                    l.breaker_cooldown_ms.unwrap_or(DEFAULT_BREAKER_COOLDOWN_MS),
+                ),
+            },
         }
     }
 }

@@ -3,10 +3,12 @@
 //! Architecture Invariant: this is the only crate that knows HTTP. It maps core error classes to
 //! statuses in one place (`problem::status_of`) and never reaches into storage tables directly.
 
+mod admin;
 mod api;
 pub mod app;
 pub mod config;
 pub mod datadir;
+pub mod defense;
 pub mod hardening;
 pub mod metrics;
 pub mod problem;
@@ -77,7 +79,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         rates: config.rate_limits,
         trusted_proxies: config.trusted_proxies.clone(),
     };
-    let state = AppState::new(metrics, store.clone(), limits);
+    let agents = store.agents().context("agent registry")?;
+    let defense = defense::Defense::new(config.policy.clone(), config.breaker, agents);
+    if config.admin_token.is_none() {
+        tracing::warn!(
+            "admin API disabled: STEMEDB_ADMIN_TOKEN is not set (quarantine review, agents and breakers answer 403)"
+        );
+    }
+    let state = AppState::with_defense(
+        metrics,
+        store.clone(),
+        limits,
+        Arc::new(defense),
+        config.admin_token.as_ref().map(|t| t.0.as_str()),
+    );
+    state.refresh_quarantine_size();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutdown_state = state.clone();
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();

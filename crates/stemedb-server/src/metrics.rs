@@ -30,6 +30,12 @@ pub struct Metrics {
     pub last_checkpoint: Gauge,
     /// `stemedb_checkpoint_duration_seconds`: one durable checkpoint (writes wait meanwhile).
     pub checkpoint_duration: Histogram,
+    /// `stemedb_quarantine_size`: assertions waiting in quarantine.
+    pub quarantine_size: IntGauge,
+    /// `stemedb_breaker_transitions_total{to}`: agent breakers changing state.
+    pub breaker_transitions: IntCounterVec,
+    /// `stemedb_breakers_open`: agent breakers open right now.
+    pub breakers_open: IntGauge,
 }
 
 impl Metrics {
@@ -75,6 +81,18 @@ impl Metrics {
             )
             .buckets(latency_buckets.clone()),
         )?;
+        let quarantine_size = IntGauge::new(
+            "stemedb_quarantine_size",
+            "Assertions held in quarantine, waiting for release or rejection",
+        )?;
+        let breaker_transitions = IntCounterVec::new(
+            Opts::new(
+                "stemedb_breaker_transitions_total",
+                "Agent circuit breakers changing state, by new state",
+            ),
+            &["to"],
+        )?;
+        let breakers_open = IntGauge::new("stemedb_breakers_open", "Agent circuit breakers open")?;
         let wal_fsync = Histogram::with_opts(
             HistogramOpts::new(
                 "stemedb_wal_fsync_duration_seconds",
@@ -111,7 +129,13 @@ impl Metrics {
         registry.register(Box::new(read_only.clone()))?;
         registry.register(Box::new(last_checkpoint.clone()))?;
         registry.register(Box::new(checkpoint_duration.clone()))?;
-        for result in ["created", "duplicate", "rejected", "failed"] {
+        registry.register(Box::new(quarantine_size.clone()))?;
+        registry.register(Box::new(breaker_transitions.clone()))?;
+        registry.register(Box::new(breakers_open.clone()))?;
+        for to in ["open", "half_open", "closed"] {
+            breaker_transitions.with_label_values(&[to]);
+        }
+        for result in ["created", "duplicate", "quarantined", "rejected", "failed"] {
             ingest.with_label_values(&[result]);
         }
         Ok(Metrics {
@@ -126,6 +150,9 @@ impl Metrics {
             read_only,
             last_checkpoint,
             checkpoint_duration,
+            quarantine_size,
+            breaker_transitions,
+            breakers_open,
         })
     }
 

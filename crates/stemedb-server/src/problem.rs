@@ -23,6 +23,9 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine code.
     pub code: &'static str,
+    /// Seconds for a `Retry-After` header (a 503 from an open breaker, for example).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -34,7 +37,14 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             code,
+            retry_after: None,
         }
+    }
+
+    /// The same problem with a `Retry-After` of `secs`.
+    pub fn retry_after(mut self, secs: u64) -> Problem {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// The problem for a core validation error.
@@ -73,6 +83,10 @@ impl IntoResponse for Problem {
         let mut resp = (status, body).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp
     }
 }

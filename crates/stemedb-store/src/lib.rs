@@ -15,6 +15,7 @@
 //!
 //! Architecture Invariant: nothing here knows HTTP.
 
+mod admin;
 mod commit;
 pub mod keys;
 pub mod lens;
@@ -32,6 +33,7 @@ use stemedb_core::{AssertionId, SigningKey, Verified};
 use stemedb_merkle::{Checkpoint, Hash, NoteSigner};
 use stemedb_wal::{WalError, WalOptions};
 
+pub use admin::{AgentRecord, AgentStatus, AuditRecord, QuarantineEntry};
 pub use commit::{Reply, Submission};
 pub use query::{
     Answer, DEFAULT_LIMIT, GroupResult, Lens, MAX_LIMIT, Query, QueryError, SubjectMatch, Winner,
@@ -254,6 +256,7 @@ impl Shared {
 /// The store of one data directory. Cheap to share behind an `Arc`.
 pub struct Store {
     shared: Arc<Shared>,
+    admin: admin::AdminDb,
     tx: Mutex<Option<SyncSender<Submission>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -266,6 +269,8 @@ pub struct Layout {
     pub db: PathBuf,
     /// `db/stemedb.redb`
     pub redb: PathBuf,
+    /// `db/admin.redb`: quarantine, agent registry, audit trail
+    pub admin: PathBuf,
     /// `db/values/`
     pub values: PathBuf,
     /// `db/merkle/`
@@ -283,6 +288,7 @@ impl Layout {
         Layout {
             wal: data_dir.join("wal"),
             redb: db.join("stemedb.redb"),
+            admin: db.join("admin.redb"),
             values: db.join("values"),
             merkle: db.join("merkle"),
             server_key: data_dir.join("server.key"),
@@ -290,6 +296,13 @@ impl Layout {
             db,
         }
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Reads the server's checkpoint key, creating it (mode 0600, fsync'd) on first start.
@@ -353,11 +366,14 @@ impl Store {
             .name("stemedb-commit".into())
             .spawn(move || writer.run(rx))
             .map_err(io_at(data_dir))?;
-        Ok(Store {
+        let store = Store {
             shared,
+            admin: admin::AdminDb::open(&layout.admin)?,
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
-        })
+        };
+        store.finish_interrupted_releases()?;
+        Ok(store)
     }
 
     /// Queues verified assertions (each with its envelope bytes as received). `reply` is called
@@ -522,6 +538,189 @@ impl Store {
             to_root,
             proof,
         })
+    }
+
+    /// The log index of `id`, if the log holds it.
+    pub fn log_index_of(&self, id: &AssertionId) -> Result<Option<u64>, StoreError> {
+        let txn = self.shared.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(ASSERTIONS).map_err(db_err)?;
+        match table.get(id.as_bytes().as_slice()).map_err(db_err)? {
+            Some(v) => Ok(Some(commit::AssertionRecord::decode(v.value())?.log_index)),
+            None => Ok(None),
+        }
+    }
+
+    /// The agent that signed `id`, if the log holds it.
+    pub fn agent_of(&self, id: &AssertionId) -> Result<Option<[u8; 32]>, StoreError> {
+        let txn = self.shared.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(ASSERTIONS).map_err(db_err)?;
+        let Some(v) = table.get(id.as_bytes().as_slice()).map_err(db_err)? else {
+            return Ok(None);
+        };
+        let li = commit::AssertionRecord::decode(v.value())?.log_index;
+        let by_seq = txn.open_table(BY_SEQ).map_err(db_err)?;
+        let row = by_seq.get(li).map_err(db_err)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("assertion {id} at {li} has no by_seq row"))
+        })?;
+        Ok(Some(keys::IndexValue::decode(row.value())?.agent))
+    }
+
+    /// Holds assertions back from the log, durably (one fsync'd commit of `admin.redb`) before
+    /// returning. Per entry: true if new, false if that id was already quarantined.
+    pub fn quarantine(&self, entries: &[QuarantineEntry]) -> Result<Vec<bool>, StoreError> {
+        if let Some(why) = self.read_only() {
+            return Err(StoreError::ReadOnly(why));
+        }
+        self.admin.quarantine(entries)
+    }
+
+    /// The quarantine entry of `id`, if any.
+    pub fn quarantined(&self, id: &AssertionId) -> Result<Option<QuarantineEntry>, StoreError> {
+        self.admin.quarantined(id)
+    }
+
+    /// Up to `limit` quarantine entries in id order after `after`, and the total count.
+    pub fn quarantine_list(
+        &self,
+        after: Option<&AssertionId>,
+        limit: usize,
+    ) -> Result<(Vec<QuarantineEntry>, u64), StoreError> {
+        self.admin.quarantine_list(after, limit)
+    }
+
+    /// Releases a quarantined assertion into the log: verifies it again, submits it through the
+    /// normal write path, waits until it is durable and applied, then removes the entry and
+    /// records who released it. `None` when `id` is not quarantined. Blocks.
+    pub fn release(
+        &self,
+        id: &AssertionId,
+        actor: &str,
+        note: &str,
+    ) -> Result<Option<Outcome>, StoreError> {
+        let Some(entry) = self.admin.quarantined(id)? else {
+            return Ok(None);
+        };
+        let verified = stemedb_core::check(entry.envelope.as_bytes()).map_err(|e| {
+            StoreError::Corrupt(format!("quarantined {id} no longer verifies: {e}"))
+        })?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.submit(
+            vec![(verified, entry.envelope.into_bytes())],
+            entry.received_at_ms,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        let outcome = rx
+            .recv()
+            .map_err(|_| StoreError::Closed)?
+            .into_iter()
+            .next()
+            .ok_or(StoreError::Closed)??;
+        self.admin.remove(
+            id,
+            admin::AuditDraft {
+                at_ms: now_ms(),
+                actor,
+                action: "release",
+                target: id.to_hex(),
+                detail: format!("log_index {}; {note}", outcome.log_index),
+            },
+        )?;
+        Ok(Some(outcome))
+    }
+
+    /// Drops a quarantined assertion for good, recording who and why. False when `id` is not
+    /// quarantined.
+    pub fn reject(&self, id: &AssertionId, actor: &str, reason: &str) -> Result<bool, StoreError> {
+        self.admin.remove(
+            id,
+            admin::AuditDraft {
+                at_ms: now_ms(),
+                actor,
+                action: "reject",
+                target: id.to_hex(),
+                detail: reason.to_string(),
+            },
+        )
+    }
+
+    /// Removes the entries of ids the log already holds: a release that crashed between the
+    /// log write and the entry's removal.
+    fn finish_interrupted_releases(&self) -> Result<(), StoreError> {
+        let mut after: Option<AssertionId> = None;
+        loop {
+            let (page, _) = self.admin.quarantine_list(after.as_ref(), 1000)?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.id);
+            for e in &page {
+                if let Some(li) = self.log_index_of(&e.id)? {
+                    tracing::info!(id = %e.id, log_index = li, "finishing an interrupted release");
+                    self.admin.remove(
+                        &e.id,
+                        admin::AuditDraft {
+                            at_ms: now_ms(),
+                            actor: "stemedb",
+                            action: "release_completed",
+                            target: e.id.to_hex(),
+                            detail: format!("found in the log at {li} on start"),
+                        },
+                    )?;
+                }
+            }
+        }
+    }
+
+    /// The registry record of an agent.
+    pub fn agent(&self, agent: &[u8; 32]) -> Result<Option<AgentRecord>, StoreError> {
+        self.admin.agent(agent)
+    }
+
+    /// Every registered agent.
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.admin.agents()
+    }
+
+    /// Creates or replaces an agent record (audited). Returns the previous record.
+    pub fn put_agent(
+        &self,
+        key: &[u8; 32],
+        rec: &AgentRecord,
+        actor: &str,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        let detail = serde_json::to_string(rec).unwrap_or_default();
+        self.admin.put_agent(
+            key,
+            rec,
+            admin::AuditDraft {
+                at_ms: now_ms(),
+                actor,
+                action: "agent_put",
+                target: hex::encode(key),
+                detail,
+            },
+        )
+    }
+
+    /// Removes an agent from the registry (audited). False when it was not registered.
+    pub fn delete_agent(&self, key: &[u8; 32], actor: &str) -> Result<bool, StoreError> {
+        self.admin.delete_agent(
+            key,
+            admin::AuditDraft {
+                at_ms: now_ms(),
+                actor,
+                action: "agent_delete",
+                target: hex::encode(key),
+                detail: String::new(),
+            },
+        )
+    }
+
+    /// The newest `limit` audit records, newest first.
+    pub fn audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.admin.audit(limit)
     }
 
     /// Stops the commit thread after it has answered everything queued, with a final durable

@@ -1,0 +1,497 @@
+//! The admin API under `/v1/admin/` (design §7, §8): quarantine review (list, show, release,
+//! reject), circuit breakers, the agent registry and the audit trail. Every route needs
+//! `Authorization: Bearer <STEMEDB_ADMIN_TOKEN>`; without a configured token the API answers
+//! 403 `admin_disabled` (and the server says so in its start-up log).
+//!
+//! The token is compared as BLAKE3 hashes with `blake3::Hash`'s constant-time equality, so
+//! neither its length nor a matching prefix shows in the response time.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Json, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use stemedb_core::AssertionId;
+use stemedb_store::{AgentRecord, AgentStatus, QuarantineEntry};
+
+use crate::api::{json_body, off_async, store_problem};
+use crate::app::AppState;
+use crate::defense::{BreakerState, BreakerView};
+use crate::problem::Problem;
+
+/// Who the audit trail names for actions taken with the admin token.
+const ACTOR: &str = "admin-token";
+/// Largest admin request body, bytes.
+pub const ADMIN_BODY_LIMIT_BYTES: usize = 16 * 1024;
+/// Default and largest page of the quarantine list.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+fn unauthorized(detail: &str, challenge: &'static str) -> Response {
+    let mut resp = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    resp
+}
+
+/// Middleware: checks the bearer token on every admin route.
+pub(crate) async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(expected) = state.admin_token_hash() else {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "the admin API is off: start the server with STEMEDB_ADMIN_TOKEN set",
+        )
+        .into_response();
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let Some(token) = presented else {
+        return unauthorized(
+            "send Authorization: Bearer <admin token>",
+            "Bearer realm=\"stemedb-admin\"",
+        );
+    };
+    if !token_matches(token, expected) {
+        tracing::warn!(target: "stemedb::admin", "admin request with a wrong token");
+        return unauthorized(
+            "the admin token is wrong",
+            "Bearer realm=\"stemedb-admin\", error=\"invalid_token\"",
+        );
+    }
+    next.run(req).await
+}
+
+/// True when `presented` is the token whose BLAKE3 hash is `expected`. Hashing first makes the
+/// compared values the same length whatever was sent, and `blake3::Hash`'s `PartialEq` is
+/// constant-time (it compares all 32 bytes without an early exit), so the time taken says
+/// nothing about how much of the token was right.
+fn token_matches(presented: &str, expected: &blake3::Hash) -> bool {
+    blake3::hash(presented.as_bytes()) == *expected
+}
+
+fn parse_id(s: &str) -> Result<AssertionId, Problem> {
+    AssertionId::parse(s).map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+            "an assertion id is 64 lowercase hex characters",
+        )
+    })
+}
+
+fn parse_key(s: &str) -> Result<[u8; 32], Problem> {
+    stemedb_core::parse_agent(s).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad_agent",
+            format!("an agent is a 64-hex-character Ed25519 public key: {e}"),
+        )
+    })
+}
+
+fn entry_json(e: &QuarantineEntry) -> Value {
+    json!({
+        "id": e.id.to_hex(),
+        "agent": e.agent,
+        "reasons": e.reasons,
+        "received_at_ms": e.received_at_ms,
+        "envelope": serde_json::from_str::<Value>(&e.envelope)
+            .unwrap_or_else(|_| Value::String(e.envelope.clone())),
+    })
+}
+
+/// An optional JSON body; an empty body is `{}`.
+fn optional_body<T: for<'de> Deserialize<'de> + Default>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Problem> {
+    if matches!(&body, Ok(b) if b.is_empty()) {
+        return Ok(T::default());
+    }
+    let bytes = json_body(headers, body, ADMIN_BODY_LIMIT_BYTES, "the request")?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("bad body: {e}"),
+        )
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// GET /v1/admin/quarantine?limit=&after=
+pub(crate) async fn quarantine_list(
+    State(state): State<AppState>,
+    params: Result<axum::extract::Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let params = match params {
+        Ok(axum::extract::Query(p)) => p,
+        Err(e) => {
+            return Problem::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text())
+                .into_response();
+        }
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        )
+        .into_response();
+    }
+    let after = match params.after.as_deref().map(parse_id).transpose() {
+        Ok(a) => a,
+        Err(p) => return p.into_response(),
+    };
+    let store = state.store_arc();
+    let r = off_async(move || {
+        store
+            .quarantine_list(after.as_ref(), limit)
+            .map_err(|e| store_problem(&e))
+    })
+    .await;
+    match r {
+        Ok((entries, total)) => {
+            state.metrics().quarantine_size.set(total as i64);
+            let next = (entries.len() == limit)
+                .then(|| entries.last().map(|e| e.id.to_hex()))
+                .flatten();
+            Json(json!({
+                "total": total,
+                "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
+                "next_after": next,
+            }))
+            .into_response()
+        }
+        Err(p) => p.into_response(),
+    }
+}
+
+/// GET /v1/admin/quarantine/{id}
+pub(crate) async fn quarantine_get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(p) => return p.into_response(),
+    };
+    let store = state.store_arc();
+    match off_async(move || store.quarantined(&id).map_err(|e| store_problem(&e))).await {
+        Ok(Some(e)) => Json(entry_json(&e)).into_response(),
+        Ok(None) => Problem::not_found(format!("{id} is not in quarantine")).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Note {
+    #[serde(default)]
+    note: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Reason {
+    #[serde(default)]
+    reason: String,
+}
+
+/// POST /v1/admin/quarantine/{id}/release
+pub(crate) async fn release(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(p) => return p.into_response(),
+    };
+    let note: Note = match optional_body(&headers, body) {
+        Ok(n) => n,
+        Err(p) => return p.into_response(),
+    };
+    let store = state.store_arc();
+    let r = off_async(move || {
+        store
+            .release(&id, ACTOR, &note.note)
+            .map_err(|e| store_problem(&e))
+    })
+    .await;
+    state.refresh_quarantine_size();
+    match r {
+        Ok(Some(o)) => {
+            tracing::info!(target: "stemedb::admin", %id, log_index = o.log_index, "released from quarantine");
+            Json(json!({"id": id.to_hex(), "status": "released", "log_index": o.log_index}))
+                .into_response()
+        }
+        Ok(None) => Problem::not_found(format!("{id} is not in quarantine")).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+/// POST /v1/admin/quarantine/{id}/reject
+pub(crate) async fn reject(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(p) => return p.into_response(),
+    };
+    let reason: Reason = match optional_body(&headers, body) {
+        Ok(r) => r,
+        Err(p) => return p.into_response(),
+    };
+    let store = state.store_arc();
+    let r = off_async(move || {
+        store
+            .reject(&id, ACTOR, &reason.reason)
+            .map_err(|e| store_problem(&e))
+    })
+    .await;
+    state.refresh_quarantine_size();
+    match r {
+        Ok(true) => {
+            tracing::info!(target: "stemedb::admin", %id, "rejected from quarantine");
+            Json(json!({"id": id.to_hex(), "status": "rejected"})).into_response()
+        }
+        Ok(false) => Problem::not_found(format!("{id} is not in quarantine")).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+/// GET /v1/admin/breakers
+pub(crate) async fn breakers(State(state): State<AppState>) -> Response {
+    let mut list = vec![match state.store().read_only() {
+        Some(why) => BreakerView {
+            name: "storage".into(),
+            state: BreakerState::Open,
+            recent_failures: 1,
+            retry_after_secs: None,
+            opened_total: 1,
+            reason: Some(why),
+        },
+        None => BreakerView {
+            name: "storage".into(),
+            state: BreakerState::Closed,
+            recent_failures: 0,
+            retry_after_secs: None,
+            opened_total: 0,
+            reason: None,
+        },
+    }];
+    list.extend(state.defense().breakers());
+    Json(json!({ "breakers": list })).into_response()
+}
+
+/// GET /v1/admin/agents
+pub(crate) async fn agents(State(state): State<AppState>) -> Response {
+    let store = state.store_arc();
+    match off_async(move || store.agents().map_err(|e| store_problem(&e))).await {
+        Ok(a) => Json(json!({ "agents": a })).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+/// GET /v1/admin/agents/{pubkey}
+pub(crate) async fn agent_get(State(state): State<AppState>, Path(key): Path<String>) -> Response {
+    let key = match parse_key(&key) {
+        Ok(k) => k,
+        Err(p) => return p.into_response(),
+    };
+    let store = state.store_arc();
+    match off_async(move || store.agent(&key).map_err(|e| store_problem(&e))).await {
+        Ok(Some(a)) => Json(a).into_response(),
+        Ok(None) => Problem::not_found(format!("agent {} is not registered", hex::encode(key)))
+            .into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AgentBody {
+    #[serde(default)]
+    name: String,
+    #[serde(default = "default_trust")]
+    trust: f64,
+    #[serde(default)]
+    status: AgentStatus,
+}
+
+fn default_trust() -> f64 {
+    1.0
+}
+
+/// PUT /v1/admin/agents/{pubkey}: creates (201) or replaces (200) the record.
+pub(crate) async fn agent_put(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let key = match parse_key(&key) {
+        Ok(k) => k,
+        Err(p) => return p.into_response(),
+    };
+    let bytes = match json_body(&headers, body, ADMIN_BODY_LIMIT_BYTES, "the agent record") {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let body: AgentBody = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            return Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_agent_record",
+                format!("an agent record is {{\"name\", \"trust\" (0..1), \"status\" (active|suspended)}}: {e}"),
+            )
+            .into_response();
+        }
+    };
+    if !(0.0..=1.0).contains(&body.trust) || body.name.len() > 256 {
+        return Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_agent_record",
+            "trust must be between 0 and 1 and the name at most 256 bytes",
+        )
+        .into_response();
+    }
+    let rec = AgentRecord {
+        agent: hex::encode(key),
+        name: body.name,
+        trust: body.trust,
+        status: body.status,
+        updated_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+    };
+    let store = state.store_arc();
+    let stored = rec.clone();
+    let r = off_async(move || {
+        store
+            .put_agent(&key, &stored, ACTOR)
+            .map_err(|e| store_problem(&e))
+    })
+    .await;
+    match r {
+        Ok(previous) => {
+            state.defense().set_agent(key, Some(rec.clone()));
+            tracing::info!(target: "stemedb::admin", agent = %rec.agent, status = ?rec.status, trust = rec.trust, "agent record saved");
+            let status = if previous.is_some() {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            (status, Json(rec)).into_response()
+        }
+        Err(p) => p.into_response(),
+    }
+}
+
+/// DELETE /v1/admin/agents/{pubkey}
+pub(crate) async fn agent_delete(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> Response {
+    let key = match parse_key(&key) {
+        Ok(k) => k,
+        Err(p) => return p.into_response(),
+    };
+    let store = state.store_arc();
+    match off_async(move || {
+        store
+            .delete_agent(&key, ACTOR)
+            .map_err(|e| store_problem(&e))
+    })
+    .await
+    {
+        Ok(true) => {
+            state.defense().set_agent(key, None);
+            tracing::info!(target: "stemedb::admin", agent = %hex::encode(key), "agent record deleted");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => Problem::not_found(format!("agent {} is not registered", hex::encode(key)))
+            .into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditParams {
+    limit: Option<usize>,
+}
+
+/// GET /v1/admin/audit?limit=
+pub(crate) async fn audit(
+    State(state): State<AppState>,
+    params: Result<axum::extract::Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let limit = match params {
+        Ok(axum::extract::Query(p)) => p.limit.unwrap_or(DEFAULT_PAGE),
+        Err(e) => {
+            return Problem::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text())
+                .into_response();
+        }
+    };
+    if limit == 0 || limit > MAX_PAGE {
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        )
+        .into_response();
+    }
+    let store = state.store_arc();
+    match off_async(move || store.audit(limit).map_err(|e| store_problem(&e))).await {
+        Ok(a) => Json(json!({ "audit": a })).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_whole_token_matches() {
+        let expected = blake3::hash(b"correct horse battery staple");
+        assert!(token_matches("correct horse battery staple", &expected));
+        for wrong in [
+            "",
+            "correct",
+            "correct horse battery stapl",
+            "correct horse battery staple ",
+            "Correct horse battery staple",
+            "correct horse battery staplecorrect horse battery staple",
+        ] {
+            assert!(!token_matches(wrong, &expected), "{wrong:?}");
+        }
+    }
+}
