@@ -185,6 +185,17 @@ fn each_rule_quarantines_release_logs_reject_drops_and_quarantine_survives_kill_
     let mut held = Vec::new();
     for (why, (id, env)) in &cases {
         let r = post_envelope(&url, env);
+        let get = http(
+            reqwest::Method::GET,
+            &format!("{url}/v1/assertions/{id}"),
+            None,
+            None,
+        );
+        assert_eq!(
+            (get.status, get.body["code"].as_str()),
+            (404, Some("quarantined")),
+            "{why}"
+        );
         assert_eq!(r.status, 202, "{why}: {:?}", r.body);
         assert_eq!(r.body["status"], "quarantined", "{why}");
         assert_eq!(r.body["id"], id.as_str(), "{why}");

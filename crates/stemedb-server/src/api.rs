@@ -485,7 +485,28 @@ pub(crate) async fn get_assertion(
         }
     };
     let store = state.store_arc();
-    let found = blocking(move || store.get(&id)).await;
+    let found = blocking(move || {
+        let logged = store.get(&id)?;
+        let held = match logged {
+            Some(_) => false,
+            None => store.quarantined(&id)?.is_some(),
+        };
+        Ok((logged, held))
+    })
+    .await;
+    // Only the log's assertions are served; a quarantined one is named as such, not shown.
+    let found = match found {
+        Ok((None, true)) => {
+            return Problem::new(
+                StatusCode::NOT_FOUND,
+                "quarantined",
+                format!("{id} is held in quarantine until an operator releases or rejects it"),
+            )
+            .into_response();
+        }
+        Ok((logged, _)) => Ok(logged),
+        Err(p) => Err(p),
+    };
     match found {
         Ok(Some(a)) => {
             let envelope = String::from_utf8(a.envelope)
