@@ -44,6 +44,8 @@ command -v python3 >/dev/null 2>&1 || apt_packages+=(python3 python3-pip)
 command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
 # promtool (Debian ships it in the prometheus package): the monitoring tests run it.
 command -v promtool >/dev/null 2>&1 || apt_packages+=(prometheus)
+# systemd-analyze for the unit files (tests/systemd.rs).
+command -v systemd-analyze >/dev/null 2>&1 || apt_packages+=(systemd)
 # A real nginx for the TLS proxy test (tests/proxy.rs).
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_packages+=(nginx)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
@@ -55,6 +57,7 @@ command -v promtool >/dev/null 2>&1 || die "promtool did not install (apt-get in
 # Debian puts nginx in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/sbin"
 command -v nginx >/dev/null 2>&1 || die "nginx did not install (apt-get install nginx)"
+command -v systemd-analyze >/dev/null 2>&1 || die "systemd-analyze did not install (apt-get install systemd)"
 
 step "installing Python test dependencies (tests/interop/requirements.txt)"
 if ! python3 -m pip --version >/dev/null 2>&1; then
