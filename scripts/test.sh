@@ -67,7 +67,7 @@ python3 -m pip install --quiet --disable-pip-version-check -r tests/interop/requ
   || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
        -r tests/interop/requirements.txt \
   || die "cannot install Python test dependencies"
-python3 -c 'import nacl, blake3, pytest, schemathesis' || die "Python test dependencies did not import"
+python3 -c 'import nacl, blake3, pytest, schemathesis, yaml' || die "Python test dependencies did not import"
 # pip puts console scripts (schemathesis' `st`) in ~/.local/bin for a user install.
 export PATH="$HOME/.local/bin:$PATH"
 command -v st >/dev/null 2>&1 || die "schemathesis' st command is not on PATH"
