@@ -316,10 +316,8 @@ async fn ingest(state: &AppState, raws: Vec<Vec<u8>>) -> Vec<Result<Ingested, Pr
                     item_positions.push(i);
                 }
                 Verdict::Quarantine(reasons) => {
-                    if let Some(t) = defense.record(&agent, true) {
-                        st.breaker_changed(t);
-                    }
-                    // Already released into the log: it is a duplicate, not news.
+                    // Already released into the log: it is a duplicate, not news (and not
+                    // held against the agent).
                     match store.log_index_of(&verified.id()) {
                         Ok(Some(log_index)) => {
                             results[i] = Some(Ok(Ingested::Stored(Outcome {
@@ -334,6 +332,9 @@ async fn ingest(state: &AppState, raws: Vec<Vec<u8>>) -> Vec<Result<Ingested, Pr
                             results[i] = Some(Err(store_problem(&e)));
                             continue;
                         }
+                    }
+                    if let Some(t) = defense.record(&agent, true) {
+                        st.breaker_changed(t);
                     }
                     held.push(QuarantineEntry {
                         id: verified.id(),

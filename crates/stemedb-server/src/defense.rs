@@ -214,6 +214,9 @@ pub struct Transition {
     pub to: BreakerState,
 }
 
+/// Agents with breaker state kept before idle ones are forgotten.
+const MAX_TRACKED_AGENTS: usize = 10_000;
+
 /// Policy, registry view and breakers, shared by every request.
 pub struct Defense {
     policy: Policy,
@@ -426,6 +429,14 @@ impl Defense {
             }
             return None;
         }
+        if !breakers.contains_key(agent) && breakers.len() >= MAX_TRACKED_AGENTS {
+            // Keys cost nothing to make: forget agents whose breaker is closed and whose bad
+            // outcomes have all left the window, so the map stays bounded.
+            let window = self.breaker.window;
+            breakers.retain(|_, b| {
+                b.opened_at.is_some() || b.events.back().is_some_and(|t| t.elapsed() <= window)
+            });
+        }
         let b = breakers.entry(*agent).or_insert_with(|| Breaker {
             events: std::collections::VecDeque::new(),
             opened_at: None,
@@ -633,6 +644,28 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(d.weight(&[0xab; 32]), 0.0);
+    }
+
+    #[test]
+    fn breaker_state_for_many_idle_agents_stays_bounded() {
+        let d = Defense::new(
+            Policy::default(),
+            BreakerConfig {
+                threshold: 5,
+                window: Duration::from_millis(1),
+                cooldown: Duration::from_secs(30),
+            },
+            Vec::new(),
+        );
+        for i in 0..MAX_TRACKED_AGENTS as u32 {
+            let mut a = [0u8; 32];
+            a[..4].copy_from_slice(&i.to_le_bytes());
+            d.record(&a, true);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        d.record(&[0xff; 32], true);
+        let tracked = d.breakers.lock().map(|b| b.len()).unwrap_or(usize::MAX);
+        assert_eq!(tracked, 1, "idle agents are forgotten once the map is full");
     }
 
     #[test]

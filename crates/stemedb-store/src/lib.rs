@@ -257,6 +257,8 @@ impl Shared {
 pub struct Store {
     shared: Arc<Shared>,
     admin: admin::AdminDb,
+    // Serializes release and reject, so one id cannot be both.
+    decisions: Mutex<()>,
     tx: Mutex<Option<SyncSender<Submission>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -369,6 +371,7 @@ impl Store {
         let store = Store {
             shared,
             admin: admin::AdminDb::open(&layout.admin)?,
+            decisions: Mutex::new(()),
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
         };
@@ -597,6 +600,7 @@ impl Store {
         actor: &str,
         note: &str,
     ) -> Result<Option<Outcome>, StoreError> {
+        let _decision = self.decisions.lock().map_err(|_| StoreError::Closed)?;
         let Some(entry) = self.admin.quarantined(id)? else {
             return Ok(None);
         };
@@ -633,6 +637,7 @@ impl Store {
     /// Drops a quarantined assertion for good, recording who and why. False when `id` is not
     /// quarantined.
     pub fn reject(&self, id: &AssertionId, actor: &str, reason: &str) -> Result<bool, StoreError> {
+        let _decision = self.decisions.lock().map_err(|_| StoreError::Closed)?;
         self.admin.remove(
             id,
             admin::AuditDraft {
