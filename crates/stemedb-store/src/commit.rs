@@ -181,7 +181,9 @@ impl WriteBack {
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
                     if let Err(e) = file.sync_data() {
-                        // The durable checkpoint's own fsync reports (and acts on) failures.
+                        // Linux reports a write-back error to every open descriptor of the
+                        // file, so the durable checkpoint's own fsync still sees it and turns
+                        // the store read-only.
                         tracing::warn!(error = %e, "background write-back failed");
                     }
                 }
