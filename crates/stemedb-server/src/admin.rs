@@ -14,10 +14,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use stemedb_core::AssertionId;
 use stemedb_store::{AgentRecord, AgentStatus, QuarantineEntry};
 
-use crate::api::{json_body, off_async, store_problem};
+use crate::api::{json_body, now_ms, off_async, parse_id, store_problem};
 use crate::app::AppState;
 use crate::defense::{BreakerState, BreakerView};
 use crate::problem::Problem;
@@ -79,16 +78,6 @@ pub(crate) async fn auth(State(state): State<AppState>, req: Request, next: Next
 /// nothing about how much of the token was right.
 fn token_matches(presented: &str, expected: &blake3::Hash) -> bool {
     blake3::hash(presented.as_bytes()) == *expected
-}
-
-fn parse_id(s: &str) -> Result<AssertionId, Problem> {
-    AssertionId::parse(s).map_err(|_| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "bad_id",
-            "an assertion id is 64 lowercase hex characters",
-        )
-    })
 }
 
 fn parse_key(s: &str) -> Result<[u8; 32], Problem> {
@@ -386,10 +375,7 @@ pub(crate) async fn agent_put(
         name: body.name,
         trust: body.trust,
         status: body.status,
-        updated_at_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
+        updated_at_ms: now_ms(),
     };
     let store = state.store_arc();
     let stored = rec.clone();

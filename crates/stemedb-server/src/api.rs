@@ -20,7 +20,8 @@ use crate::app::AppState;
 use crate::config::MAX_BATCH_ITEMS;
 use crate::problem::Problem;
 
-fn now_ms() -> i64 {
+/// Unix time in milliseconds (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -424,7 +425,7 @@ fn fill(results: Vec<Option<Result<Ingested, Problem>>>) -> Vec<Result<Ingested,
         .collect()
 }
 
-fn parse_id(s: &str) -> Result<AssertionId, Problem> {
+pub(crate) fn parse_id(s: &str) -> Result<AssertionId, Problem> {
     AssertionId::parse(s).map_err(|_| {
         Problem::new(
             StatusCode::BAD_REQUEST,

@@ -18,6 +18,7 @@ use serde::Serialize;
 use stemedb_core::Statement;
 use stemedb_store::{AgentRecord, AgentStatus};
 
+use crate::api::now_ms;
 use crate::app::AgentWeights;
 use crate::problem::Problem;
 
@@ -223,13 +224,6 @@ pub struct Defense {
     breaker: BreakerConfig,
     agents: RwLock<HashMap<[u8; 32], AgentRecord>>,
     breakers: Mutex<HashMap<[u8; 32], Breaker>>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Defense {

@@ -123,7 +123,7 @@ fn meta_u64(txn: &redb::ReadTransaction, key: &str) -> Result<Option<u64>, Store
     Ok(v.and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -34,6 +34,7 @@ use stemedb_merkle::{Checkpoint, Hash, NoteSigner};
 use stemedb_wal::{WalError, WalOptions};
 
 pub use admin::{AgentRecord, AgentStatus, AuditRecord, QuarantineEntry};
+use commit::now_ms;
 pub use commit::{Reply, Submission};
 pub use query::{
     Answer, DEFAULT_LIMIT, GroupResult, Lens, MAX_LIMIT, Query, QueryError, SubjectMatch, Winner,
@@ -298,13 +299,6 @@ impl Layout {
             db,
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Reads the server's checkpoint key, creating it (mode 0600, fsync'd) on first start.
