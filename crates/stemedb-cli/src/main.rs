@@ -68,6 +68,72 @@ enum Command {
         #[arg(default_value = "-")]
         envelope: String,
     },
+    /// Back up a data directory: a consistent snapshot (taken by the running server, which keeps
+    /// accepting writes, or offline) plus manifest.json with the BLAKE3 of every file and the
+    /// signed checkpoint. DEST must be absent or empty; it appears only when complete.
+    Backup {
+        /// The data directory to back up.
+        #[arg(long, env = "STEMEDB_DATA_DIR", default_value = "./stemedb-data")]
+        data_dir: PathBuf,
+        /// Where to write the backup (a new directory).
+        #[arg(long)]
+        to: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into an empty data directory, verifying it first; with --wal-archive,
+    /// replay archived WAL segments after it (up to --to-tree-size: point-in-time restore).
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The data directory to create (absent or empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Archived WAL segments to replay: a directory or s3://bucket/prefix.
+        #[arg(long)]
+        wal_archive: Option<String>,
+        /// Stop replay at this tree size (the log holds exactly this many assertions).
+        #[arg(long)]
+        to_tree_size: Option<u64>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a backup (file hashes, signatures, ids, Merkle root against the signed checkpoint)
+    /// or a stopped data directory (WAL and store). Exit 0 when clean, 1 on any mismatch.
+    Verify {
+        /// A backup directory or a stopped data directory.
+        #[arg(long, env = "STEMEDB_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// The same, as a positional argument.
+        path: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy sealed WAL segments to a directory or s3://bucket/prefix (each copy read back and
+    /// checked), then remove local segments that are archived, covered by a durable checkpoint
+    /// and older than the retention period. S3 settings: AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT, AWS_ALLOW_HTTP.
+    WalArchive {
+        /// The data directory.
+        #[arg(long, env = "STEMEDB_DATA_DIR", default_value = "./stemedb-data")]
+        data_dir: PathBuf,
+        /// A directory or s3://bucket/prefix.
+        #[arg(long, env = "STEMEDB_WAL_ARCHIVE")]
+        to: String,
+        /// Do not seal the active segment first (archive only what rolled over by itself).
+        #[arg(long)]
+        no_seal: bool,
+        /// Keep archived local segments this many days.
+        #[arg(long, default_value_t = 7.0)]
+        retention_days: f64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments of `stemedb admin`.
@@ -304,9 +370,124 @@ fn main() -> ExitCode {
         Command::Assert { server, key, input } => {
             return assert_cmd(&server, key.as_deref(), &input);
         }
+        Command::Backup { data_dir, to, json } => {
+            stemedb_ops::backup::backup(&data_dir, &to).and_then(|r| {
+                print_report(json, &r, || {
+                    format!(
+                        "backup of {} assertions (root {}) written to {} ({} files, {} bytes, {}, {:.2} s)",
+                        r.tree_size,
+                        r.root,
+                        r.path.display(),
+                        r.files,
+                        r.bytes,
+                        if r.online { "online" } else { "offline" },
+                        r.seconds
+                    )
+                })
+            })
+        }
+        Command::Restore {
+            from,
+            data_dir,
+            wal_archive,
+            to_tree_size,
+            json,
+        } => wal_archive
+            .as_deref()
+            .map(stemedb_ops::archive::Target::parse)
+            .transpose()
+            .and_then(|target| {
+                stemedb_ops::restore::restore(&from, &data_dir, target.as_ref(), to_tree_size)
+            })
+            .and_then(|r| {
+                print_report(json, &r, || {
+                    format!(
+                        "restored {} assertions (backup {} + {} archived segments; root {}) into {} in {:.2} s",
+                        r.tree_size,
+                        r.backup_tree_size,
+                        r.segments_replayed,
+                        r.root,
+                        r.data_dir.display(),
+                        r.seconds
+                    )
+                })
+            }),
+        Command::Verify {
+            data_dir,
+            path,
+            json,
+        } => return verify_cmd(path.or(data_dir), json),
+        Command::WalArchive {
+            data_dir,
+            to,
+            no_seal,
+            retention_days,
+            json,
+        } => stemedb_ops::archive::Target::parse(&to)
+            .and_then(|target| {
+                let opts = stemedb_ops::archive::ArchiveOptions {
+                    seal: !no_seal,
+                    retention: std::time::Duration::from_secs_f64(retention_days.max(0.0) * 86_400.0),
+                };
+                stemedb_ops::archive::archive(&data_dir, &target, &opts)
+            })
+            .and_then(|r| {
+                print_report(json, &r, || {
+                    format!(
+                        "archived {} segment(s) to {} ({} already there, {} bytes); records below {} are archived; removed {} local segment(s)",
+                        r.archived.len(),
+                        r.target,
+                        r.already_archived,
+                        r.bytes,
+                        r.archived_through,
+                        r.removed.len()
+                    )
+                })
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_report<T: serde::Serialize>(
+    json: bool,
+    report: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{}", text());
+    }
+    Ok(())
+}
+
+fn verify_cmd(path: Option<PathBuf>, json: bool) -> ExitCode {
+    let Some(path) = path else {
+        eprintln!("error: name a backup or data directory (PATH or --data-dir)");
+        return ExitCode::from(2);
+    };
+    match stemedb_ops::verify::verify(&path) {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => eprintln!("error: {e}"),
+                }
+            } else {
+                print!("{}", report.render());
+            }
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

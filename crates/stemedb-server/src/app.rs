@@ -375,6 +375,10 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    let root = state.store().layout().root.clone();
+    let m = state.metrics().clone();
+    // A few small file reads and one directory listing: off the async workers.
+    let _ = tokio::task::spawn_blocking(move || m.refresh_operations(&root)).await;
     match state.metrics().render() {
         Ok(text) => (
             [(

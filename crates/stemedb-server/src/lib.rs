@@ -7,6 +7,7 @@ mod admin;
 mod api;
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod datadir;
 pub mod defense;
 pub mod hardening;
@@ -86,6 +87,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "admin API disabled: STEMEDB_ADMIN_TOKEN is not set (quarantine review, agents and breakers answer 403)"
         );
     }
+    let control = control::start(data_dir.path(), store.clone());
     let state = AppState::with_defense(
         metrics,
         store.clone(),
@@ -128,6 +130,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || closing.close())
         .await
         .context("store close task")?;
+    drop(control);
     tracing::info!("stemedb stopped");
     drop(data_dir);
     Ok(())

@@ -1,6 +1,8 @@
 //! Prometheus metrics: one registry per server, process metrics included. Names follow design
 //! §11; `monitoring/` alerts on them.
 
+use std::path::Path;
+
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -36,6 +38,12 @@ pub struct Metrics {
     pub breaker_transitions: IntCounterVec,
     /// `stemedb_breakers_open`: agent breakers open right now.
     pub breakers_open: IntGauge,
+    /// `stemedb_last_backup_timestamp_seconds`: from the data directory's `last-backup.json`.
+    pub last_backup: Gauge,
+    /// `stemedb_last_wal_archive_timestamp_seconds`: from `wal-archive.json`.
+    pub last_wal_archive: Gauge,
+    /// `stemedb_wal_unarchived_segments`: sealed segments not yet archived.
+    pub wal_unarchived: IntGauge,
 }
 
 impl Metrics {
@@ -119,6 +127,21 @@ impl Metrics {
             "stemedb_last_checkpoint_timestamp_seconds",
             "Unix time of the last durable store checkpoint",
         )?;
+        let last_backup = Gauge::new(
+            "stemedb_last_backup_timestamp_seconds",
+            "Unix time of the last successful backup (0: none recorded)",
+        )?;
+        let last_wal_archive = Gauge::new(
+            "stemedb_last_wal_archive_timestamp_seconds",
+            "Unix time of the last successful WAL archive run (0: none recorded)",
+        )?;
+        let wal_unarchived = IntGauge::new(
+            "stemedb_wal_unarchived_segments",
+            "Sealed WAL segments not yet archived",
+        )?;
+        registry.register(Box::new(last_backup.clone()))?;
+        registry.register(Box::new(last_wal_archive.clone()))?;
+        registry.register(Box::new(wal_unarchived.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(ingest.clone()))?;
@@ -153,7 +176,42 @@ impl Metrics {
             quarantine_size,
             breaker_transitions,
             breakers_open,
+            last_backup,
+            last_wal_archive,
+            wal_unarchived,
         })
+    }
+
+    /// Refreshes the gauges that come from files beside the store: the backup and WAL-archive
+    /// markers (written by `stemedb backup` / `stemedb wal-archive`) and the WAL segment files
+    /// (retention removes sealed ones while the server runs).
+    pub fn refresh_operations(&self, data_dir: &Path) {
+        let marker = |name: &str| -> Option<serde_json::Value> {
+            let text = std::fs::read_to_string(data_dir.join(name)).ok()?;
+            serde_json::from_str(&text).ok()
+        };
+        let secs = |v: &Option<serde_json::Value>| {
+            v.as_ref()
+                .and_then(|v| v.get("unix_ms")?.as_f64())
+                .map(|ms| ms / 1000.0)
+                .unwrap_or(0.0)
+        };
+        self.last_backup.set(secs(&marker("last-backup.json")));
+        let archive = marker("wal-archive.json");
+        self.last_wal_archive.set(secs(&archive));
+        let archived_last = archive
+            .as_ref()
+            .and_then(|v| v.get("last_segment")?.as_u64())
+            .unwrap_or(0);
+        if let Ok(segments) = stemedb_wal::list_segments(&data_dir.join("wal")) {
+            self.wal_segments.set(segments.len() as i64);
+            let sealed = &segments[..segments.len().saturating_sub(1)];
+            let unarchived = sealed
+                .iter()
+                .filter(|(id, _)| u64::from(*id) > archived_last)
+                .count();
+            self.wal_unarchived.set(unarchived as i64);
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -122,6 +122,41 @@ impl AdminDb {
         Ok(AdminDb { db })
     }
 
+    /// Writes a consistent copy of every table into a new database at `path`, fsync'd.
+    pub(crate) fn export(&self, path: &Path) -> Result<(), StoreError> {
+        let src = self.db.begin_read().map_err(db_err)?;
+        let dst = Database::create(path).map_err(db_err)?;
+        crate::snapshot::copy_table(&src, &dst, QUARANTINE)?;
+        crate::snapshot::copy_table(&src, &dst, AGENTS)?;
+        crate::snapshot::copy_table(&src, &dst, AUDIT)?;
+        crate::snapshot::durable_commit(&dst)
+    }
+
+    /// Rows in (quarantine, agents, audit) of the admin database at `path`, opened read-only.
+    pub(crate) fn count_rows(path: &Path) -> Result<(u64, u64, u64), StoreError> {
+        let db = redb::ReadOnlyDatabase::open(path).map_err(db_err)?;
+        let txn = db.begin_read().map_err(db_err)?;
+        let q = txn
+            .open_table(QUARANTINE)
+            .map_err(db_err)?
+            .len()
+            .map_err(db_err)?;
+        let a = txn
+            .open_table(AGENTS)
+            .map_err(db_err)?
+            .len()
+            .map_err(db_err)?;
+        let t = txn.open_table(AUDIT).map_err(db_err)?;
+        let mut audit = 0;
+        for row in t.iter().map_err(db_err)? {
+            let (_, v) = row.map_err(db_err)?;
+            serde_json::from_slice::<AuditRecord>(v.value())
+                .map_err(|e| StoreError::Corrupt(format!("audit record: {e}")))?;
+            audit += 1;
+        }
+        Ok((q, a, audit))
+    }
+
     /// Adds entries (one durable commit). An id already quarantined keeps its first entry.
     /// Returns, per entry, whether it was new.
     pub(crate) fn quarantine(&self, entries: &[QuarantineEntry]) -> Result<Vec<bool>, StoreError> {

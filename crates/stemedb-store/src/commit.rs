@@ -22,6 +22,26 @@ use crate::{
 /// Called once with one result per submitted item, in order.
 pub type Reply = Box<dyn FnOnce(Vec<Result<Outcome, StoreError>>) + Send>;
 
+/// Work for the commit thread: writes, and the few operations that must see a quiet writer.
+pub(crate) enum Job {
+    Write(Submission),
+    /// Make a durable checkpoint and hand back a read transaction of exactly that state.
+    Snapshot(Box<dyn FnOnce(Result<SnapshotPoint, StoreError>) + Send>),
+    /// Seal the active WAL segment (if it holds records); answers the sequence number every
+    /// sealed segment now ends before.
+    SealWal(Box<dyn FnOnce(Result<u64, StoreError>) + Send>),
+}
+
+/// A durable checkpoint and a redb read transaction that sees exactly it.
+pub(crate) struct SnapshotPoint {
+    pub txn: redb::ReadTransaction,
+    pub size: u64,
+    pub root: stemedb_merkle::Hash,
+    pub vlog: Position,
+    /// The signed checkpoint note of `size`.
+    pub note: String,
+}
+
 /// Verified assertions waiting for the commit thread, and who to tell.
 pub struct Submission {
     /// Each verified assertion with its envelope bytes as received.
@@ -439,12 +459,16 @@ impl Writer {
     }
 
     /// The commit loop.
-    pub(crate) fn run(mut self, rx: Receiver<Submission>) {
+    pub(crate) fn run(mut self, rx: Receiver<Job>) {
         let interval = Duration::from_millis(self.opts.checkpoint_interval_ms.max(1));
         let _write_back = WriteBack::start(&self.layout_redb, WRITE_BACK_PERIOD);
         loop {
             let first = match rx.recv_timeout(interval) {
-                Ok(s) => s,
+                Ok(Job::Write(s)) => s,
+                Ok(other) => {
+                    self.control(other);
+                    continue;
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     if self.durable_index != self.next_index {
                         self.checkpoint_or_fail();
@@ -455,11 +479,16 @@ impl Writer {
             };
             let mut count = first.items.len();
             let mut group = vec![first];
+            let mut control = None;
             while count < self.opts.group_max_records {
                 match rx.try_recv() {
-                    Ok(s) => {
+                    Ok(Job::Write(s)) => {
                         count += s.items.len();
                         group.push(s);
+                    }
+                    Ok(other) => {
+                        control = Some(other);
+                        break;
                     }
                     Err(_) => break,
                 }
@@ -470,11 +499,67 @@ impl Writer {
             {
                 self.checkpoint_or_fail();
             }
+            if let Some(job) = control {
+                self.control(job);
+            }
         }
         if self.durable_index != self.next_index {
             self.checkpoint_or_fail();
         }
         tracing::info!(tree_size = self.next_index, "commit thread stopped");
+    }
+
+    fn read_only_reason(&self) -> Option<String> {
+        match self.shared.read_only.read() {
+            Ok(r) => r.clone(),
+            Err(_) => Some("poisoned lock".into()),
+        }
+    }
+
+    /// Runs a snapshot or seal between groups.
+    fn control(&mut self, job: Job) {
+        match job {
+            Job::Write(_) => {}
+            Job::Snapshot(reply) => {
+                if let Some(why) = self.read_only_reason() {
+                    reply(Err(StoreError::ReadOnly(why)));
+                    return;
+                }
+                if let Err(e) = self.durable_checkpoint() {
+                    let why = format!("durable checkpoint failed: {e}");
+                    self.shared.set_read_only(&why);
+                    reply(Err(StoreError::ReadOnly(why)));
+                    return;
+                }
+                let point = self.db.begin_read().map_err(db_err).map(|txn| {
+                    let size = self.frontier.size();
+                    let root = self.frontier.root();
+                    SnapshotPoint {
+                        txn,
+                        size,
+                        root,
+                        vlog: self.vlog.position(),
+                        note: self.shared.signer.sign(&stemedb_merkle::Checkpoint {
+                            origin: self.shared.origin.clone(),
+                            size,
+                            root,
+                        }),
+                    }
+                });
+                reply(point);
+            }
+            Job::SealWal(reply) => {
+                let sealed = self.wal.seal().map_err(StoreError::from);
+                if let Err(e) = &sealed {
+                    self.shared
+                        .set_read_only(&format!("sealing the WAL segment failed: {e}"));
+                }
+                self.shared
+                    .observer
+                    .tree_size(self.next_index, self.wal.segment_count());
+                reply(sealed);
+            }
+        }
     }
 
     fn checkpoint_or_fail(&mut self) {

@@ -21,6 +21,8 @@ pub mod keys;
 pub mod lens;
 mod nodes;
 mod query;
+pub mod snapshot;
+pub mod verify;
 mod vlog;
 
 use std::path::{Path, PathBuf};
@@ -260,12 +262,17 @@ pub struct Store {
     admin: admin::AdminDb,
     // Serializes release and reject, so one id cannot be both.
     decisions: Mutex<()>,
-    tx: Mutex<Option<SyncSender<Submission>>>,
+    tx: Mutex<Option<SyncSender<commit::Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    layout: Layout,
+    // True when the checkpoint key is `server.key` in the data directory (copied by snapshots).
+    own_key: bool,
 }
 
 /// Paths inside a data directory.
 pub struct Layout {
+    /// The data directory itself.
+    pub root: PathBuf,
     /// `wal/`
     pub wal: PathBuf,
     /// `db/`
@@ -289,6 +296,7 @@ impl Layout {
     pub fn new(data_dir: &Path) -> Layout {
         let db = data_dir.join("db");
         Layout {
+            root: data_dir.to_path_buf(),
             wal: data_dir.join("wal"),
             redb: db.join("stemedb.redb"),
             admin: db.join("admin.redb"),
@@ -356,7 +364,7 @@ impl Store {
         };
         let signer = NoteSigner::new(opts.origin.clone(), key);
         let (writer, shared) = commit::Writer::recover(&layout, &opts, signer, observer)?;
-        let (tx, rx): (SyncSender<Submission>, Receiver<Submission>) =
+        let (tx, rx): (SyncSender<commit::Job>, Receiver<commit::Job>) =
             sync_channel(opts.queue_depth);
         let thread = std::thread::Builder::new()
             .name("stemedb-commit".into())
@@ -368,6 +376,8 @@ impl Store {
             decisions: Mutex::new(()),
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            own_key: opts.key_path.is_none(),
+            layout,
         };
         store.finish_interrupted_releases()?;
         Ok(store)
@@ -396,8 +406,9 @@ impl Store {
             received_at_ms,
             reply,
         };
-        if let Err(e) = sender.send(submission) {
-            let s = e.0;
+        if let Err(e) = sender.send(commit::Job::Write(submission))
+            && let commit::Job::Write(s) = e.0
+        {
             (s.reply)(s.items.iter().map(|_| Err(StoreError::Closed)).collect());
         }
     }

@@ -461,6 +461,19 @@ impl Wal {
         Ok(())
     }
 
+    /// Seals the active segment if it holds any record, so that an archiver can copy it; returns
+    /// the sequence number every sealed segment now ends before.
+    pub fn seal(&mut self) -> Result<u64, WalError> {
+        if let Some(why) = &self.failed {
+            return Err(WalError::ReadOnly(why.clone()));
+        }
+        let next = self.next_seq();
+        if self.segments.last().map(|s| s.records > 0).unwrap_or(false) {
+            self.roll(next)?;
+        }
+        Ok(next)
+    }
+
     /// Makes the next record's sequence number `seq` when the log is behind it (records the
     /// store already holds durably were lost from the WAL's tail). Starts a new segment whose
     /// header says `seq`; an empty active segment is replaced rather than sealed.
@@ -523,6 +536,137 @@ impl Wal {
         }
         Ok(())
     }
+}
+
+/// What a read-only scan of one segment found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentScan {
+    /// Segment number from the file name.
+    pub id: u32,
+    /// Sequence number of its first record (from the header).
+    pub first_seq: u64,
+    /// Good records.
+    pub records: u64,
+    /// Byte offset where the good records end.
+    pub good_end: u64,
+    /// File length.
+    pub len: u64,
+    /// Why reading stopped before the end of the file, if it did.
+    pub bad: Option<String>,
+}
+
+impl SegmentScan {
+    /// The sequence number after its last good record.
+    pub fn end_seq(&self) -> u64 {
+        self.first_seq + self.records
+    }
+}
+
+/// The segments in `dir` as `(id, path)`, sorted by id. Other files are ignored.
+pub fn list_segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>, WalError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        if let Some(id) = entry.file_name().to_str().and_then(parse_segment_name) {
+            out.push((id, entry.path()));
+        }
+    }
+    out.sort_unstable_by_key(|(id, _)| *id);
+    Ok(out)
+}
+
+/// The segment number in a segment file name (`segment-NNNNNNNN.log`).
+pub fn segment_id(name: &str) -> Option<u32> {
+    parse_segment_name(name)
+}
+
+/// Reads one segment without changing it: checks the header and every record, and calls
+/// `each(seq, kind, body)` for every good record. A bad header is an error; a bad record ends the
+/// scan and is reported in `SegmentScan::bad` (a torn tail, if this is the active segment).
+pub fn scan(path: &Path, each: impl FnMut(u64, u8, &[u8])) -> Result<SegmentScan, WalError> {
+    let id = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(parse_segment_name)
+        .unwrap_or(0);
+    let len = file_len(path)?;
+    let (first_seq, records, good_end, bad) = scan_segment(path, None, each)?;
+    Ok(SegmentScan {
+        id,
+        first_seq,
+        records,
+        good_end,
+        len,
+        bad,
+    })
+}
+
+/// Creates `dir` holding one empty segment numbered `id` whose first record will have sequence
+/// number `first_seq` (a restored data directory's log starts after its snapshot). Refuses a
+/// directory that already holds segments.
+pub fn init(dir: &Path, id: u32, first_seq: u64) -> Result<(), WalError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    if !list_segments(dir)?.is_empty() {
+        return Err(WalError::Io {
+            path: dir.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::AlreadyExists, "the WAL already has segments"),
+        });
+    }
+    create_segment(dir, id, first_seq).map(|_| ())
+}
+
+/// Writes a copy of segment `src` to `dest` holding only its records with sequence number below
+/// `end_seq` (point-in-time restore), fsync'd. Returns how many records it kept.
+pub fn copy_prefix(src: &Path, dest: &Path, end_seq: u64) -> Result<u64, WalError> {
+    let mut cut = None;
+    let mut offset = HEADER_BYTES;
+    let mut kept = 0u64;
+    let scanned = scan(src, |seq, _, body| {
+        if seq < end_seq {
+            offset += (RECORD_HEADER_BYTES + body.len()) as u64;
+            kept += 1;
+        } else if cut.is_none() {
+            cut = Some(offset);
+        }
+    })?;
+    if let Some(why) = scanned.bad {
+        return Err(WalError::Corrupt {
+            path: src.to_path_buf(),
+            offset: scanned.good_end,
+            what: why,
+        });
+    }
+    let keep = cut.unwrap_or(scanned.good_end);
+    let mut input = File::open(src).map_err(io_err(src))?.take(keep);
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(io_err(dest))?;
+    io::copy(&mut input, &mut out).map_err(io_err(dest))?;
+    out.sync_all().map_err(io_err(dest))?;
+    Ok(kept)
+}
+
+/// Removes a sealed segment that is archived and no longer needed (retention). Refuses the
+/// highest-numbered segment, which may be the active one.
+pub fn remove_sealed(dir: &Path, id: u32) -> Result<(), WalError> {
+    let segments = list_segments(dir)?;
+    match segments.last() {
+        Some((last, _)) if *last > id => {}
+        _ => {
+            return Err(WalError::Io {
+                path: dir.join(segment_name(id)),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the newest segment is never removed",
+                ),
+            });
+        }
+    }
+    let path = dir.join(segment_name(id));
+    fs::remove_file(&path).map_err(io_err(&path))?;
+    sync_dir(dir).map_err(io_err(dir))
 }
 
 fn file_len(path: &Path) -> Result<u64, WalError> {

@@ -1,0 +1,67 @@
+//! Client side of the data directory's control socket (`control.sock`): one JSON request line,
+//! one JSON answer line. The server side is `stemedb_server::control`. Only a process that can
+//! open the data directory (mode 0700, the server's user) can connect.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use serde_json::{Value, json};
+
+use crate::CONTROL_SOCKET;
+
+/// Sends one request to the server running on `data_dir` and returns its `result`.
+pub fn request(data_dir: &Path, req: &Value, timeout: Duration) -> anyhow::Result<Value> {
+    let path = data_dir.join(CONTROL_SOCKET);
+    let mut stream = UnixStream::connect(&path).with_context(|| {
+        format!(
+            "a server holds {} but its control socket {} does not answer",
+            data_dir.display(),
+            path.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .context("reading the server's answer")?;
+    let v: Value = serde_json::from_str(answer.trim())
+        .with_context(|| format!("the server answered {answer:?}"))?;
+    if v.get("ok").and_then(Value::as_bool) == Some(true) {
+        Ok(v.get("result").cloned().unwrap_or(Value::Null))
+    } else {
+        match v.get("error").and_then(Value::as_str) {
+            Some(e) => bail!("the server refused: {e}"),
+            None => Err(anyhow!("the server answered {answer:?}")),
+        }
+    }
+}
+
+/// Asks the running server to snapshot its store into `dest`.
+pub fn snapshot(
+    data_dir: &Path,
+    dest: &Path,
+) -> anyhow::Result<stemedb_store::snapshot::SnapshotInfo> {
+    let dest = dest
+        .to_str()
+        .ok_or_else(|| anyhow!("destination path is not UTF-8"))?;
+    let v = request(
+        data_dir,
+        &json!({"op": "snapshot", "dest": dest}),
+        Duration::from_secs(24 * 3600),
+    )?;
+    Ok(serde_json::from_value(v)?)
+}
+
+/// Asks the running server to seal its active WAL segment; returns the sequence number every
+/// sealed segment now ends before.
+pub fn seal(data_dir: &Path) -> anyhow::Result<u64> {
+    let v = request(data_dir, &json!({"op": "seal"}), Duration::from_secs(60))?;
+    v.as_u64()
+        .ok_or_else(|| anyhow!("the server answered {v} to seal"))
+}

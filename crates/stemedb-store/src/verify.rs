@@ -1,0 +1,428 @@
+//! Offline verification of a store (a stopped data directory or a snapshot), reading only.
+//!
+//! Every assertion in log order: its `by_seq` row, its envelope from the value log (checksum),
+//! the envelope's strict Ed25519 signature and content address against the stored id, its
+//! `assertions` row; the Merkle tree recomputed from the ids, every node compared with the node
+//! files, and the root compared with a signed checkpoint when one is given. Each problem is a
+//! [`Finding`] naming the file it is in; nothing stops at the first.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use serde::Serialize;
+use stemedb_core::{AssertionId, Prepared, verify_batch};
+use stemedb_merkle::{Frontier, leaf_hash, verify_note};
+
+use crate::commit::AssertionRecord;
+use crate::keys::IndexValue;
+use crate::vlog::VlogReader;
+use crate::{
+    AGENT_IDX, ASSERTIONS, BY_SEQ, CONCEPT_PATH_IDX, FORMAT_VERSION, Layout, META, PREDICATE_IDX,
+    SUBJECT_IDX, db_err,
+};
+
+/// Findings kept in a report; past this only the count grows.
+const MAX_FINDINGS: usize = 1_000;
+/// Envelopes verified per batch.
+const CHUNK: usize = 2_048;
+
+/// One problem, naming the file it is in (relative to the directory checked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The file, relative to the checked directory.
+    pub file: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// The result of [`check_store`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreReport {
+    /// Assertions the store says it holds.
+    pub tree_size: u64,
+    /// Merkle root recomputed from the stored ids, hex.
+    pub root: String,
+    /// Envelopes read, signature-checked and matched with their id.
+    pub assertions_checked: u64,
+    /// Problems found (at most 1,000 listed).
+    pub findings: Vec<Finding>,
+    /// Problems found in all.
+    pub finding_count: u64,
+}
+
+impl StoreReport {
+    fn add(&mut self, file: impl Into<String>, problem: impl Into<String>) {
+        self.finding_count += 1;
+        if self.findings.len() < MAX_FINDINGS {
+            self.findings.push(Finding {
+                file: file.into(),
+                problem: problem.into(),
+            });
+        }
+    }
+
+    /// True when nothing was found.
+    pub fn ok(&self) -> bool {
+        self.finding_count == 0
+    }
+}
+
+/// A signed checkpoint the store must match, and the key that signed it.
+#[derive(Debug, Clone)]
+pub struct ExpectedCheckpoint<'a> {
+    /// The C2SP signed note.
+    pub note: &'a str,
+    /// The note key name.
+    pub key_name: &'a str,
+    /// The signer's Ed25519 public key.
+    pub public_key: [u8; 32],
+    /// Which file the checkpoint came from (for findings).
+    pub source: &'a str,
+}
+
+const REDB: &str = "db/stemedb.redb";
+
+fn vlog_name(segment: u32) -> String {
+    format!("db/values/{segment:08}.vlog")
+}
+
+fn meta_u64(t: &redb::ReadOnlyTable<&str, &[u8]>, key: &str) -> Result<Option<u64>, String> {
+    let v = t.get(key).map_err(|e| e.to_string())?;
+    Ok(v.and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)))
+}
+
+fn table_len(txn: &redb::ReadTransaction, def: TableDefinition<&[u8], ()>) -> Result<u64, String> {
+    let t = txn.open_table(def).map_err(|e| e.to_string())?;
+    t.len().map_err(|e| e.to_string())
+}
+
+/// Sequential reader of the node files, checking each node the recomputed tree completes.
+struct NodeCheck<'a> {
+    dir: &'a Path,
+    readers: HashMap<u32, (BufReader<File>, u64)>,
+}
+
+impl NodeCheck<'_> {
+    fn check(&mut self, level: u32, index: u64, hash: &[u8; 32], report: &mut StoreReport) {
+        let file = format!("db/merkle/level-{level:02}.dat");
+        if !self.readers.contains_key(&level) {
+            match File::open(self.dir.join(format!("level-{level:02}.dat"))) {
+                Ok(f) => {
+                    self.readers
+                        .insert(level, (BufReader::with_capacity(1 << 16, f), 0));
+                }
+                Err(e) => {
+                    if index == 0 {
+                        report.add(file, format!("cannot open: {e}"));
+                    }
+                    return;
+                }
+            }
+        }
+        let Some((r, next)) = self.readers.get_mut(&level) else {
+            return;
+        };
+        if *next != index {
+            return; // an earlier read failed; already reported
+        }
+        let mut stored = [0u8; 32];
+        if let Err(e) = r.read_exact(&mut stored) {
+            report.add(file, format!("node {index} missing: {e}"));
+            *next = u64::MAX;
+            return;
+        }
+        *next += 1;
+        if &stored != hash {
+            report.add(
+                file,
+                format!(
+                    "node {index} is {}, the ids give {}",
+                    hex::encode(stored),
+                    hex::encode(hash)
+                ),
+            );
+        }
+    }
+}
+
+/// Verifies envelopes on every core; per item: the content address, or why it failed.
+fn verify_chunk(chunk: Vec<(u64, Vec<u8>)>) -> Vec<(u64, Result<AssertionId, String>)> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let per = chunk.len().div_ceil(threads).max(1);
+    let mut parts: Vec<Vec<(u64, Vec<u8>)>> = Vec::new();
+    let mut rest = chunk;
+    while rest.len() > per {
+        let tail = rest.split_off(per);
+        parts.push(rest);
+        rest = tail;
+    }
+    parts.push(rest);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                s.spawn(move || {
+                    let mut out = Vec::with_capacity(part.len());
+                    let mut prepared = Vec::with_capacity(part.len());
+                    let mut slots = Vec::with_capacity(part.len());
+                    for (index, bytes) in part {
+                        match Prepared::from_bytes(&bytes) {
+                            Ok(p) => {
+                                slots.push(index);
+                                prepared.push(p);
+                            }
+                            Err(e) => out.push((index, Err(e.to_string()))),
+                        }
+                    }
+                    for (index, r) in slots.into_iter().zip(verify_batch(prepared)) {
+                        out.push((index, r.map(|v| v.id()).map_err(|e| e.to_string())));
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            match h.join() {
+                Ok(v) => all.extend(v),
+                Err(_) => all.push((u64::MAX, Err("verifier thread panicked".into()))),
+            }
+        }
+        all.sort_by_key(|(i, _)| *i);
+        all
+    })
+}
+
+/// Checks the store under `dir` (a stopped data directory or a snapshot), reading only.
+pub fn check_store(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
+    let layout = Layout::new(dir);
+    let mut report = StoreReport::default();
+    let db = match redb::ReadOnlyDatabase::open(&layout.redb) {
+        Ok(db) => db,
+        Err(e) => {
+            report.add(REDB, format!("cannot open read-only: {e}"));
+            return report;
+        }
+    };
+    let txn = match db.begin_read() {
+        Ok(t) => t,
+        Err(e) => {
+            report.add(REDB, e.to_string());
+            return report;
+        }
+    };
+    let (size, vlog_end) = match txn.open_table(META).map_err(db_err) {
+        Ok(meta) => {
+            let get = |k: &str| meta_u64(&meta, k).ok().flatten();
+            if get("format") != Some(FORMAT_VERSION) {
+                report.add(
+                    REDB,
+                    format!(
+                        "format {:?}, this build reads {FORMAT_VERSION}",
+                        get("format")
+                    ),
+                );
+            }
+            let applied = get("applied").unwrap_or(0);
+            let durable = get("durable").unwrap_or(0);
+            if applied != durable {
+                report.add(
+                    REDB,
+                    format!(
+                        "applied {applied} but the durable checkpoint is {durable}: not cleanly \
+                         closed (start the server once to recover, or verify a backup)"
+                    ),
+                );
+            }
+            let seg = get("durable_vlog_segment").unwrap_or(0) as u32;
+            (durable, (seg, get("durable_vlog_len").unwrap_or(0)))
+        }
+        Err(e) => {
+            report.add(REDB, format!("meta table: {e}"));
+            return report;
+        }
+    };
+    report.tree_size = size;
+    let (by_seq, assertions) = match (txn.open_table(BY_SEQ), txn.open_table(ASSERTIONS)) {
+        (Ok(b), Ok(a)) => (b, a),
+        (Err(e), _) | (_, Err(e)) => {
+            report.add(REDB, format!("cannot open tables: {e}"));
+            return report;
+        }
+    };
+    for (name, len) in [
+        ("assertions", assertions.len().map_err(|e| e.to_string())),
+        ("by_seq", by_seq.len().map_err(|e| e.to_string())),
+        ("subject.idx", table_len(&txn, SUBJECT_IDX)),
+        ("concept_path.idx", table_len(&txn, CONCEPT_PATH_IDX)),
+        ("predicate.idx", table_len(&txn, PREDICATE_IDX)),
+        ("agent.idx", table_len(&txn, AGENT_IDX)),
+    ] {
+        match len {
+            Ok(n) if n == size => {}
+            Ok(n) => report.add(REDB, format!("table {name} has {n} rows, expected {size}")),
+            Err(e) => report.add(REDB, format!("table {name}: {e}")),
+        }
+    }
+    // Value-log files must reach the durable position.
+    if vlog_end.0 > 0 {
+        let path = layout.values.join(format!("{:08}.vlog", vlog_end.0));
+        match std::fs::metadata(&path) {
+            Ok(m) if m.len() >= vlog_end.1 => {}
+            Ok(m) => report.add(
+                vlog_name(vlog_end.0),
+                format!("{} bytes, the store needs {}", m.len(), vlog_end.1),
+            ),
+            Err(e) => report.add(vlog_name(vlog_end.0), e.to_string()),
+        }
+    }
+
+    let vlog = VlogReader::new(&layout.values);
+    let mut nodes = NodeCheck {
+        dir: &layout.merkle,
+        readers: HashMap::new(),
+    };
+    let mut frontier = Frontier::new();
+    let mut ids: HashMap<u64, [u8; 32]> = HashMap::with_capacity(CHUNK);
+    let mut chunk: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK);
+    let mut expected_index = 0u64;
+    let rows = match by_seq.range(0..size) {
+        Ok(r) => r,
+        Err(e) => {
+            report.add(REDB, format!("by_seq: {e}"));
+            return report;
+        }
+    };
+    let flush = |chunk: &mut Vec<(u64, Vec<u8>)>,
+                 ids: &mut HashMap<u64, [u8; 32]>,
+                 report: &mut StoreReport| {
+        for (index, result) in verify_chunk(std::mem::take(chunk)) {
+            let stored = ids.get(&index).copied().unwrap_or_default();
+            match result {
+                Ok(id) if id.as_bytes() == &stored => report.assertions_checked += 1,
+                Ok(id) => report.add(
+                    "db/values",
+                    format!(
+                        "log index {index}: the envelope's content address is {id}, the store \
+                         says {}",
+                        hex::encode(stored)
+                    ),
+                ),
+                Err(e) => report.add(
+                    "db/values",
+                    format!("log index {index}: envelope fails verification: {e}"),
+                ),
+            }
+        }
+        ids.clear();
+    };
+    for row in rows {
+        let (k, v) = match row {
+            Ok(kv) => kv,
+            Err(e) => {
+                report.add(REDB, format!("by_seq after index {expected_index}: {e}"));
+                break;
+            }
+        };
+        let index = k.value();
+        if index != expected_index {
+            report.add(
+                REDB,
+                format!("by_seq jumps from {expected_index} to {index}: rows are missing"),
+            );
+            break;
+        }
+        expected_index += 1;
+        let row = match IndexValue::decode(v.value()) {
+            Ok(r) => r,
+            Err(e) => {
+                report.add(REDB, format!("by_seq row {index}: {e}"));
+                continue;
+            }
+        };
+        let id = *row.id.as_bytes();
+        for (level, i, hash) in frontier.push(leaf_hash(&id)) {
+            nodes.check(level, i, &hash, &mut report);
+        }
+        match assertions.get(id.as_slice()) {
+            Ok(Some(a)) => match AssertionRecord::decode(a.value()) {
+                Ok(rec) if rec.log_index == index && rec.pointer == row.pointer => {}
+                Ok(rec) => report.add(
+                    REDB,
+                    format!(
+                        "assertions row of {} says log index {} at {:?}, by_seq says {index} at {:?}",
+                        row.id, rec.log_index, rec.pointer, row.pointer
+                    ),
+                ),
+                Err(e) => report.add(REDB, format!("assertions row of {}: {e}", row.id)),
+            },
+            Ok(None) => report.add(REDB, format!("no assertions row for {}", row.id)),
+            Err(e) => report.add(REDB, format!("assertions table: {e}")),
+        }
+        match vlog.read(row.pointer) {
+            Ok(bytes) => {
+                ids.insert(index, id);
+                chunk.push((index, bytes));
+            }
+            Err(e) => report.add(
+                vlog_name(row.pointer.segment),
+                format!("log index {index}: {e}"),
+            ),
+        }
+        if chunk.len() >= CHUNK {
+            flush(&mut chunk, &mut ids, &mut report);
+        }
+    }
+    flush(&mut chunk, &mut ids, &mut report);
+    if expected_index != size {
+        report.add(
+            REDB,
+            format!("by_seq holds {expected_index} rows below {size}"),
+        );
+    }
+    let root = frontier.root();
+    report.root = hex::encode(root);
+
+    if let Some(exp) = expected {
+        match verify_note(exp.note, exp.key_name, &exp.public_key) {
+            Ok(cp) => {
+                if cp.size != size || cp.root != root {
+                    report.add(
+                        exp.source,
+                        format!(
+                            "signed checkpoint is size {} root {}, the store recomputes size {size} \
+                             root {}",
+                            cp.size,
+                            hex::encode(cp.root),
+                            hex::encode(root)
+                        ),
+                    );
+                }
+            }
+            Err(e) => report.add(exp.source, format!("signed checkpoint: {e}")),
+        }
+        if layout.server_key.exists() {
+            match std::fs::read_to_string(&layout.server_key)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| stemedb_core::signing_key_from_pem(&pem).map_err(|e| e.to_string()))
+            {
+                Ok(k) if k.verifying_key().to_bytes() == exp.public_key => {}
+                Ok(_) => report.add(
+                    "server.key",
+                    "its public key is not the checkpoint's signer",
+                ),
+                Err(e) => report.add("server.key", e),
+            }
+        }
+    }
+    if let Err(e) = crate::admin::AdminDb::count_rows(&layout.admin) {
+        report.add("db/admin.redb", e.to_string());
+    }
+    report
+}
