@@ -86,6 +86,10 @@ cargo_step nextest run --workspace --locked --no-fail-fast | tee "$RUST_LOG_FILE
 test -x target/debug/stemedb || die "nextest did not build target/debug/stemedb"
 rust_passed=$(sed -n 's/.* tests run: \([0-9]*\) passed.*/\1/p' "$RUST_LOG_FILE" | tail -n 1)
 
+step "disaster-recovery drill (scripts/dr-drill.sh): backup, archive, destroy, restore; RTO and RPO"
+STEMEDB_BIN="$PWD/target/debug/stemedb" ./scripts/dr-drill.sh 20000 || die "the DR drill failed"
+drill_passed=1
+
 step "Python interop tests (PyNaCl, blake3, openssl) and schemathesis against /v1/openapi.json"
 PY_LOG_FILE=$(mktemp)
 STEMEDB_BIN="$PWD/target/debug/stemedb" python3 -m pytest -q tests/interop | tee "$PY_LOG_FILE"
@@ -96,4 +100,4 @@ cargo_step clippy --workspace --all-targets --locked -- -D warnings
 
 # Every step above stops the script on failure, so reaching this line means nothing failed.
 rm -f "$RUST_LOG_FILE" "$PY_LOG_FILE"
-printf '\nsuite: %s passed, 0 failed\n' "$(( ${rust_passed:-0} + ${py_passed:-0} ))"
+printf '\nsuite: %s passed, 0 failed\n' "$(( ${rust_passed:-0} + ${py_passed:-0} + ${drill_passed:-0} ))"

@@ -24,7 +24,11 @@ fn every_unit_passes_systemd_analyze_verify() {
         }
         let text = std::fs::read_to_string(&path).expect("unit");
         let copy = tmp.path().join(&name);
-        std::fs::write(&copy, text.replace("/usr/local/bin/stemedb", BIN)).expect("copy");
+        let scripts = format!("{ROOT}/scripts/");
+        let text = text
+            .replace("/usr/local/bin/stemedb", BIN)
+            .replace("/usr/local/lib/stemedb/", &scripts);
+        std::fs::write(&copy, text).expect("copy");
         units.push(copy);
     }
     assert!(!units.is_empty(), "no units in systemd/");
@@ -51,7 +55,7 @@ fn the_server_unit_is_hardened() {
     for line in [
         "User=stemedb",
         "ProtectSystem=strict",
-        "ReadWritePaths=/var/lib/stemedb",
+        "ReadWritePaths=/var/lib/stemedb -/var/backups/stemedb",
         "NoNewPrivileges=yes",
         "PrivateTmp=yes",
         "CapabilityBoundingSet=",
@@ -62,4 +66,48 @@ fn the_server_unit_is_hardened() {
         assert!(unit.lines().any(|l| l.trim() == line), "missing {line}");
     }
     assert!(unit.contains("/v1/ready"), "readiness comes from /v1/ready");
+}
+
+#[test]
+fn backup_archive_and_verify_run_on_timers() {
+    let dir = Path::new(ROOT).join("systemd");
+    for (name, schedule) in [
+        ("stemedb-backup", "OnCalendar=daily"),
+        ("stemedb-wal-archive", "OnUnitActiveSec=5min"),
+        ("stemedb-verify", "OnCalendar=weekly"),
+    ] {
+        let service = std::fs::read_to_string(dir.join(format!("{name}.service")))
+            .unwrap_or_else(|e| panic!("{name}.service: {e}"));
+        let timer = std::fs::read_to_string(dir.join(format!("{name}.timer")))
+            .unwrap_or_else(|e| panic!("{name}.timer: {e}"));
+        assert!(
+            timer.lines().any(|l| l.trim() == schedule),
+            "{name}.timer: {schedule}"
+        );
+        assert!(
+            timer.contains("Persistent=true"),
+            "{name}.timer catches up missed runs"
+        );
+        for line in [
+            "Type=oneshot",
+            "User=stemedb",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+        ] {
+            assert!(
+                service.lines().any(|l| l.trim() == line),
+                "{name}.service: {line}"
+            );
+        }
+        // The script a unit runs is in scripts/ and executable.
+        for l in service.lines() {
+            if let Some(script) = l.trim().strip_prefix("ExecStart=/usr/local/lib/stemedb/") {
+                let path = Path::new(ROOT).join("scripts").join(script);
+                let mode = std::os::unix::fs::PermissionsExt::mode(
+                    &std::fs::metadata(&path).expect("script").permissions(),
+                );
+                assert!(mode & 0o111 != 0, "{} is not executable", path.display());
+            }
+        }
+    }
 }
