@@ -14,7 +14,8 @@ command -v wrk >/dev/null || { echo "bench-query.sh: install wrk (apt-get instal
 cargo build --release --locked -q -p stemedb-cli -p stemedb-benches
 B=$PWD/target/release
 WORK=$(mktemp -d /tmp/stemedb-qbench.XXXXXX)
-trap 'kill "${SERVER:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# Never `kill 0` (the whole process group) when no server is left to stop.
+trap 'if [ -n "${SERVER:-}" ]; then kill "$SERVER" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 PORT=18197
 URL=http://127.0.0.1:$PORT
 DIR=${1:-$WORK/data}

@@ -8,7 +8,8 @@ RUNS=${1:-3}
 cargo build --release --locked -q -p stemedb-cli -p stemedb-benches
 B=$PWD/target/release
 WORK=$(mktemp -d /tmp/stemedb-bench.XXXXXX)
-trap 'kill "${SERVER:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# Never `kill 0` (the whole process group) when no server is left to stop.
+trap 'if [ -n "${SERVER:-}" ]; then kill "$SERVER" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 # Signing is not timed: the data sets are signed up front.
 "$B/stemedb-bench" gen --count 200000 --out "$WORK/batch.jsonl" 2>/dev/null
 "$B/stemedb-bench" gen --count 60000 --start 10000000 --out "$WORK/singles.jsonl" 2>/dev/null

@@ -14,7 +14,8 @@ B=$PWD/target/release
 OUT=$PWD/target/bench/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/stemedb-benchall.XXXXXX)
-trap 'kill "${SERVER:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# Never `kill 0` (the whole process group) when no server is left to stop.
+trap 'if [ -n "${SERVER:-}" ]; then kill "$SERVER" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 PORT=18196
 URL=http://127.0.0.1:$PORT
 

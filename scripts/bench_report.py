@@ -77,6 +77,10 @@ def main():
     rows.append(("signed batch ingest (assertions/s)", "≥ 45,000", f0(sb),
                  f"COPY {f0(pc)} · INSERT {f0(pi)} · verify+COPY {f0(pv)}",
                  f"{ratio(sb, pc)} COPY · {ratio(sb, pv)} verify+COPY"))
+    b1m = k(s, "batch_ingest_1m")
+    if b1m:
+        rows.append(("signed batch ingest, 0 → 1M (assertions/s)", "≥ 45,000", f0(rate(b1m)),
+                     f"COPY {f0(pc)} (0 → 1M)", ratio(rate(b1m), pc)))
     ss, ps = rate(singles), rate(pg_single)
     rows.append(("single POSTs, 64 conns (/s)", "≥ 8,000, p99 ≤ 25 ms",
                  f"{f0(ss)}, p99 {f2(p99(singles))} ms",
