@@ -52,8 +52,8 @@ fn merkle(c: &mut Criterion) {
     let leaves: Vec<Hash> = (0..1_000_000u64)
         .map(|i| leaf_hash(blake3::hash(&i.to_le_bytes()).as_bytes()))
         .collect();
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("append", |b| {
+    g.throughput(Throughput::Elements(1024));
+    g.bench_function("append_1024", |b| {
         b.iter_batched_ref(
             Frontier::new,
             |f| {
@@ -73,6 +73,7 @@ fn merkle(c: &mut Criterion) {
             lv.push(h);
         }
     }
+    g.throughput(Throughput::Elements(1));
     let size = leaves.len() as u64;
     let mut i = 0u64;
     g.bench_function("inclusion_proof_1m", |b| {

@@ -29,7 +29,7 @@ until curl -sf -o /dev/null "$URL/v1/ready"; do sleep 0.05; done
 "$B/stemedb-bench" ingest --server "$URL" --file "$WORK/set.jsonl" --batch 1000 --concurrency 4 \
   | sed 's/"kind":"batch_ingest"/"kind":"batch_ingest_1m"/' | tee -a "$OUT/stemedb.jsonl"
 kill "$SERVER"; wait "$SERVER" || true; SERVER=
-du -sb "$WORK/data/db" "$WORK/data/wal" | awk '{printf "{\"kind\":\"disk\",\"part\":\"%s\",\"bytes\":%s}\n", $2, $1}' \
+du -sB1 "$WORK/data/db" "$WORK/data/wal" | awk '{printf "{\"kind\":\"disk\",\"part\":\"%s\",\"bytes\":%s}\n", $2, $1}' \
   | sed "s|$WORK/data/||" | tee -a "$OUT/stemedb.jsonl"
 
 echo "[bench] StemeDB: queries at 1M"
