@@ -304,7 +304,7 @@ pub fn archive(
         target: target.describe(),
         ..ArchiveReport::default()
     };
-    let remote = block_on(target.segments())??;
+    let mut remote = block_on(target.segments())??;
     let mut archived_ok: BTreeMap<u32, SegmentRecord> = BTreeMap::new();
     for (id, path) in sealed {
         let scan = stemedb_wal::scan(path, |_, _, _| {})?;
@@ -352,9 +352,13 @@ pub fn archive(
         report.archived.push(*id);
         archived_ok.insert(*id, rec);
     }
-    // Contiguous archived prefix: every record below `archived_through` is in the archive.
+    // Contiguous archived prefix: every record below `archived_through` is in the archive
+    // (what it held before this run, plus what this run added; no second listing).
+    for (id, rec) in &archived_ok {
+        remote.insert(*id, rec.clone());
+    }
     let mut through = 0u64;
-    for rec in block_on(target.segments())??.values() {
+    for rec in remote.values() {
         if rec.first_seq <= through {
             through = through.max(rec.end_seq());
         }

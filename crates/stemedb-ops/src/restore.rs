@@ -119,7 +119,7 @@ pub fn restore(
         let want = to_tree_size.unwrap_or(u64::MAX);
         let mut expected: Option<u64> = None;
         for rec in segments.values() {
-            if rec.end_seq() <= base || rec.records == 0 && rec.first_seq < base {
+            if rec.end_seq() <= base {
                 continue;
             }
             if rec.first_seq >= want {
@@ -168,15 +168,12 @@ pub fn restore(
     }
     stemedb_wal::sync_dir(&wal_dir)?;
     // Open once: replays the fetched segments, ends with a durable checkpoint.
-    let mut opts = stemedb_store::StoreOptions {
+    // Without `server.key` in the backup (the key lives outside data directories), opening
+    // creates a throwaway key there; replay signs nothing, and it is removed below.
+    let opts = stemedb_store::StoreOptions {
         origin: manifest.origin.clone(),
         ..Default::default()
     };
-    if !manifest.key_included {
-        // The key lives outside data directories; the store must not invent one. Replay signs
-        // nothing, but opening needs a key: use a throwaway one, removed below.
-        opts.key_path = None;
-    }
     let store = stemedb_store::Store::open(&staging, opts, Arc::new(stemedb_store::NoObserver))
         .context("opening the restored store (replaying archived segments)")?;
     let head = store.head();
