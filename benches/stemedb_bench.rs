@@ -7,25 +7,39 @@
 //! cargo run --release -p stemedb-benches --bin stemedb-bench -- gen --count 200000 --out /tmp/set.jsonl
 //! cargo run --release -p stemedb-benches --bin stemedb-bench -- ingest --file /tmp/set.jsonl --batch 1000 --concurrency 4
 //! cargo run --release -p stemedb-benches --bin stemedb-bench -- singles --file /tmp/set.jsonl --concurrency 64 --count 50000
+//! cargo run --release -p stemedb-benches --bin stemedb-bench -- mixed --file /tmp/set.jsonl --write-percent 10 --seconds 20
 //! ```
-//! Output: one JSON object with throughput and latency percentiles (microseconds).
+//! Output: one JSON object per measurement with throughput and latency percentiles
+//! (microseconds), or a table with `--format table`. A progress bar is drawn on stderr when it is
+//! a terminal. `ingest --window N` also reports the rate and the server's RSS every N
+//! assertions (the drift over a long run).
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
 use stemedb_benches::{agent_key, signed_assertion_about, subject_of};
 
 #[derive(Parser)]
 #[command(name = "stemedb-bench", about = "Load generator for StemeDB")]
 struct Cli {
+    /// How results are printed: one JSON object per line, or a table.
+    #[arg(long, value_enum, default_value_t = Format::Json, global = true)]
+    format: Format,
     #[command(subcommand)]
     command: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Json,
+    Table,
 }
 
 #[derive(Subcommand)]
@@ -56,6 +70,10 @@ enum Cmd {
         batch: usize,
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// Also report the rate of each window of this many assertions and the server's RSS
+        /// at its end (0: no windows).
+        #[arg(long, default_value_t = 0)]
+        window: u64,
     },
     /// Post single envelopes from CONCURRENCY connections.
     Singles {
@@ -68,6 +86,24 @@ enum Cmd {
         /// Post at most this many (default: the whole file).
         #[arg(long)]
         count: Option<usize>,
+    },
+    /// Mixed read/write load: each of CONCURRENCY connections sends, WRITE_PERCENT of the time,
+    /// the next single envelope of the file, otherwise a point query (`lens=latest`, exact
+    /// subject, a random one of SUBJECTS) for SECONDS or until the file is used up.
+    Mixed {
+        #[arg(long, default_value = "http://127.0.0.1:18180")]
+        server: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        write_percent: u32,
+        /// Subjects the queried data set was made with (gen --subjects).
+        #[arg(long, default_value_t = 250_000)]
+        subjects: u64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
     },
     /// Tail-match queries returning LIMIT rows a page: each of CONCURRENCY workers walks the
     /// pages of `subject=TAIL&match=tail` with next_cursor, PAGES pages each.
@@ -111,6 +147,8 @@ fn load(path: &PathBuf, limit: Option<usize>) -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
+static FORMAT: std::sync::OnceLock<Format> = std::sync::OnceLock::new();
+
 fn report(kind: &str, n: usize, secs: f64, hist: &Histogram<u64>, extra: serde_json::Value) {
     let v = serde_json::json!({
         "kind": kind,
@@ -127,7 +165,66 @@ fn report(kind: &str, n: usize, secs: f64, hist: &Histogram<u64>, extra: serde_j
         },
         "params": extra,
     });
-    println!("{v}");
+    emit(&v);
+}
+
+/// Prints one result: a JSON line, or a small table.
+fn emit(v: &serde_json::Value) {
+    if FORMAT.get().copied() != Some(Format::Table) {
+        println!("{v}");
+        return;
+    }
+    let kind = v["kind"].as_str().unwrap_or("result");
+    println!("{kind}");
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let ms = |us: &serde_json::Value| format!("{:.2} ms", us.as_f64().unwrap_or(0.0) / 1000.0);
+    if let Some(obj) = v.as_object() {
+        for (k, x) in obj {
+            match k.as_str() {
+                "kind" => {}
+                "latency_us" => {
+                    for q in ["p50", "p90", "p99", "p999", "max"] {
+                        rows.push((format!("latency {q}"), ms(&x[q])));
+                    }
+                }
+                "params" => {
+                    if let Some(p) = x.as_object() {
+                        for (pk, pv) in p {
+                            rows.push((pk.clone(), pv.to_string()));
+                        }
+                    }
+                }
+                "per_second" | "seconds" => {
+                    rows.push((k.clone(), format!("{:.1}", x.as_f64().unwrap_or(0.0))));
+                }
+                _ => rows.push((k.clone(), x.to_string())),
+            }
+        }
+    }
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, x) in rows {
+        println!("  {k:<w$}  {x:>14}");
+    }
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:40}] {pos}/{len} {msg} ({per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// The server's resident set size from its `/metrics`, if it says.
+fn server_rss(client: &stemedb_client::Client) -> Option<u64> {
+    let text = client.metrics_text().ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
 }
 
 fn run_parallel(
@@ -137,10 +234,12 @@ fn run_parallel(
     single: bool,
 ) -> anyhow::Result<(f64, Histogram<u64>)> {
     let next = Arc::new(AtomicUsize::new(0));
+    let bar = progress(items.iter().map(|w| w.len() as u64).sum(), "assertions");
     let start = Instant::now();
     let threads: Vec<_> = (0..concurrency)
         .map(|_| {
             let (items, next, server) = (items.clone(), next.clone(), server.to_string());
+            let bar = bar.clone();
             std::thread::spawn(move || -> anyhow::Result<Histogram<u64>> {
                 let client = stemedb_client::Client::new(&server)?;
                 let mut h = Histogram::<u64>::new(3)?;
@@ -156,6 +255,7 @@ fn run_parallel(
                         }
                     }
                     h.record(t.elapsed().as_micros() as u64)?;
+                    bar.inc(work.len() as u64);
                 }
                 Ok(h)
             })
@@ -166,11 +266,14 @@ fn run_parallel(
         let h = t.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
         hist.add(h)?;
     }
+    bar.finish_and_clear();
     Ok((start.elapsed().as_secs_f64(), hist))
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let _ = FORMAT.set(cli.format);
+    match cli.command {
         Cmd::Gen {
             count,
             agents,
@@ -194,19 +297,8 @@ fn main() -> anyhow::Result<()> {
             file,
             batch,
             concurrency,
-        } => {
-            let envs = load(&file, None)?;
-            let n = envs.len();
-            let batches: Vec<Vec<Vec<u8>>> = envs.chunks(batch).map(|c| c.to_vec()).collect();
-            let (secs, hist) = run_parallel(&server, Arc::new(batches), concurrency, false)?;
-            report(
-                "batch_ingest",
-                n,
-                secs,
-                &hist,
-                serde_json::json!({"batch": batch, "concurrency": concurrency}),
-            );
-        }
+            window,
+        } => ingest(&server, &file, batch, concurrency, window)?,
         Cmd::Singles {
             server,
             file,
@@ -225,6 +317,21 @@ fn main() -> anyhow::Result<()> {
                 serde_json::json!({"concurrency": concurrency}),
             );
         }
+        Cmd::Mixed {
+            server,
+            file,
+            concurrency,
+            write_percent,
+            subjects,
+            seconds,
+        } => mixed(
+            &server,
+            &file,
+            concurrency,
+            write_percent,
+            subjects,
+            seconds,
+        )?,
         Cmd::TailPages {
             server,
             tail,
@@ -315,5 +422,228 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Batch ingest, streaming the file: a reader thread cuts it into batches (so a 10M-assertion
+/// file never sits in memory), CONCURRENCY workers post them. With `window`, a monitor thread
+/// reports each window's rate and the server's RSS as JSON lines before the summary.
+fn ingest(
+    server: &str,
+    file: &PathBuf,
+    batch: usize,
+    concurrency: usize,
+    window: u64,
+) -> anyhow::Result<()> {
+    let f = std::fs::File::open(file).with_context(|| format!("open {}", file.display()))?;
+    let bytes = f.metadata()?.len();
+    let (tx, rx) = mpsc::sync_channel::<(Vec<Vec<u8>>, u64)>(concurrency * 2);
+    let reader = std::thread::spawn(move || -> anyhow::Result<()> {
+        let mut chunk = Vec::with_capacity(batch);
+        let mut chunk_bytes = 0u64;
+        for line in BufReader::with_capacity(1 << 20, f).split(b'\n') {
+            let line = line?;
+            chunk_bytes += line.len() as u64 + 1;
+            if line.is_empty() {
+                continue;
+            }
+            chunk.push(line);
+            if chunk.len() == batch {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(batch));
+                if tx.send((full, chunk_bytes)).is_err() {
+                    return Ok(());
+                }
+                chunk_bytes = 0;
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = tx.send((chunk, chunk_bytes));
+        }
+        Ok(())
+    });
+    let rx = Arc::new(Mutex::new(rx));
+    let done = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicBool::new(false));
+    let bar = progress(bytes, "bytes of the file");
+    let start = Instant::now();
+    let monitor = (window > 0).then(|| {
+        let (done, finished, server) = (done.clone(), finished.clone(), server.to_string());
+        let bar = bar.clone();
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let client = stemedb_client::Client::new(&server)?;
+            let (mut next, mut last_n, mut last_t) = (window, 0u64, Instant::now());
+            loop {
+                let stop = finished.load(Ordering::Acquire);
+                let n = done.load(Ordering::Acquire);
+                if n >= next || (stop && n > last_n) {
+                    let now = Instant::now();
+                    let v = serde_json::json!({
+                        "kind": "ingest_window",
+                        "assertions": n,
+                        "window": n - last_n,
+                        "seconds": now.duration_since(last_t).as_secs_f64(),
+                        "per_second": (n - last_n) as f64 / now.duration_since(last_t).as_secs_f64(),
+                        "elapsed_seconds": start.elapsed().as_secs_f64(),
+                        "server_rss_bytes": server_rss(&client),
+                    });
+                    bar.suspend(|| emit(&v));
+                    (last_n, last_t) = (n, now);
+                    while next <= n {
+                        next += window;
+                    }
+                }
+                if stop {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    });
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (rx, done, server, bar) =
+                (rx.clone(), done.clone(), server.to_string(), bar.clone());
+            std::thread::spawn(move || -> anyhow::Result<Histogram<u64>> {
+                let client = stemedb_client::Client::new(&server)?;
+                let mut h = Histogram::<u64>::new(3)?;
+                loop {
+                    let next = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => anyhow::bail!("batch queue poisoned"),
+                    };
+                    let Ok((work, work_bytes)) = next else { break };
+                    let t = Instant::now();
+                    for r in client.assert_batch(&work)? {
+                        r?;
+                    }
+                    h.record(t.elapsed().as_micros() as u64)?;
+                    done.fetch_add(work.len() as u64, Ordering::AcqRel);
+                    bar.inc(work_bytes);
+                }
+                Ok(h)
+            })
+        })
+        .collect();
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut failure = None;
+    for w in workers {
+        match w.join() {
+            Ok(Ok(h)) => hist.add(h)?,
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(_) => failure = failure.or(Some(anyhow::anyhow!("worker panicked"))),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    finished.store(true, Ordering::Release);
+    drop(rx);
+    if let Some(m) = monitor {
+        m.join()
+            .map_err(|_| anyhow::anyhow!("monitor panicked"))??;
+    }
+    bar.finish_and_clear();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    report(
+        "batch_ingest",
+        done.load(Ordering::Acquire) as usize,
+        secs,
+        &hist,
+        serde_json::json!({"batch": batch, "concurrency": concurrency}),
+    );
+    Ok(())
+}
+
+/// Mixed reads and writes on the same connections; reads and writes get their own histograms.
+fn mixed(
+    server: &str,
+    file: &PathBuf,
+    concurrency: usize,
+    write_percent: u32,
+    subjects: u64,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(write_percent <= 100, "--write-percent is 0 to 100");
+    let envs = Arc::new(load(file, None)?);
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let bar = progress(seconds, "seconds");
+    let ticker =
+        {
+            let bar = bar.clone();
+            std::thread::spawn(move || {
+                while Instant::now() < deadline && !bar.is_finished() {
+                    std::thread::sleep(Duration::from_millis(250));
+                    bar.set_position(seconds.saturating_sub(
+                        deadline.saturating_duration_since(Instant::now()).as_secs(),
+                    ));
+                }
+            })
+        };
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (envs, next, server) = (envs.clone(), next.clone(), server.to_string());
+            std::thread::spawn(
+                move || -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
+                    let client = stemedb_client::Client::new(&server)?;
+                    let (mut reads, mut writes) =
+                        (Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?);
+                    let mut x: u64 =
+                        0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    while Instant::now() < deadline {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        if (x % 100) < u64::from(write_percent) {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(env) = envs.get(i) else { break };
+                            let t = Instant::now();
+                            client.assert_envelope(env)?;
+                            writes.record(t.elapsed().as_micros() as u64)?;
+                        } else {
+                            let q = serde_json::json!({
+                                "subject": subject_of((x >> 8) % subjects.max(1)),
+                                "lens": "latest",
+                            });
+                            let t = Instant::now();
+                            let a = client.query(&q)?;
+                            reads.record(t.elapsed().as_micros() as u64)?;
+                            anyhow::ensure!(
+                                a["results"].as_array().is_some_and(|r| !r.is_empty()),
+                                "no result for {q}"
+                            );
+                        }
+                    }
+                    Ok((reads, writes))
+                },
+            )
+        })
+        .collect();
+    let (mut reads, mut writes) = (Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?);
+    for w in workers {
+        let (r, wr) = w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        reads.add(r)?;
+        writes.add(wr)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let _ = ticker.join();
+    let params = serde_json::json!({
+        "concurrency": concurrency,
+        "write_percent": write_percent,
+        "operations_per_second": (reads.len() + writes.len()) as f64 / secs,
+    });
+    report(
+        "mixed_reads",
+        reads.len() as usize,
+        secs,
+        &reads,
+        params.clone(),
+    );
+    report("mixed_writes", writes.len() as usize, secs, &writes, params);
     Ok(())
 }

@@ -15,6 +15,10 @@
 #   singles       single-row INSERT, one commit each, 64 connections (pgbench, prepared)
 #   point         latest row for an exact subject and predicate, 8 and 32 clients (pgbench,
 #                 prepared), on the full data set
+#   tail          a page of the tail match `…/cpu` in subject order: the next 400 rows (100
+#                 subjects × 4 agents, the candidates of one StemeDB page of 100 groups) from a
+#                 random subject, 4 clients (pgbench, prepared)
+# PG_MODE=copy stops after the COPY runs and the disk size (the 10M disk comparison).
 # PostgreSQL verifies no signature and keeps no Merkle log: StemeDB does both (say so beside
 # the figures).
 set -euo pipefail
@@ -50,7 +54,7 @@ schema() {
 DROP TABLE IF EXISTS assertions;
 CREATE TABLE assertions (
   id bytea PRIMARY KEY,
-  subject_rev text NOT NULL,
+  subject_rev text COLLATE "C" NOT NULL,
   predicate text NOT NULL,
   agent bytea NOT NULL,
   ts bigint NOT NULL,
@@ -68,7 +72,7 @@ rate() { python3 -c "import sys; print(f'{$ROWS / ($2 - $1):.0f}')" ; }
 
 # Load files (not timed).
 python3 scripts/pg_rows.py copy "$DATASET" 4 "$WORK/copy"
-python3 scripts/pg_rows.py insert "$DATASET" 4 "$WORK/insert"
+if [ "${PG_MODE:-all}" != copy ]; then python3 scripts/pg_rows.py insert "$DATASET" 4 "$WORK/insert"; fi
 
 for run in $(seq "$RUNS"); do
   schema
@@ -80,6 +84,7 @@ for run in $(seq "$RUNS"); do
 done
 size=$("${PSQL[@]}" -At -c "SELECT pg_total_relation_size('assertions')")
 echo "{\"kind\":\"pg_disk\",\"rows\":$ROWS,\"bytes\":$size,\"bytes_per_row\":$(( size / ROWS ))}"
+if [ "${PG_MODE:-all}" = copy ]; then exit 0; fi
 
 # Point queries on the full table: the newest row for one subject and predicate.
 "${PSQL[@]}" -c "VACUUM ANALYZE assertions"
@@ -102,9 +107,14 @@ print(json.dumps({"kind": f"pg_{name}", "clients": int(clients), "per_second": r
                   "latency_ms": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": lat[-1] / 1000}}))
 PY
 }
+cat >"$WORK/tail.sql" <<SQL
+\\set s random(0, $(( subjects - 1 )))
+SELECT subject_rev, agent, ts, confidence FROM assertions WHERE subject_rev > 'cpu/server-' || :s AND subject_rev < 'cpu0' ORDER BY subject_rev, predicate, ts LIMIT 400;
+SQL
 for run in $(seq "$RUNS"); do
   pgb point 8 "$WORK/point.sql"
   pgb point 32 "$WORK/point.sql"
+  pgb tail 4 "$WORK/tail.sql"
 done
 
 # Single-row INSERTs, one commit each, 64 connections (~560-byte envelope, random id).

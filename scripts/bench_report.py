@@ -90,15 +90,63 @@ def main():
                  f"{f0(sp)}, p99 {f2(p99(point32))} ms (32 conns, HTTP)",
                  f"{f0(pp8)} (8 clients), {f0(pp32)}, p99 {f2(p99(pg_p32))} ms (32)",
                  ratio(sp, pp8)))
-    rows.append(("tail query, 100 rows, p99 (ms)", "≤ 20", f2(p99(tail)), "–", "–"))
+    point16 = k(s, "point_query", connections=16)
+    if point16:
+        rows.append(("point query at 1M, 16 conns (/s)", "p99 ≤ 2 ms",
+                     f"{f0(rate(point16))}, p99 {f2(p99(point16))} ms", "–", "–"))
+    pg_tail = k(p, "pg_tail")
+    rows.append(("tail query, 100 rows, p99 (ms)", "≤ 20",
+                 f"{f2(p99(tail))} (100 groups = 400 rows a page, 4 walkers)",
+                 f"{f2(p99(pg_tail))} (400 rows a page, 4 clients; {f0(rate(pg_tail))} pages/s)"
+                 if pg_tail else "–",
+                 ratio(p99(pg_tail), p99(tail)) + " (latency, PG ÷ StemeDB)" if pg_tail else "–"))
+    mr, mw = k(s, "mixed_reads"), k(s, "mixed_writes")
+    if mr and mw:
+        ops = med([r["params"]["operations_per_second"] for r in mr])
+        rows.append(("mixed, 10% single POSTs, 32 conns, at 1M (ops/s)", "report",
+                     f"{f0(ops)}: reads p99 {f2(p99(mr))} ms, writes p99 {f2(p99(mw))} ms",
+                     "–", "–"))
+    start = k(s, "startup")
+    if start:
+        rows.append(("cold start at 1M (s)", "≤ 2", f2(med([r["seconds"] for r in start])), "–", "–"))
+    replay = k(s, "replay")
+    if replay:
+        n = med([r["replayed"] or 0 for r in replay])
+        rows.append((f"start after kill -9 with a {f0(n)}-record WAL tail (s)", "≤ 1",
+                     f"{f2(med([r['seconds_to_ready'] for r in replay]))} to ready "
+                     f"(store open {f0(med([r['store_open_ms'] or float('nan') for r in replay]))} ms)",
+                     "–", "–"))
     if disk and pg_disk:
         n = pg_disk[0]["rows"]
         sdb = disk.get("db", 0) / 1_000_000
         rows.append(("disk per assertion (bytes)", "report",
-                     f"{disk.get('db', 0) // 1_000_000} store + {disk.get('wal', 0) // 1_000_000} WAL",
+                     f"{disk.get('db', 0) // 1_000_000} store + {disk.get('wal', 0) // 1_000_000} WAL (1M)",
                      f"{pg_disk[0]['bytes'] // n} table + indexes", ratio(sdb, pg_disk[0]['bytes'] / n)))
     if rss:
         rows.append(("server RSS at 1M (MiB)", "≤ 1024", f0(rss[-1]["rss_kib"] / 1024), "–", "–"))
+    t = load(os.path.join(results, "10m.jsonl"))
+    t_pg = load(os.path.join(results, "10m-postgres.jsonl"))
+    windows = k(t, "ingest_window")
+    if windows:
+        first, last = windows[0], windows[-1]
+        total = k(t, "batch_ingest_10m")
+        rows.append(("10M ingest: first / last 500k window (assertions/s)", "last ≥ 0.7 × first",
+                     f"{f0(first['per_second'])} / {f0(last['per_second'])} "
+                     f"({last['per_second'] / first['per_second']:.2f}×); "
+                     f"whole run {f0(rate(total))}/s", "–", "–"))
+        peak = max([w.get("server_rss_bytes") or 0 for w in windows]
+                   + [r["bytes"] for r in k(t, "rss_10m")])
+        rows.append(("server RSS during the 10M ingest, peak (MiB)", "≤ 1024", f0(peak / 2**20), "–", "–"))
+        d10 = {r["part"]: r["bytes"] for r in k(t, "disk_10m")}
+        n10 = (total[0]["assertions"] if total else 10_000_000)
+        pgd = k(t_pg, "pg_disk")
+        rows.append(("disk per assertion at 10M (bytes)", "report",
+                     f"{d10.get('db', 0) // n10} store + {d10.get('wal', 0) // n10} WAL",
+                     f"{pgd[0]['bytes'] // pgd[0]['rows']} table + indexes" if pgd else "–",
+                     ratio(d10.get('db', 0) / n10, pgd[0]['bytes'] / pgd[0]['rows']) if pgd else "–"))
+        s10 = k(t, "startup_10m")
+        if s10:
+            rows.append(("cold start at 10M (s)", "≤ 2", f2(med([r["seconds"] for r in s10])), "–", "–"))
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cpu = "?"

@@ -95,6 +95,17 @@ PY_LOG_FILE=$(mktemp)
 STEMEDB_BIN="$PWD/target/debug/stemedb" python3 -m pytest -q tests/interop | tee "$PY_LOG_FILE"
 py_passed=$(sed -n 's/^\([0-9]*\) passed.*/\1/p' "$PY_LOG_FILE" | tail -n 1)
 
+step "Python client (clients/python): pip install, then pytest against a real server"
+python3 -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./clients/python \
+  || python3 -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+       --break-system-packages ./clients/python \
+  || die "pip install ./clients/python failed"
+(cd /tmp && STEMEDB_BIN="$OLDPWD/target/debug/stemedb" python3 -m pytest -q "$OLDPWD/clients/python/tests") \
+  | tee "$PY_LOG_FILE"
+client_passed=$(sed -n 's/^\([0-9]*\) passed.*/\1/p' "$PY_LOG_FILE" | tail -n 1)
+[ -n "$client_passed" ] || die "the Python client tests did not report"
+py_passed=$(( ${py_passed:-0} + client_passed ))
+
 step "cargo clippy --all-targets -- -D warnings"
 cargo_step clippy --workspace --all-targets --locked -- -D warnings
 

@@ -153,6 +153,13 @@ impl Client {
         serde_json::from_str(&text).map_err(|e| ClientError::Unexpected(format!("{path}: {e}")))
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub fn metrics_text(&self) -> Result<String, ClientError> {
+        let url = self.url("/metrics");
+        let (_, text) = self.send(self.http.get(&url), &url)?;
+        Ok(text)
+    }
+
     /// Calls the admin API: `method` on `/v1/admin{path}` with the bearer `token` and an
     /// optional JSON body. Returns the status and the JSON answer (`null` for 204); a problem
     /// answer is an error.
