@@ -15,6 +15,6 @@ for run in $(seq "$RUNS"); do
   until curl -sf -o /dev/null "http://127.0.0.1:$PORT/v1/ready"; do sleep 0.005; done
   t1=$(date +%s.%N)
   size=$(curl -s "http://127.0.0.1:$PORT/v1/ready" | sed 's/.*"tree_size":\([0-9]*\).*/\1/')
-  echo "{\"kind\":\"startup\",\"run\":$run,\"tree_size\":$size,\"seconds\":$(echo "$t1 - $t0" | bc)}"
+  echo "{\"kind\":\"startup\",\"run\":$run,\"tree_size\":$size,\"seconds\":$(printf "%.3f" "$(echo "$t1 - $t0" | bc)")}"
   kill "$pid"; wait "$pid" || true
 done
