@@ -48,6 +48,9 @@ command -v promtool >/dev/null 2>&1 || apt_packages+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || apt_packages+=(systemd)
 # A real nginx for the TLS proxy test (tests/proxy.rs).
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_packages+=(nginx)
+# Headless Chromium and Node (npm) for the dashboard's Playwright tests (tests/dashboard).
+[ -x /usr/bin/chromium ] || apt_packages+=(chromium)
+command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   step "installing system packages: ${apt_packages[*]}"
   $SUDO apt-get update -qq
@@ -58,6 +61,12 @@ command -v promtool >/dev/null 2>&1 || die "promtool did not install (apt-get in
 export PATH="$PATH:/usr/sbin"
 command -v nginx >/dev/null 2>&1 || die "nginx did not install (apt-get install nginx)"
 command -v systemd-analyze >/dev/null 2>&1 || die "systemd-analyze did not install (apt-get install systemd)"
+[ -x /usr/bin/chromium ] || die "chromium did not install (apt-get install chromium)"
+command -v npm >/dev/null 2>&1 || die "npm did not install (apt-get install nodejs npm)"
+
+step "installing the dashboard test dependencies (tests/dashboard: playwright-core, no browser download)"
+(cd tests/dashboard && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) \
+  || die "npm ci in tests/dashboard failed"
 
 step "installing Python test dependencies (tests/interop/requirements.txt)"
 if ! python3 -m pip --version >/dev/null 2>&1; then
@@ -105,6 +114,16 @@ python3 -m pip install --quiet --disable-pip-version-check --force-reinstall --n
 client_passed=$(sed -n 's/^\([0-9]*\) passed.*/\1/p' "$PY_LOG_FILE" | tail -n 1)
 [ -n "$client_passed" ] || die "the Python client tests did not report"
 py_passed=$(( ${py_passed:-0} + client_passed ))
+
+step "dashboard (Playwright, Debian's Chromium) against a real server"
+DASH_LOG_FILE=$(mktemp)
+(cd tests/dashboard && STEMEDB_BIN="$OLDPWD/target/debug/stemedb" ARTIFACTS="$OLDPWD/target/artifacts" \
+  node --test --test-reporter=spec dashboard.test.mjs) | tee "$DASH_LOG_FILE"
+dash_passed=$(sed -n 's/^ℹ pass \([0-9]*\)$/\1/p' "$DASH_LOG_FILE" | tail -n 1)
+dash_failed=$(sed -n 's/^ℹ fail \([0-9]*\)$/\1/p' "$DASH_LOG_FILE" | tail -n 1)
+[ -n "$dash_passed" ] && [ "${dash_failed:-1}" = 0 ] || die "the dashboard tests failed or did not report"
+py_passed=$(( ${py_passed:-0} + dash_passed ))
+rm -f "$DASH_LOG_FILE"
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo_step clippy --workspace --all-targets --locked -- -D warnings

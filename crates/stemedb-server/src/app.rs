@@ -31,13 +31,15 @@ use crate::defense::{BreakerConfig, BreakerState, Defense, Policy};
 use crate::hardening::{self, ClientIp, Limiters};
 use crate::metrics::Metrics;
 use crate::problem::Problem;
-use crate::{admin, api, query};
+use crate::{admin, api, dashboard, query};
 
 /// The OpenAPI document of every route (`GET /v1/openapi.json`).
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
 /// Every route: (method, path template). The OpenAPI document must list exactly these.
 pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/assets/{file}"),
     ("POST", "/v1/assert"),
     ("GET", "/v1/assertions/{id}"),
     ("GET", "/v1/query"),
@@ -327,7 +329,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/ready", get(ready))
         .route("/v1/openapi.json", get(openapi))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route("/", get(dashboard::index))
+        .route("/assets/{file}", get(dashboard::asset));
     let mut router = data
         .merge(ops)
         .fallback(not_found)

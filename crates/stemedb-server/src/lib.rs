@@ -5,6 +5,7 @@
 
 mod admin;
 mod api;
+mod dashboard;
 pub mod app;
 pub mod config;
 pub mod control;
