@@ -41,8 +41,9 @@ async function assertAs(name, statement) {
   writeFileSync(file, JSON.stringify(statement));
   const envelope = cli("sign", "--key", key, file);
   const r = await fetch(`${url}/v1/assert`, { method: "POST", headers: { "Content-Type": "application/json" }, body: envelope });
-  assert.ok(r.status < 300, `assert: ${r.status} ${await r.text()}`);
-  return r.json();
+  const text = await r.text();
+  assert.ok(r.status < 300, `assert: ${r.status} ${text}`);
+  return JSON.parse(text);
 }
 
 before(async () => {
@@ -65,10 +66,12 @@ before(async () => {
   // Dated a day ahead of the server clock: held in quarantine.
   const held = await assertAs("mallory", { subject: "kb/services/billing-api/owner", predicate: "team", object: "nobody", ts: Date.now() + 86_400_000 });
   assert.equal(held.status, "quarantined");
-  browser = await chromium.launch({
+  // A fresh user-data-dir (Playwright passes it as --user-data-dir), and no network beyond the server.
+  browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "chromium-")), {
     executablePath: CHROMIUM,
+    viewport: { width: 1280, height: 800 },
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", `--user-data-dir=${mkdtempSync(join(tmpdir(), "chromium-"))}`],
+      "--disable-component-update", "--disable-sync"],
   });
   mkdirSync(ARTIFACTS, { recursive: true });
 });
@@ -79,7 +82,7 @@ after(async () => {
 });
 
 async function newPage() {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const page = await browser.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });

@@ -601,6 +601,45 @@ mod tests {
         assert_eq!(served, doc);
     }
 
+    /// The dashboard page and every file it references are served with their own types and
+    /// a CSP that allows only this origin's scripts, styles and API; unknown assets are 404.
+    #[tokio::test]
+    async fn the_dashboard_and_its_assets_are_served() {
+        let (s, _tmp) = state();
+        let router = app(s);
+        let resp = send(&router, "GET", "/", &[]).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(header_of(&resp, "content-type"), "text/html; charset=utf-8");
+        let csp = header_of(&resp, "content-security-policy");
+        assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"));
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(header_of(&resp, "x-frame-options"), "DENY");
+        let page = resp.into_body().collect().await.expect("body").to_bytes();
+        let page = String::from_utf8_lossy(&page).into_owned();
+        let mut assets: Vec<&str> = page
+            .split("/assets/")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assets.push("blake3.js"); // imported by app.js
+        assert!(assets.len() >= 3, "{assets:?}");
+        for name in assets {
+            let resp = send(&router, "GET", &format!("/assets/{name}"), &[]).await;
+            assert_eq!(resp.status(), StatusCode::OK, "{name}");
+            let want = if name.ends_with(".js") {
+                "text/javascript; charset=utf-8"
+            } else {
+                "text/css; charset=utf-8"
+            };
+            assert_eq!(header_of(&resp, "content-type"), want, "{name}");
+        }
+        for uri in ["/assets/nope.js", "/assets/..%2Fserver.key"] {
+            let resp = send(&router, "GET", uri, &[]).await;
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{uri}");
+            assert_eq!(header_of(&resp, "content-type"), "application/problem+json");
+        }
+    }
+
     #[tokio::test]
     async fn every_response_carries_security_headers_and_a_request_id() {
         let (s, _tmp) = state();

@@ -5,10 +5,10 @@
 
 mod admin;
 mod api;
-mod dashboard;
 pub mod app;
 pub mod config;
 pub mod control;
+mod dashboard;
 pub mod datadir;
 pub mod defense;
 pub mod hardening;
