@@ -105,6 +105,11 @@ test("a query shows the winner, the conflict and the alternatives; the page veri
   assert.equal(await cells.nth(7).textContent(), "conflict");
   assert.match(await cells.nth(6).textContent(), /^\d+%$/);
   assert.equal(await cells.nth(8).locator("button").count(), 2);
+  // Each alternative with its value, agent and time.
+  const alts = await cells.nth(8).locator(".alt").allTextContents();
+  assert.equal(alts.length, 2);
+  assert.ok(alts.some((t) => /"growth" [0-9a-f]{12}… 2023-11-14T22:13:22\.000Z/.test(t)), alts.join(" | "));
+  assert.ok(alts.some((t) => /"payments" [0-9a-f]{12}… 2023-11-14T22:13:2[01]\.000Z/.test(t)), alts.join(" | "));
   assert.match(page.url(), /\?subject=kb%2Fservices%2Fbilling-api%2Fowner&match=exact&lens=consensus$/);
   // Live stats come from the API.
   await page.waitForFunction(() => document.getElementById("stat-tree").textContent === "3");

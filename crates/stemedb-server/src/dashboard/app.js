@@ -59,13 +59,25 @@ function idButton(id, label) {
     "aria-label": `${label} ${id}`, onclick: () => openAssertion(id, true) }, short(id));
 }
 
-function renderRows(results, append) {
+/** An alternative: its value, agent and time when the raw answer has it, and its id. */
+function alternative(id, details) {
+  const d = details.get(id);
+  const item = el("div", { class: "alt" });
+  if (d) {
+    item.append(el("code", {}, JSON.stringify(d.object)), " ",
+      el("span", { class: "mono", title: d.agent }, short(d.agent)), " ", iso(d.ts), " ");
+  }
+  item.append(idButton(id, "alternative"));
+  return item;
+}
+
+function renderRows(results, append, details) {
   const body = $("results").querySelector("tbody");
   if (!append) body.replaceChildren();
   for (const r of results) {
     const w = r.winner;
     const alts = el("td");
-    for (const a of r.alternatives || []) alts.append(idButton(a, "alternative"), " ");
+    for (const a of r.alternatives || []) alts.append(alternative(a, details));
     body.append(el("tr", {},
       el("td", { class: "mono" }, r.subject),
       el("td", { class: "mono" }, r.predicate),
@@ -89,7 +101,17 @@ async function runQuery(q, append = false) {
     const a = await api("/v1/query", { method: "POST", body });
     lastQuery = q;
     nextCursor = a.next_cursor;
-    renderRows(a.results, append);
+    // The agents and times of the alternatives: one raw query of the same subjects, as of the
+    // same tree size (the resolved answer names alternatives by id only).
+    const details = new Map();
+    if (q.lens !== "raw" && a.results.some((r) => (r.alternatives || []).length)) {
+      try {
+        const raw = await api("/v1/query", { method: "POST",
+          body: { subject: q.subject, match: q.match, lens: "raw", as_of: a.tree_size, limit: 1000 } });
+        for (const r of raw.results) details.set(r.winner.id, r.winner);
+      } catch { /* ids alone still link to each alternative */ }
+    }
+    renderRows(a.results, append, details);
     const n = $("results").querySelector("tbody").children.length;
     $("results-caption").textContent =
       `${q.match} match on ${q.subject}, lens ${q.lens}, at tree size ${a.tree_size}`;
