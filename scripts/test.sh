@@ -24,7 +24,10 @@ cargo_step() {
   local attempt log
   log=$(mktemp)
   for attempt in 1 2 3; do
-    if cargo "$@" 2>&1 | tee "$log"; then rm -f "$log"; return 0; fi
+    # Standard input is an empty pipe, not /dev/null: on one CI VM /dev/null was replaced by a
+    # regular file mid-run (Chromium's launcher then wrote an `ls` error into it), and cargo's
+    # probe compiled that text.
+    if cargo "$@" < <(:) 2>&1 | tee "$log"; then rm -f "$log"; return 0; fi
     if ! grep -q "to learn about target-specific information" "$log"; then rm -f "$log"; return 1; fi
     printf 'test.sh: cargo could not probe rustc (attempt %s); retrying\n' "$attempt" >&2
     rm -f target/.rustc_info.json
@@ -81,9 +84,9 @@ python3 -c 'import nacl, blake3, pytest, schemathesis, yaml' || die "Python test
 export PATH="$HOME/.local/bin:$PATH"
 command -v st >/dev/null 2>&1 || die "schemathesis' st command is not on PATH"
 
-if ! cargo nextest --version >/dev/null 2>&1; then
+if ! cargo nextest --version < <(:) >/dev/null 2>&1; then
   step "installing cargo-nextest"
-  cargo install --locked cargo-nextest || die "cannot install cargo-nextest"
+  cargo install --locked cargo-nextest < <(:) || die "cannot install cargo-nextest"
 fi
 
 step "cargo fmt --check"
