@@ -81,6 +81,10 @@ after(async () => {
   server?.kill("SIGTERM");
 });
 
+/** Waits until the assertion view has its statement (the fetch behind it has answered). */
+const loaded = (page) =>
+  page.waitForFunction(() => document.getElementById("assertion-statement").textContent.length > 0);
+
 async function newPage() {
   const page = await browser.newPage();
   const errors = [];
@@ -119,6 +123,7 @@ test("a query shows the winner, the conflict and the alternatives; the page veri
   // Open the winner and verify its inclusion in the browser.
   await cells.nth(2).getByRole("button").click();
   await page.locator("#assertion-view").waitFor({ state: "visible" });
+  await loaded(page);
   assert.match(await page.locator("#assertion-statement").textContent(), /"object": "payments"/);
   await page.getByRole("button", { name: "Verify inclusion" }).click();
   const result = page.locator("#verify-result");
@@ -141,6 +146,7 @@ test("a forged proof or checkpoint is refused by the page", async () => {
     await route.fulfill({ response: r, json: p });
   });
   await page.goto(`${url}/?id=${id}`);
+  await loaded(page);
   await page.getByRole("button", { name: "Verify inclusion" }).click();
   await page.waitForFunction(() => /Verified|Not verified/.test(document.getElementById("verify-result").textContent));
   assert.match(await page.locator("#verify-result").textContent(), /^Not verified: the proof does not lead to the signed root/);

@@ -35,9 +35,11 @@ def key_from_pem(text: str) -> SigningKey:
         der = base64.b64decode("".join(text[start + len(_BEGIN):end].split()), validate=True)
     except ValueError as e:
         raise KeyError_(f"the PEM body is not base64: {e}") from e
-    # Version 1 keys may carry the public key after the seed ([1] IMPLICIT); the seed is what
-    # signs, and the public key is derived from it.
-    if len(der) < 48 or der[2:16] != _PKCS8_PREFIX[2:16] or der[0] != 0x30:
+    # PKCS#8 v1 (version 0) is what `stemedb keygen` and OpenSSL write; v2 (version 1, RFC 5958)
+    # may append the public key after the seed. The seed is what signs; the public key is
+    # derived from it.
+    if (len(der) < 48 or der[0] != 0x30 or der[2:4] != b"\x02\x01" or der[4] not in (0, 1)
+            or der[5:16] != _PKCS8_PREFIX[5:16]):
         raise KeyError_("not an Ed25519 PKCS#8 key (expected OID 1.3.101.112)")
     seed = der[16:48]
     return SigningKey(seed)

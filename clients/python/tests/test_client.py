@@ -32,6 +32,19 @@ def test_key_files_round_trip_and_match_stemedb_keygen(tmp_path):
     der = subprocess.run(["openssl", "pkey", "-in", str(tmp_path / "o.pem"), "-pubout", "-outform",
                           "DER"], check=True, capture_output=True).stdout
     assert stemedb.agent_id(load_key(tmp_path / "o.pem")) == der[-32:].hex()
+    # A PKCS#8 v2 key (version 1, the public key appended as [1]) loads to the same key.
+    pub = key.verify_key.encode()
+    v2 = (bytes.fromhex("3051020101300506032b657004220420") + bytes(key)
+          + bytes.fromhex("812100") + pub)
+    (tmp_path / "v2.pem").write_text("-----BEGIN PRIVATE KEY-----\n"
+                                     + base64.b64encode(v2).decode()
+                                     + "\n-----END PRIVATE KEY-----\n")
+    assert bytes(load_key(tmp_path / "v2.pem")) == bytes(key)
+    x25519 = bytes.fromhex("302e020100300506032b656e04220420") + bytes(32)  # OID 1.3.101.110
+    (tmp_path / "x.pem").write_text("-----BEGIN PRIVATE KEY-----\n" + base64.b64encode(x25519).decode()
+                                    + "\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(stemedb.StemeDBError):
+        load_key(tmp_path / "x.pem")
     (tmp_path / "bad.pem").write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
     with pytest.raises(stemedb.StemeDBError):
         load_key(tmp_path / "bad.pem")

@@ -136,8 +136,12 @@ let current = null;
 async function openAssertion(id, push) {
   if (push) history.pushState({}, "", `/?id=${id}`);
   show("assertion-view");
+  current = null;
+  $("verify").disabled = true;
   $("verify-result").textContent = "";
   $("assertion-meta").replaceChildren();
+  $("assertion-statement").textContent = "";
+  $("assertion-envelope").textContent = "";
   try {
     const a = await api(`/v1/assertions/${id}`);
     current = a;
@@ -147,6 +151,7 @@ async function openAssertion(id, push) {
     for (const [k, v] of meta) $("assertion-meta").append(el("dt", {}, k), el("dd", {}, v));
     $("assertion-statement").textContent = JSON.stringify(st, null, 2);
     $("assertion-envelope").textContent = JSON.stringify(a.envelope, null, 2);
+    $("verify").disabled = false;
     $("assertion-title").focus();
   } catch (e) {
     current = null;
