@@ -4,7 +4,7 @@
 # side in docs/performance.md (the block between the bench:begin and bench:end markers).
 #
 # Usage: ./scripts/bench.sh [RUNS]      (default 3; takes about 40 minutes on 2 cores)
-# Raw JSON lines are kept in target/bench/<UTC time>/. The 10M-assertion run takes an hour and
+# Raw JSON lines are kept in target/bench/<UTC time>/. The 10M-assertion run takes 25 minutes and
 # ≈ 36 GB, so it is separate: `./scripts/bench-10m.sh > target/bench/10m.jsonl` (and
 # `PG_MODE=copy ./scripts/bench-postgres.sh 10M_SET 1 > target/bench/10m-postgres.jsonl` for
 # PostgreSQL's disk on the same rows); when those files exist, the table includes them.
