@@ -323,7 +323,14 @@ fn fsync_failure_turns_the_server_read_only() {
                 .id,
         );
     }
-    for i in 5..8 {
+    // The write whose fsync failed: its outcome is unknown (the record may be on disk).
+    match client.assert_envelope(&envelope(&k, "fsync/x", 5)) {
+        Err(ClientError::Problem {
+            status: 503, code, ..
+        }) => assert_eq!(code, "outcome_unknown"),
+        other => panic!("the write whose fsync failed: {other:?}"),
+    }
+    for i in 6..8 {
         match client.assert_envelope(&envelope(&k, "fsync/x", i)) {
             Err(ClientError::Problem {
                 status: 503, code, ..

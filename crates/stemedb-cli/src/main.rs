@@ -97,6 +97,9 @@ enum Command {
         /// Stop replay at this tree size (the log holds exactly this many assertions).
         #[arg(long)]
         to_tree_size: Option<u64>,
+        /// Refuse the backup unless its checkpoint is signed by this Ed25519 public key (hex).
+        #[arg(long, value_parser = parse_trusted_key)]
+        trusted_key: Option<[u8; 32]>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -329,6 +332,18 @@ struct ServeArgs {
     /// redb page cache, MiB [default: 256].
     #[arg(long, env = "STEMEDB_CACHE_MB")]
     cache_mb: Option<usize>,
+    /// Most index rows one query request may examine before it answers with a cursor [default: 10000].
+    #[arg(long, env = "STEMEDB_SCAN_BUDGET")]
+    scan_budget: Option<usize>,
+    /// A request head not complete within this many ms is answered 408 and closed [default: 10000].
+    #[arg(long, env = "STEMEDB_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: Option<u64>,
+    /// A connection with no traffic for this many ms is closed [default: 60000].
+    #[arg(long, env = "STEMEDB_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
+    /// Most TCP connections open at once; past it new ones wait in the listen backlog [default: 10000].
+    #[arg(long, env = "STEMEDB_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Bearer token of the admin API under /v1/admin/ [default: none, admin API off].
     #[arg(long, env = "STEMEDB_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<stemedb_server::config::Secret>,
@@ -391,13 +406,20 @@ fn main() -> ExitCode {
             data_dir,
             wal_archive,
             to_tree_size,
+            trusted_key,
             json,
         } => wal_archive
             .as_deref()
             .map(stemedb_ops::archive::Target::parse)
             .transpose()
             .and_then(|target| {
-                stemedb_ops::restore::restore(&from, &data_dir, target.as_ref(), to_tree_size)
+                stemedb_ops::restore::restore(
+                    &from,
+                    &data_dir,
+                    target.as_ref(),
+                    to_tree_size,
+                    trusted_key,
+                )
             })
             .and_then(|r| {
                 print_report(json, &r, || {
@@ -495,6 +517,12 @@ fn verify_cmd(path: Option<PathBuf>, json: bool) -> ExitCode {
     }
 }
 
+/// A 64-hex-character Ed25519 public key.
+fn parse_trusted_key(s: &str) -> Result<[u8; 32], String> {
+    stemedb_core::parse_agent(s)
+        .map_err(|e| format!("a public key is 64 lowercase hex characters: {e}"))
+}
+
 fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
     let args = *args;
     let file = match &args.config {
@@ -526,6 +554,10 @@ fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
         rate_limit_read_per_sec: args.rate_limit_read_per_sec,
         trusted_proxies: args.trusted_proxies,
         cache_mb: args.cache_mb,
+        scan_budget: args.scan_budget,
+        header_timeout_ms: args.header_timeout_ms,
+        idle_timeout_ms: args.idle_timeout_ms,
+        max_connections: args.max_connections,
         admin_token: args.admin_token,
         agent_policy: args.agent_policy,
         max_future_skew_ms: args.max_future_skew_ms,

@@ -232,7 +232,8 @@ fn is_segment_char(c: char) -> bool {
 }
 
 /// Checks a concept path: `/`-separated segments of 1..=128 characters of `[A-Za-z0-9._~:@+-]`,
-/// at most 32 segments, no empty segment (so no leading, trailing or doubled `/`).
+/// at most 32 segments, no empty segment (so no leading, trailing or doubled `/`), and no segment
+/// that is exactly `.` or `..`.
 pub fn validate_subject(subject: &str) -> Result<()> {
     if subject.is_empty() {
         return Err(Error::Subject("subject is empty".into()));
@@ -258,6 +259,12 @@ pub fn validate_subject(subject: &str) -> Result<()> {
         if let Some(c) = segment.chars().find(|c| !is_segment_char(*c)) {
             return Err(Error::Subject(format!(
                 "character {c:?} not allowed (allowed: A-Z a-z 0-9 . _ ~ : @ + -)"
+            )));
+        }
+        if segment == "." || segment == ".." {
+            return Err(Error::Subject(format!(
+                "segment {segment:?} is not allowed (a proxy, a URL library or a file-system \
+                 export would rewrite it)"
             )));
         }
     }
@@ -449,9 +456,14 @@ mod tests {
             (with("subject", s("/a")), Some("bad_subject")),
             (with("subject", s("a/")), Some("bad_subject")),
             (with("subject", s("a//b")), Some("bad_subject")),
+            (with("subject", s(".")), Some("bad_subject")),
+            (with("subject", s("a/..")), Some("bad_subject")),
+            (with("subject", s("../etc")), Some("bad_subject")),
+            (with("subject", s("a/./b")), Some("bad_subject")),
+            (with("subject", s("a/.../b")), None),
+            (with("subject", s(".hidden/..x")), None),
             (with("subject", s("a b")), Some("bad_subject")),
             (with("subject", s("é")), Some("bad_subject")),
-            (with("subject", s("../etc")), None),
             (with("subject", s(&long_seg)), Some("bad_subject")),
             (with("subject", s(&many)), Some("bad_subject")),
             (with("subject", json!(5)), Some("schema")),

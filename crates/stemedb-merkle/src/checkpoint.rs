@@ -54,6 +54,35 @@ pub enum CheckpointError {
     NoValidSignature(String),
 }
 
+/// Longest origin line accepted, bytes.
+pub const MAX_ORIGIN_BYTES: usize = 256;
+
+/// Checks an origin line, which is also the note's key name (C2SP `signed-note`,
+/// `tlog-checkpoint`): non-empty, at most `MAX_ORIGIN_BYTES`, and no whitespace, control
+/// character or `+`, any of which would make the note's first line or its signature line
+/// ambiguous to a verifier.
+pub fn validate_origin(origin: &str) -> Result<(), String> {
+    if origin.is_empty() {
+        return Err("the origin is empty".into());
+    }
+    if origin.len() > MAX_ORIGIN_BYTES {
+        return Err(format!(
+            "the origin is {} bytes, at most {MAX_ORIGIN_BYTES}",
+            origin.len()
+        ));
+    }
+    if let Some(c) = origin
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || *c == '+')
+    {
+        return Err(format!(
+            "the origin {origin:?} holds {c:?}: no whitespace, control character or '+' (it is \
+             the first line of every checkpoint and the key name of its signature line)"
+        ));
+    }
+    Ok(())
+}
+
 /// The 4-byte key id of an Ed25519 note key.
 pub fn key_id(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
     let mut h = Sha256::new();

@@ -10,7 +10,9 @@ mod checkpoint;
 mod proof;
 mod tree;
 
-pub use checkpoint::{Checkpoint, CheckpointError, NoteSigner, key_id, verify_note};
+pub use checkpoint::{
+    Checkpoint, CheckpointError, MAX_ORIGIN_BYTES, NoteSigner, key_id, validate_origin, verify_note,
+};
 pub use proof::{verify_consistency, verify_inclusion};
 pub use tree::{Frontier, NodeSource, ProofRequestError, consistency_proof, inclusion_proof, root};
 

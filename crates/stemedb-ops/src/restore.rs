@@ -1,8 +1,12 @@
 //! `stemedb restore`: a backup into an empty data directory, optionally followed by archived WAL
 //! segments up to a chosen tree size (point-in-time restore).
 //!
-//! 1. The backup is verified in full (`verify::verify_backup`); any finding stops the restore.
-//! 2. Its files are copied into `.NAME.restoring` beside the target.
+//! 1. The manifest is read once (`verify::read_manifest`: its hash, its format, every path a
+//!    plain relative path). With `--trusted-key`, its signer must be that key.
+//! 2. The files it lists are copied into `.NAME.restoring` beside the target, each copy hashed
+//!    against the manifest; then the copy is verified in full (every envelope, the Merkle
+//!    root, the signed checkpoint against the trusted or the manifest's key): what is verified
+//!    is what is restored.
 //! 3. With an archive: the segments holding records from the backup's tree size on are fetched,
 //!    each checked against its sidecar's BLAKE3, checked for gaps, and the last one cut at the
 //!    chosen tree size; the store is opened on the staging directory, which replays them, and
@@ -19,8 +23,8 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use crate::archive::{Target, block_on};
-use crate::backup::{MANIFEST, Manifest, staging_for, swap_in};
-use crate::verify::verify_backup;
+use crate::backup::{staging_for, swap_in};
+use crate::verify::{read_manifest, safe_relative};
 
 /// What [`restore`] did.
 #[derive(Debug, Clone, Serialize)]
@@ -40,12 +44,14 @@ pub struct RestoreReport {
 }
 
 /// Restores `from` into `data_dir` (absent or empty). With `archive`, replays archived segments
-/// up to `to_tree_size` (all of them when `None`).
+/// up to `to_tree_size` (all of them when `None`). With `trusted_key`, the backup's checkpoint
+/// must be signed by that key (not merely by the key its own manifest names).
 pub fn restore(
     from: &Path,
     data_dir: &Path,
     archive: Option<&Target>,
     to_tree_size: Option<u64>,
+    trusted_key: Option<[u8; 32]>,
 ) -> anyhow::Result<RestoreReport> {
     let started = Instant::now();
     let data_dir = std::path::absolute(data_dir)?;
@@ -63,14 +69,22 @@ pub fn restore(
     if to_tree_size.is_some() && archive.is_none() {
         bail!("--to-tree-size needs --wal-archive (the segments to replay)");
     }
-    let checked = verify_backup(from);
-    if !checked.ok() {
-        bail!(
-            "the backup does not verify; nothing was restored\n{}",
-            checked.render()
-        );
-    }
-    let manifest: Manifest = serde_json::from_slice(&std::fs::read(from.join(MANIFEST))?)?;
+    let manifest =
+        read_manifest(from).context("the backup does not verify; nothing was restored")?;
+    let manifest_key: [u8; 32] = hex::decode(&manifest.public_key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow::anyhow!("the manifest's public_key is not 32 bytes of hex"))?;
+    let signer = match trusted_key {
+        Some(k) if k != manifest_key => bail!(
+            "the backup's checkpoint is signed by {}, not by the trusted key {}; nothing was \
+             restored",
+            manifest.public_key,
+            hex::encode(k)
+        ),
+        Some(k) => k,
+        None => manifest_key,
+    };
     let base = manifest.tree_size;
     if let Some(t) = to_tree_size
         && t < base
@@ -89,20 +103,45 @@ pub fn restore(
         std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
         b.create(&staging)?;
     }
+    // From here on a failure removes the staging directory, unless it is kept for inspection.
+    let mut cleanup = RemoveOnDrop(Some(staging.clone()));
     for entry in &manifest.files {
-        let dst = staging.join(&entry.path);
+        let rel = safe_relative(&entry.path)
+            .map_err(|e| anyhow::anyhow!("the backup does not verify: {e}"))?;
+        let dst = staging.join(&rel);
         if let Some(p) = dst.parent() {
             std::fs::create_dir_all(p)?;
         }
-        stemedb_store::snapshot::copy_file(&from.join(&entry.path), &dst, None)?;
-        // The copy must be the file that was verified.
-        let (h, _) = crate::hash_file(&dst)?;
-        if h != entry.blake3 {
+        stemedb_store::snapshot::copy_file(&from.join(&rel), &dst, None)?;
+        // The copy is what gets verified and restored: it must be the file the manifest names.
+        let (h, len) = crate::hash_file(&dst)?;
+        if h != entry.blake3 || len != entry.bytes {
             bail!(
-                "the copy of {} does not match the backup's manifest",
+                "the backup does not verify: the copy of {} does not match its manifest \
+                 (length or BLAKE3); nothing was restored",
                 entry.path
             );
         }
+    }
+    let copied = stemedb_store::verify::check_store(
+        &staging,
+        Some(stemedb_store::verify::ExpectedCheckpoint {
+            note: &manifest.checkpoint,
+            key_name: &manifest.key_name,
+            public_key: signer,
+            source: "manifest.json",
+        }),
+    );
+    if !copied.ok() || copied.tree_size != base || copied.root != manifest.root {
+        bail!(
+            "the backup does not verify (checked as copied); nothing was restored: tree size {} \
+             root {} against the manifest's {} {}; {:?}",
+            copied.tree_size,
+            copied.root,
+            base,
+            manifest.root,
+            copied.findings
+        );
     }
     let wal_dir = staging.join("wal");
     std::fs::create_dir_all(&wal_dir)?;
@@ -194,6 +233,7 @@ pub fn restore(
         }
     };
     if !check.ok() {
+        cleanup.0 = None;
         bail!(
             "the restored store does not verify; {} left in place for inspection: {:?}",
             staging.display(),
@@ -207,6 +247,7 @@ pub fn restore(
             head.size
         );
     }
+    cleanup.0 = None;
     swap_in(&staging, &data_dir)?;
     Ok(RestoreReport {
         data_dir,
@@ -216,4 +257,15 @@ pub fn restore(
         segments_replayed: replayed,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Removes a directory when dropped (a restore that failed part-way), unless emptied.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }

@@ -108,6 +108,48 @@ pub fn verify(path: &Path) -> anyhow::Result<Report> {
     }
 }
 
+/// A manifest path as a relative path with only normal components (`db/values/00000001.vlog`),
+/// or why it is not one: an absolute path, `..`, `.` or an empty component could reach outside
+/// the backup or the directory being restored.
+pub fn safe_relative(path: &str) -> Result<PathBuf, String> {
+    let p = Path::new(path);
+    let normal = !path.is_empty()
+        && !path.contains('\\')
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        && path
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    if normal {
+        Ok(p.to_path_buf())
+    } else {
+        Err(format!(
+            "manifest path {path:?} is not a plain relative path (absolute, '..', '.' or empty parts)"
+        ))
+    }
+}
+
+/// Reads a backup's manifest once: its bytes must match `manifest.json.b3`, it must parse, and
+/// every file path in it must be a plain relative path.
+pub fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
+    let text = std::fs::read(path.join(MANIFEST))
+        .map_err(|e| anyhow::anyhow!("cannot read {MANIFEST}: {e}"))?;
+    let want = std::fs::read_to_string(path.join(MANIFEST_HASH))
+        .map_err(|e| anyhow::anyhow!("cannot read {MANIFEST_HASH}: {e}"))?;
+    if want.trim() != blake3::hash(&text).to_hex().as_str() {
+        bail!("{MANIFEST}'s BLAKE3 does not match {MANIFEST_HASH} (one of the two is damaged)");
+    }
+    let manifest: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| anyhow::anyhow!("{MANIFEST} is not a backup manifest: {e}"))?;
+    if manifest.format != crate::backup::FORMAT {
+        bail!("{MANIFEST}: unknown format {:?}", manifest.format);
+    }
+    for entry in &manifest.files {
+        safe_relative(&entry.path).map_err(|e| anyhow::anyhow!("{MANIFEST}: {e}"))?;
+    }
+    Ok(manifest)
+}
+
 /// Verifies a backup directory.
 pub fn verify_backup(path: &Path) -> Report {
     let mut report = Report {
@@ -143,6 +185,10 @@ pub fn verify_backup(path: &Path) -> Report {
     let mut listed = BTreeSet::new();
     for entry in &manifest.files {
         listed.insert(entry.path.clone());
+        if let Err(e) = safe_relative(&entry.path) {
+            report.add(MANIFEST, e);
+            continue;
+        }
         match hash_file(&path.join(&entry.path)) {
             Ok((h, len)) => {
                 report.files_checked += 1;
@@ -282,7 +328,16 @@ fn check_wal(dir: &Path, durable: u64, report: &mut Report) {
             report.add(&name, p);
         }
         if let Some(why) = &scan.bad {
-            if i + 1 == n {
+            if let Some(after) = scan.valid_after {
+                report.add(
+                    &name,
+                    format!(
+                        "damaged at byte {} ({why}) with a valid group at byte {after} after it: \
+                         corruption, not a torn tail; the server will refuse to start",
+                        scan.good_end
+                    ),
+                );
+            } else if i + 1 == n {
                 report.notes.push(format!(
                     "{name}: torn tail of {} bytes at offset {} ({why}); never acknowledged, cut \
                      on the next start",

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use stemedb_core::{AssertionId, Envelope, Prepared, verify_batch};
-use stemedb_store::{Outcome, QuarantineEntry, StoreError};
+use stemedb_core::{AssertionId, Envelope, Prepared};
+use stemedb_store::{Entry, Outcome, QuarantineEntry, StoreError};
 
 use crate::defense::Verdict;
 
@@ -36,6 +36,15 @@ pub(crate) fn store_problem(e: &StoreError) -> Problem {
             "read_only",
             format!(
                 "the server is read-only after a storage failure ({why}); an operator must restart it"
+            ),
+        ),
+        StoreError::OutcomeUnknown(why) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outcome_unknown",
+            format!(
+                "the write reached the log but its fsync failed ({why}): it may or may not be \
+                 durable, which a restart decides. The server is now read-only; retrying after \
+                 the restart is safe (writes are idempotent)"
             ),
         ),
         StoreError::Closed => Problem::new(
@@ -100,30 +109,57 @@ pub(crate) fn body_rejection(rej: BytesRejection, limit: usize) -> Problem {
     }
 }
 
+/// What a `/v1/assert` body holds.
 enum AssertRequest {
-    Single(Vec<u8>),
-    Batch(Vec<Box<RawValue>>),
+    /// The whole body is one envelope.
+    Single,
+    /// A batch: the byte range of each envelope in the body.
+    Batch(Vec<std::ops::Range<usize>>),
 }
 
+/// The top level of a body: each key with its value's raw text, borrowed from the body (no
+/// value tree is built, so a large body costs no more than its bytes).
+struct TopLevel<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TopLevel<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    out.push((k, m.next_value::<&'de RawValue>()?));
+                }
+                Ok(TopLevel(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Reads a `/v1/assert` body once, without building a value tree of it. Runs on a blocking
+/// thread: a 16 MiB body takes milliseconds to scan.
 fn parse_assert_body(body: &[u8], single_limit: usize) -> Result<AssertRequest, Problem> {
-    let top: serde_json::Map<String, Value> = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_envelope",
-                "the body must be an envelope object or {\"assertions\": [...]}",
-            ));
-        }
-        Err(e) => {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the body is not JSON: {e}"),
-            ));
-        }
-    };
-    if !top.contains_key("assertions") {
+    let top: TopLevel<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_envelope",
+            "the body must be an envelope object or {\"assertions\": [...]}",
+        ),
+        _ => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not JSON: {e}"),
+        ),
+    })?;
+    let Some((_, items)) = top.0.iter().find(|(k, _)| k == "assertions") else {
         if body.len() > single_limit {
             return Err(Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -131,45 +167,46 @@ fn parse_assert_body(body: &[u8], single_limit: usize) -> Result<AssertRequest, 
                 format!("a single-envelope body is limited to {single_limit} bytes"),
             ));
         }
-        return Ok(AssertRequest::Single(body.to_vec()));
-    }
-    if top.len() != 1 {
+        return Ok(AssertRequest::Single);
+    };
+    if top.0.len() != 1 {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "malformed_batch",
             "a batch body has exactly one key, \"assertions\"",
         ));
     }
-    #[derive(Deserialize)]
-    struct Batch {
-        assertions: Vec<Box<RawValue>>,
-    }
-    let batch: Batch = serde_json::from_slice(body).map_err(|e| {
+    let items: Vec<&RawValue> = serde_json::from_str(items.get()).map_err(|e| {
         Problem::new(
             StatusCode::BAD_REQUEST,
             "malformed_batch",
             format!("\"assertions\" must be an array of envelopes: {e}"),
         )
     })?;
-    if batch.assertions.is_empty() || batch.assertions.len() > MAX_BATCH_ITEMS {
+    if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
+        let (status, code) = if items.is_empty() {
+            (StatusCode::BAD_REQUEST, "malformed_batch")
+        } else {
+            (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+        };
         return Err(Problem::new(
-            if batch.assertions.is_empty() {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::PAYLOAD_TOO_LARGE
-            },
-            if batch.assertions.is_empty() {
-                "malformed_batch"
-            } else {
-                "too_large"
-            },
+            status,
+            code,
             format!(
                 "a batch holds 1 to {MAX_BATCH_ITEMS} envelopes, this one has {}",
-                batch.assertions.len()
+                items.len()
             ),
         ));
     }
-    Ok(AssertRequest::Batch(batch.assertions))
+    let base = body.as_ptr() as usize;
+    let ranges = items
+        .iter()
+        .map(|r| {
+            let start = r.get().as_ptr() as usize - base;
+            start..start + r.get().len()
+        })
+        .collect();
+    Ok(AssertRequest::Batch(ranges))
 }
 
 /// What became of one accepted envelope.
@@ -205,21 +242,7 @@ pub(crate) async fn assert(
     if let Some(why) = state.store().read_only() {
         return store_problem(&StoreError::ReadOnly(why)).into_response();
     }
-    let request = match parse_assert_body(&body, state.limits().single_body) {
-        Ok(r) => r,
-        Err(p) => return p.into_response(),
-    };
-    let (raws, single): (Vec<Vec<u8>>, bool) = match request {
-        AssertRequest::Single(b) => (vec![b], true),
-        AssertRequest::Batch(items) => (
-            items
-                .into_iter()
-                .map(|r| r.get().as_bytes().to_vec())
-                .collect(),
-            false,
-        ),
-    };
-    let results = ingest(&state, raws).await;
+    let (results, single) = ingest(&state, body).await;
     let metrics = state.metrics();
     for r in &results {
         let label = match r {
@@ -256,161 +279,214 @@ pub(crate) async fn assert(
     (StatusCode::OK, Json(json!({ "results": items }))).into_response()
 }
 
-/// Decodes, checks and verifies every envelope off the async threads, screens each against the
-/// content-defense policy, quarantines what trips a rule (durably), submits the rest and waits
-/// until they are durable. One result per input, in order.
-async fn ingest(state: &AppState, raws: Vec<Vec<u8>>) -> Vec<Result<Ingested, Problem>> {
-    let store = state.store_arc();
+/// One result per envelope, filled in as the pipeline decides.
+type Slots = Vec<Option<Result<Ingested, Problem>>>;
+
+/// What the blocking stage hands back: the results decided so far and, for the items submitted
+/// to the store, where they go and the answer to wait for.
+struct Screened {
+    results: Slots,
+    single: bool,
+    submitted: Option<Submitted>,
+}
+
+struct Submitted {
+    positions: Vec<usize>,
+    agents: Vec<[u8; 32]>,
+    outcomes: tokio::sync::oneshot::Receiver<Vec<Result<Outcome, StoreError>>>,
+}
+
+/// Parses the body once, then decodes, checks and verifies every envelope one at a time off the
+/// async threads (so at most one statement's value tree is alive per thread), screens each
+/// against the content-defense policy, quarantines what trips a rule (durably), submits the
+/// rest and waits until they are durable. One result per input, in order; the flag says whether
+/// the body was a single envelope.
+async fn ingest(state: &AppState, body: Bytes) -> (Vec<Result<Ingested, Problem>>, bool) {
     let st = state.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::task::spawn_blocking(move || {
-        let defense = st.defense();
-        let n = raws.len();
-        let mut results: Vec<Option<Result<Ingested, Problem>>> = (0..n).map(|_| None).collect();
-        let mut positions = Vec::with_capacity(n);
-        let mut prepared = Vec::with_capacity(n);
-        let mut kept_raw = Vec::with_capacity(n);
-        for (i, raw) in raws.into_iter().enumerate() {
-            match Envelope::decode(&raw).and_then(Prepared::new) {
-                Ok(p) => {
-                    // An open breaker refuses before the costly signature check.
-                    match defense.gate(p.statement().agent()) {
-                        Ok(t) => {
-                            if let Some(t) = t {
-                                st.breaker_changed(t);
-                            }
-                            positions.push(i);
-                            prepared.push(p);
-                            kept_raw.push(raw);
-                        }
-                        Err((problem, wait)) => {
-                            results[i] = Some(Err(problem.retry_after(wait)));
-                        }
-                    }
-                }
-                Err(e) => results[i] = Some(Err(Problem::from_core(&e))),
-            }
+    let task = tokio::task::spawn_blocking(move || screen_and_submit(&st, &body));
+    let screened = match task.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(p)) => return (vec![Err(p)], true),
+        Err(e) => {
+            tracing::error!(error = %e, "ingest task failed");
+            return (vec![Err(Problem::internal())], true);
         }
-        let mut items = Vec::with_capacity(prepared.len());
-        let mut item_positions = Vec::with_capacity(prepared.len());
-        let mut held: Vec<QuarantineEntry> = Vec::new();
-        let mut held_positions = Vec::new();
-        let received = now_ms();
-        let agent_of = |id: &AssertionId| store.agent_of(id).ok().flatten();
-        for ((i, v), raw) in positions
-            .into_iter()
-            .zip(verify_batch(prepared))
-            .zip(kept_raw)
-        {
-            let verified = match v {
-                Ok(v) => v,
-                Err(e) => {
-                    results[i] = Some(Err(Problem::from_core(&e)));
-                    continue;
-                }
-            };
-            let agent = *verified.statement().agent();
-            let payload_len = verified.envelope().payload().len();
-            match defense.screen(verified.statement(), payload_len, &agent_of) {
-                Verdict::Accept => {
-                    items.push((verified, raw));
-                    item_positions.push(i);
-                }
-                Verdict::Quarantine(reasons) => {
-                    // Already released into the log: it is a duplicate, not news (and not
-                    // held against the agent).
-                    match store.log_index_of(&verified.id()) {
-                        Ok(Some(log_index)) => {
-                            results[i] = Some(Ok(Ingested::Stored(Outcome {
-                                id: verified.id(),
-                                log_index,
-                                created: false,
-                            })));
-                            continue;
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            results[i] = Some(Err(store_problem(&e)));
-                            continue;
-                        }
-                    }
-                    if let Some(t) = defense.record(&agent, true) {
-                        st.breaker_changed(t);
-                    }
-                    held.push(QuarantineEntry {
-                        id: verified.id(),
-                        agent: hex::encode(agent),
-                        reasons,
-                        received_at_ms: received,
-                        envelope: String::from_utf8_lossy(raw.trim_ascii()).into_owned(),
-                    });
-                    held_positions.push(i);
-                }
-                Verdict::Refuse(problem) => {
-                    if let Some(t) = defense.record(&agent, true) {
-                        st.breaker_changed(t);
-                    }
-                    results[i] = Some(Err(problem));
-                }
-            }
-        }
-        if !held.is_empty() {
-            match store.quarantine(&held) {
-                Ok(_) => {
-                    for (i, e) in held_positions.into_iter().zip(&held) {
-                        tracing::info!(id = %e.id, agent = %e.agent, reasons = ?e.reasons, "quarantined");
-                        results[i] = Some(Ok(Ingested::Quarantined(e.id)));
-                    }
-                    st.refresh_quarantine_size();
-                }
-                Err(e) => {
-                    let p = store_problem(&e);
-                    for i in held_positions {
-                        results[i] = Some(Err(p.clone()));
-                    }
-                }
-            }
-        }
-        if items.is_empty() {
-            let _ = tx.send(fill(results));
-            return;
-        }
-        let agents: Vec<[u8; 32]> = items.iter().map(|(v, _)| *v.statement().agent()).collect();
-        let st2 = st.clone();
-        store.submit(
-            items,
-            received,
-            Box::new(move |outcomes| {
-                for ((i, o), agent) in item_positions.into_iter().zip(outcomes).zip(agents) {
+    };
+    let Screened {
+        mut results,
+        single,
+        submitted,
+    } = screened;
+    if let Some(sub) = submitted {
+        match sub.outcomes.await {
+            Ok(outcomes) => {
+                let defense = state.defense();
+                for ((i, o), agent) in sub.positions.into_iter().zip(outcomes).zip(sub.agents) {
                     if o.is_ok()
-                        && let Some(t) = st2.defense().record(&agent, false)
+                        && let Some(t) = defense.record(&agent, None, false)
                     {
-                        st2.breaker_changed(t);
+                        state.breaker_changed(t);
                     }
                     results[i] = Some(o.map(Ingested::Stored).map_err(|e| store_problem(&e)));
                 }
-                let _ = tx.send(fill(results));
-            }),
-        );
-    });
-    match rx.await {
-        Ok(r) => r,
-        Err(_) => {
-            let detail = match task.await {
-                Err(e) => format!("ingest task failed: {e}"),
-                Ok(()) => "ingest ended without a result".to_string(),
-            };
-            tracing::error!(detail, "ingest");
-            vec![Err(Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                detail,
-            ))]
+            }
+            Err(_) => {
+                tracing::error!("the store dropped a submission without answering");
+                for i in sub.positions {
+                    results[i] = Some(Err(Problem::internal()));
+                }
+            }
         }
     }
+    (fill(results), single)
 }
 
-fn fill(results: Vec<Option<Result<Ingested, Problem>>>) -> Vec<Result<Ingested, Problem>> {
+/// The blocking stage of `ingest`.
+fn screen_and_submit(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
+    let store = st.store();
+    let request = parse_assert_body(body, st.limits().single_body)?;
+    let (ranges, single) = match request {
+        AssertRequest::Single => (
+            vec![std::ops::Range {
+                start: 0,
+                end: body.len(),
+            }],
+            true,
+        ),
+        AssertRequest::Batch(r) => (r, false),
+    };
+    let defense = st.defense();
+    let n = ranges.len();
+    let mut results: Slots = (0..n).map(|_| None).collect();
+    let mut entries = Vec::with_capacity(n);
+    let mut positions = Vec::with_capacity(n);
+    let mut held: Vec<QuarantineEntry> = Vec::new();
+    let mut held_positions = Vec::new();
+    let received = now_ms();
+    let agent_of = |id: &AssertionId| store.agent_of(id);
+    for (i, range) in ranges.into_iter().enumerate() {
+        let raw = &body[range];
+        let prepared = match Envelope::decode(raw).and_then(Prepared::new) {
+            Ok(p) => p,
+            Err(e) => {
+                results[i] = Some(Err(Problem::from_core(&e)));
+                continue;
+            }
+        };
+        // An open breaker refuses before the costly signature check.
+        match defense.gate(prepared.statement().agent()) {
+            Ok(Some(t)) => st.breaker_changed(t),
+            Ok(None) => {}
+            Err(problem) => {
+                results[i] = Some(Err(problem));
+                continue;
+            }
+        }
+        let verified = match prepared.verify() {
+            Ok(v) => v,
+            Err(e) => {
+                results[i] = Some(Err(Problem::from_core(&e)));
+                continue;
+            }
+        };
+        let agent = *verified.statement().agent();
+        let payload_len = verified.envelope().payload().len();
+        match defense.screen(verified.statement(), payload_len, &agent_of) {
+            Verdict::Accept => {
+                entries.push(Entry::new(verified, raw.to_vec()));
+                positions.push(i);
+            }
+            Verdict::Quarantine(reasons) => {
+                // Already released into the log: it is a duplicate, not news (and not held
+                // against the agent).
+                match store.log_index_of(&verified.id()) {
+                    Ok(Some(log_index)) => {
+                        results[i] = Some(Ok(Ingested::Stored(Outcome {
+                            id: verified.id(),
+                            log_index,
+                            created: false,
+                        })));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        results[i] = Some(Err(store_problem(&e)));
+                        continue;
+                    }
+                }
+                held.push(QuarantineEntry {
+                    id: verified.id(),
+                    agent: hex::encode(agent),
+                    reasons,
+                    received_at_ms: received,
+                    envelope: String::from_utf8_lossy(raw.trim_ascii()).into_owned(),
+                });
+                held_positions.push(i);
+            }
+            Verdict::Refuse(problem) => {
+                // Counted once per id: replaying one signed envelope cannot open its
+                // agent's breaker.
+                if let Some(t) = defense.record(&agent, Some(verified.id()), true) {
+                    st.breaker_changed(t);
+                }
+                results[i] = Some(Err(problem));
+            }
+        }
+    }
+    if !held.is_empty() {
+        match store.quarantine(&held) {
+            Ok(new) => {
+                for ((i, e), is_new) in held_positions.into_iter().zip(&held).zip(new) {
+                    if is_new {
+                        tracing::info!(id = %e.id, agent = %e.agent, reasons = ?e.reasons, "quarantined");
+                        // Only a newly held id counts against its agent: a replay of one
+                        // already held (by anyone) does not.
+                        if let Ok(agent) = stemedb_core::parse_agent(&e.agent)
+                            && let Some(t) = defense.record(&agent, Some(e.id), true)
+                        {
+                            st.breaker_changed(t);
+                        }
+                    }
+                    results[i] = Some(Ok(Ingested::Quarantined(e.id)));
+                }
+                st.refresh_quarantine_size();
+            }
+            Err(e) => {
+                let p = store_problem(&e);
+                for i in held_positions {
+                    results[i] = Some(Err(p.clone()));
+                }
+            }
+        }
+    }
+    if entries.is_empty() {
+        return Ok(Screened {
+            results,
+            single,
+            submitted: None,
+        });
+    }
+    let agents: Vec<[u8; 32]> = entries.iter().map(|e| *e.agent()).collect();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    store.submit(
+        entries,
+        received,
+        Box::new(move |outcomes| {
+            let _ = tx.send(outcomes);
+        }),
+    );
+    Ok(Screened {
+        results,
+        single,
+        submitted: Some(Submitted {
+            positions,
+            agents,
+            outcomes: rx,
+        }),
+    })
+}
+
+fn fill(results: Slots) -> Vec<Result<Ingested, Problem>> {
     results
         .into_iter()
         .map(|r| {

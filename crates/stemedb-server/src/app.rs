@@ -85,6 +85,8 @@ pub struct Limits {
     pub rates: RateLimits,
     /// Proxies trusted to name the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Most index rows one query request may examine.
+    pub scan_budget: usize,
 }
 
 impl Limits {
@@ -102,6 +104,7 @@ impl Limits {
                 read_per_sec: DEFAULT_RATE_LIMIT_READ_PER_SEC,
             },
             trusted_proxies: Vec::new(),
+            scan_budget: DEFAULT_SCAN_BUDGET,
         }
     }
 }

@@ -72,6 +72,14 @@ impl std::str::FromStr for Secret {
 
 /// Default redb page cache, MiB.
 pub const DEFAULT_CACHE_MB: usize = 256;
+/// Default index rows one query request may examine (design §6).
+pub const DEFAULT_SCAN_BUDGET: usize = stemedb_store::DEFAULT_SCAN_BUDGET;
+/// Default time a client has to send a complete request head (design §7).
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Default time a connection may carry no traffic before it is closed (design §7).
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Default most TCP connections open at once (design §7).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -170,6 +178,14 @@ pub struct ConfigLayer {
     pub trusted_proxies: Option<Vec<ProxyNet>>,
     /// redb page cache in MiB (`STEMEDB_CACHE_MB`, `cache_mb`).
     pub cache_mb: Option<usize>,
+    /// Index rows one query may examine (`STEMEDB_SCAN_BUDGET`, `scan_budget`).
+    pub scan_budget: Option<usize>,
+    /// Time allowed for a request head, ms (`STEMEDB_HEADER_TIMEOUT_MS`, `header_timeout_ms`).
+    pub header_timeout_ms: Option<u64>,
+    /// Time a connection may be idle, ms (`STEMEDB_IDLE_TIMEOUT_MS`, `idle_timeout_ms`).
+    pub idle_timeout_ms: Option<u64>,
+    /// Most open connections (`STEMEDB_MAX_CONNECTIONS`, `max_connections`).
+    pub max_connections: Option<usize>,
     /// Bearer token of `/v1/admin/` (`STEMEDB_ADMIN_TOKEN`, `admin_token`); unset: admin off.
     pub admin_token: Option<Secret>,
     /// Unknown agents: open, quarantine-unknown, reject-unknown (`STEMEDB_AGENT_POLICY`,
@@ -232,6 +248,10 @@ impl ConfigLayer {
                 .or(lower.rate_limit_read_per_sec),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
             cache_mb: self.cache_mb.or(lower.cache_mb),
+            scan_budget: self.scan_budget.or(lower.scan_budget),
+            header_timeout_ms: self.header_timeout_ms.or(lower.header_timeout_ms),
+            idle_timeout_ms: self.idle_timeout_ms.or(lower.idle_timeout_ms),
+            max_connections: self.max_connections.or(lower.max_connections),
             admin_token: self.admin_token.or(lower.admin_token),
             agent_policy: self.agent_policy.or(lower.agent_policy),
             max_future_skew_ms: self.max_future_skew_ms.or(lower.max_future_skew_ms),
@@ -282,6 +302,14 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// redb page cache, MiB.
     pub cache_mb: usize,
+    /// Index rows one query request may examine (at least 1).
+    pub scan_budget: usize,
+    /// Time allowed for a request head, milliseconds.
+    pub header_timeout_ms: u64,
+    /// Time a connection may carry no traffic, milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Most TCP connections open at once (at least 1).
+    pub max_connections: usize,
     /// Admin bearer token; `None`: the admin API is off.
     pub admin_token: Option<Secret>,
     /// Content-defense rules.
@@ -349,6 +377,13 @@ impl Config {
                 .map(|p| p.0)
                 .collect(),
             cache_mb: l.cache_mb.unwrap_or(DEFAULT_CACHE_MB),
+            scan_budget: l.scan_budget.unwrap_or(DEFAULT_SCAN_BUDGET).max(1),
+            header_timeout_ms: l
+                .header_timeout_ms
+                .unwrap_or(DEFAULT_HEADER_TIMEOUT_MS)
+                .max(1),
+            idle_timeout_ms: l.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS).max(1),
+            max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1),
             admin_token: l.admin_token.filter(|t| !t.0.is_empty()),
             policy: Policy {
                 max_future_skew_ms: l.max_future_skew_ms.unwrap_or(DEFAULT_MAX_FUTURE_SKEW_MS),

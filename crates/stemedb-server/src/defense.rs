@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use regex::Regex;
 use serde::Serialize;
-use stemedb_core::Statement;
-use stemedb_store::{AgentRecord, AgentStatus};
+use stemedb_core::{AssertionId, Statement};
+use stemedb_store::{AgentRecord, AgentStatus, StoreError};
 
 use crate::api::now_ms;
 use crate::app::AgentWeights;
@@ -181,8 +181,9 @@ pub enum BreakerState {
 
 #[derive(Debug)]
 struct Breaker {
-    // Times of recent bad outcomes, oldest first, within the window.
-    events: std::collections::VecDeque<Instant>,
+    // Recent bad outcomes (when, and of which assertion), oldest first, within the window. An
+    // assertion counts once, so replaying one signed envelope counts once.
+    events: std::collections::VecDeque<(Instant, Option<AssertionId>)>,
     opened_at: Option<Instant>,
     half_open: bool,
     opened_total: u64,
@@ -214,6 +215,9 @@ pub struct Transition {
     /// New state.
     pub to: BreakerState,
 }
+
+/// Names the agent of an assertion the log holds (`None`: not in the log).
+pub type AgentOf<'a> = dyn Fn(&AssertionId) -> Result<Option<[u8; 32]>, StoreError> + 'a;
 
 /// Agents with breaker state kept before idle ones are forgotten.
 const MAX_TRACKED_AGENTS: usize = 10_000;
@@ -258,22 +262,25 @@ impl Defense {
         }
     }
 
-    fn agent(&self, agent: &[u8; 32]) -> Option<AgentRecord> {
-        self.agents.read().ok().and_then(|m| m.get(agent).cloned())
+    /// The registry's status of `agent` (`None`: not registered). A poisoned lock is an error:
+    /// the screen then refuses rather than treat a suspended agent as unknown.
+    fn status(&self, agent: &[u8; 32]) -> Result<Option<AgentStatus>, ()> {
+        let m = self.agents.read().map_err(|_| ())?;
+        Ok(m.get(agent).map(|r| r.status))
     }
 
     /// Screens one verified statement. `payload_len` is its payload's size in bytes;
-    /// `agent_of` names the agent of an assertion the log holds (for `supersedes`).
-    pub fn screen(
-        &self,
-        st: &Statement,
-        payload_len: usize,
-        agent_of: &dyn Fn(&stemedb_core::AssertionId) -> Option<[u8; 32]>,
-    ) -> Verdict {
+    /// `agent_of` names the agent of an assertion the log holds (for `supersedes`). Any failure
+    /// to decide (a storage error, a poisoned lock) refuses the statement: it fails closed.
+    pub fn screen(&self, st: &Statement, payload_len: usize, agent_of: &AgentOf<'_>) -> Verdict {
         let p = &self.policy;
         let mut reasons = Vec::new();
-        match self.agent(st.agent()) {
-            Some(rec) if rec.status == AgentStatus::Suspended => {
+        let Ok(status) = self.status(st.agent()) else {
+            tracing::error!("the agent registry's lock is poisoned: refusing writes");
+            return Verdict::Refuse(Problem::internal());
+        };
+        match status {
+            Some(AgentStatus::Suspended) => {
                 return Verdict::Refuse(Problem::new(
                     StatusCode::FORBIDDEN,
                     "agent_suspended",
@@ -344,13 +351,13 @@ impl Defense {
             }
         }
         for target in st.supersedes() {
-            if let Some(owner) = agent_of(target)
-                && owner != *st.agent()
-            {
-                reasons.push(format!(
+            match agent_of(target) {
+                Ok(Some(owner)) if owner != *st.agent() => reasons.push(format!(
                     "supersedes {target}, an assertion of another agent ({})",
                     hex::encode(owner)
-                ));
+                )),
+                Ok(_) => {}
+                Err(e) => return Verdict::Refuse(crate::api::store_problem(&e)),
             }
         }
         if reasons.is_empty() {
@@ -362,13 +369,15 @@ impl Defense {
 
     /// Refuses a write from `agent` while its breaker is open (503 `breaker_open` and the
     /// seconds to wait). After the cool-down the breaker turns half-open and lets writes
-    /// through until one outcome decides.
-    pub fn gate(&self, agent: &[u8; 32]) -> Result<Option<Transition>, (Problem, u64)> {
+    /// through until one outcome decides. A poisoned lock refuses every write (500): breakers
+    /// are never skipped.
+    pub fn gate(&self, agent: &[u8; 32]) -> Result<Option<Transition>, Problem> {
         if self.breaker.threshold == 0 {
             return Ok(None);
         }
         let Ok(mut breakers) = self.breakers.lock() else {
-            return Ok(None);
+            tracing::error!("the circuit breakers' lock is poisoned: refusing writes");
+            return Err(Problem::internal());
         };
         let Some(b) = breakers.get_mut(agent) else {
             return Ok(None);
@@ -388,23 +397,27 @@ impl Defense {
             }));
         }
         let wait = (self.breaker.cooldown - elapsed).as_secs().max(1);
-        Err((
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "breaker_open",
-                format!(
-                    "too many of agent {}'s writes were quarantined or refused; its circuit \
+        Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "breaker_open",
+            format!(
+                "too many of agent {}'s writes were quarantined or refused; its circuit \
                      breaker is open for {wait} more seconds",
-                    hex::encode(agent)
-                ),
+                hex::encode(agent)
             ),
-            wait,
-        ))
+        )
+        .retry_after(wait))
     }
 
     /// Records the outcome of a verified write from `agent`: `bad` for a quarantine or a
-    /// refusal. Returns a state change, if any.
-    pub fn record(&self, agent: &[u8; 32], bad: bool) -> Option<Transition> {
+    /// refusal of assertion `id`. An id already counted in the window is not counted again.
+    /// Returns a state change, if any.
+    pub fn record(
+        &self,
+        agent: &[u8; 32],
+        id: Option<AssertionId>,
+        bad: bool,
+    ) -> Option<Transition> {
         if self.breaker.threshold == 0 {
             return None;
         }
@@ -428,7 +441,7 @@ impl Defense {
             // outcomes have all left the window, so the map stays bounded.
             let window = self.breaker.window;
             breakers.retain(|_, b| {
-                b.opened_at.is_some() || b.events.back().is_some_and(|t| t.elapsed() <= window)
+                b.opened_at.is_some() || b.events.back().is_some_and(|(t, _)| t.elapsed() <= window)
             });
         }
         let b = breakers.entry(*agent).or_insert_with(|| Breaker {
@@ -450,14 +463,17 @@ impl Defense {
             }
             return None;
         }
-        b.events.push_back(now);
-        while let Some(first) = b.events.front() {
+        while let Some((first, _)) = b.events.front() {
             if now.duration_since(*first) > self.breaker.window {
                 b.events.pop_front();
             } else {
                 break;
             }
         }
+        if id.is_some() && b.events.iter().any(|(_, seen)| *seen == id) {
+            return None;
+        }
+        b.events.push_back((now, id));
         if b.events.len() >= self.breaker.threshold as usize {
             b.opened_at = Some(now);
             b.half_open = false;
@@ -492,7 +508,11 @@ impl Defense {
                 BreakerView {
                     name: format!("agent:{}", hex::encode(agent)),
                     state,
-                    recent_failures: b.events.iter().filter(|t| t.elapsed() <= window).count(),
+                    recent_failures: b
+                        .events
+                        .iter()
+                        .filter(|(t, _)| t.elapsed() <= window)
+                        .count(),
                     retry_after_secs: retry,
                     opened_total: b.opened_total,
                     reason: None,
@@ -513,9 +533,15 @@ impl Defense {
 }
 
 impl AgentWeights for Defense {
-    /// A registered agent weighs its trust (a suspended one 0); an unknown one 1.0.
+    /// A registered agent weighs its trust (a suspended one 0); an unknown one 1.0. Weights
+    /// only rank answers, and the map stays whole if a writer panicked, so a poisoned lock is
+    /// read through.
     fn weight(&self, agent: &[u8; 32]) -> f64 {
-        match self.agent(agent) {
+        let m = self
+            .agents
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match m.get(agent) {
             Some(r) if r.status == AgentStatus::Suspended => 0.0,
             Some(r) => r.trust,
             None => 1.0,
@@ -541,8 +567,8 @@ mod tests {
         Statement::from_value(st).expect("valid statement")
     }
 
-    fn none(_: &stemedb_core::AssertionId) -> Option<[u8; 32]> {
-        None
+    fn none(_: &AssertionId) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(None)
     }
 
     #[test]
@@ -589,8 +615,8 @@ mod tests {
         // Superseding another agent's assertion; superseding one's own is fine.
         let target = "cd".repeat(32);
         let st = statement(json!({"supersedes": [target]}));
-        let other = |_: &stemedb_core::AssertionId| Some([0x11; 32]);
-        let own = |_: &stemedb_core::AssertionId| Some([0xab; 32]);
+        let other = |_: &AssertionId| Ok(Some([0x11; 32]));
+        let own = |_: &AssertionId| Ok(Some([0xab; 32]));
         assert!(matches!(d.screen(&st, 200, &other), Verdict::Quarantine(_)));
         assert_eq!(d.screen(&st, 200, &own), Verdict::Accept);
     }
@@ -654,10 +680,10 @@ mod tests {
         for i in 0..MAX_TRACKED_AGENTS as u32 {
             let mut a = [0u8; 32];
             a[..4].copy_from_slice(&i.to_le_bytes());
-            d.record(&a, true);
+            d.record(&a, None, true);
         }
         std::thread::sleep(Duration::from_millis(5));
-        d.record(&[0xff; 32], true);
+        d.record(&[0xff; 32], None, true);
         let tracked = d.breakers.lock().map(|b| b.len()).unwrap_or(usize::MAX);
         assert_eq!(tracked, 1, "idle agents are forgotten once the map is full");
     }
@@ -674,11 +700,17 @@ mod tests {
             Vec::new(),
         );
         let (a, b) = ([1u8; 32], [2u8; 32]);
-        assert_eq!(d.record(&a, true), None);
-        assert_eq!(d.record(&a, true), None);
-        assert_eq!(d.record(&a, true).map(|t| t.to), Some(BreakerState::Open));
-        let (p, wait) = d.gate(&a).expect_err("open");
-        assert_eq!((p.status, p.code, wait), (503, "breaker_open", 1));
+        assert_eq!(d.record(&a, None, true), None);
+        assert_eq!(d.record(&a, None, true), None);
+        assert_eq!(
+            d.record(&a, None, true).map(|t| t.to),
+            Some(BreakerState::Open)
+        );
+        let p = d.gate(&a).expect_err("open");
+        assert_eq!(
+            (p.status, p.code, p.retry_after),
+            (503, "breaker_open", Some(1))
+        );
         assert!(d.gate(&b).is_ok(), "another agent is unaffected");
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(
@@ -686,15 +718,80 @@ mod tests {
             Some(BreakerState::HalfOpen)
         );
         // A failed probe opens it again; after another cool-down a good one closes it.
-        assert_eq!(d.record(&a, true).map(|t| t.to), Some(BreakerState::Open));
+        assert_eq!(
+            d.record(&a, None, true).map(|t| t.to),
+            Some(BreakerState::Open)
+        );
         assert!(d.gate(&a).is_err());
         std::thread::sleep(Duration::from_millis(250));
         assert!(d.gate(&a).is_ok());
         assert_eq!(
-            d.record(&a, false).map(|t| t.to),
+            d.record(&a, None, false).map(|t| t.to),
             Some(BreakerState::Closed)
         );
         assert_eq!(d.gate(&a).ok(), Some(None));
         assert_eq!(d.breakers()[0].opened_total, 2);
+    }
+
+    fn breakers(threshold: u32) -> Defense {
+        Defense::new(
+            Policy::default(),
+            BreakerConfig {
+                threshold,
+                window: Duration::from_secs(60),
+                cooldown: Duration::from_secs(30),
+            },
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn one_assertion_counts_once_however_often_it_is_replayed() {
+        let d = breakers(3);
+        let victim = [7u8; 32];
+        let id = AssertionId::from_bytes([1; 32]);
+        for _ in 0..10 {
+            assert_eq!(d.record(&victim, Some(id), true), None);
+        }
+        assert!(
+            d.gate(&victim).is_ok(),
+            "replays of one id never open the breaker"
+        );
+        d.record(&victim, Some(AssertionId::from_bytes([2; 32])), true);
+        let opened = d.record(&victim, Some(AssertionId::from_bytes([3; 32])), true);
+        assert_eq!(
+            opened.map(|t| t.to),
+            Some(BreakerState::Open),
+            "three ids do"
+        );
+    }
+
+    #[test]
+    fn poisoned_locks_and_storage_errors_fail_closed() {
+        let d = std::sync::Arc::new(breakers(3));
+        let st = statement(json!({"supersedes": ["cd".repeat(32)]}));
+        // A storage error while looking up a supersedes target refuses the statement.
+        let broken = |_: &AssertionId| Err(StoreError::Db("disk on fire".into()));
+        assert!(matches!(d.screen(&st, 10, &broken), Verdict::Refuse(p) if p.status >= 500));
+        // A poisoned breaker lock refuses every write instead of skipping the breakers.
+        let d2 = d.clone();
+        let _ = std::thread::spawn(move || {
+            let _g = d2.breakers.lock();
+            panic!("poison the breakers");
+        })
+        .join();
+        let p = d.gate(&[1u8; 32]).expect_err("refused");
+        assert_eq!(p.status, 500);
+        // A poisoned registry lock refuses (a suspended agent must not pass as unknown).
+        let d3 = d.clone();
+        let _ = std::thread::spawn(move || {
+            let _g = d3.agents.write();
+            panic!("poison the registry");
+        })
+        .join();
+        assert!(matches!(
+            d.screen(&statement(json!({})), 10, &none),
+            Verdict::Refuse(_)
+        ));
     }
 }

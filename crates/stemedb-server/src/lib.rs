@@ -7,6 +7,7 @@ mod admin;
 mod api;
 pub mod app;
 pub mod config;
+pub mod conn;
 pub mod control;
 mod dashboard;
 pub mod datadir;
@@ -80,6 +81,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_concurrent: config.max_concurrent_requests,
         rates: config.rate_limits,
         trusted_proxies: config.trusted_proxies.clone(),
+        scan_budget: config.scan_budget,
     };
     let agents = store.agents().context("agent registry")?;
     let defense = defense::Defense::new(config.policy.clone(), config.breaker, agents);
@@ -97,9 +99,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.admin_token.as_ref().map(|t| t.0.as_str()),
     );
     state.refresh_quarantine_size();
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutdown_state = state.clone();
-    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let router = app(state);
     // Registered before "listening" is logged, so a SIGTERM from then on always drains.
     let signals = shutdown_signal()?;
     tracing::info!(
@@ -108,24 +109,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         "stemedb listening"
     );
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
+    let limits = conn::ConnLimits {
+        max_connections: config.max_connections,
+        header_timeout: Duration::from_millis(config.header_timeout_ms),
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+    };
+    let shutdown = async move {
         signals.await;
         shutdown_state.begin_shutdown();
-        let _ = stop_tx.send(true);
-    });
+        tracing::info!(
+            grace_ms = config.shutdown_grace_ms,
+            "shutdown signal: draining"
+        );
+    };
     let grace = Duration::from_millis(config.shutdown_grace_ms);
-    let server = server.into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        r = &mut server => r.context("server error")?,
-        _ = async {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-            tracing::info!(grace_ms = config.shutdown_grace_ms, "shutdown signal: draining");
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("drain did not finish within the grace time; closing remaining connections");
-        }
-    }
+    conn::serve(listener, router, limits, shutdown, grace).await;
     // Answer what is queued, make a final durable checkpoint, then release the directory.
     let closing = store.clone();
     tokio::task::spawn_blocking(move || closing.close())

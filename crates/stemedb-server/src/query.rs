@@ -2,6 +2,9 @@
 //! every parameter of design §6, run the query off the async threads, and shape the answer of
 //! design §11.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -131,6 +134,7 @@ impl Params {
             include_superseded: self.include_superseded.unwrap_or(false),
             limit: limit as usize,
             cursor: self.cursor,
+            scan_budget: None,
         };
         Ok((q, self.proof.unwrap_or(false)))
     }
@@ -181,11 +185,22 @@ pub(crate) async fn post(
 /// blocking thread (a few hundred rows take well under a millisecond).
 const INLINE_SCAN_ROWS: usize = 256;
 
+/// Sets a flag when dropped: the request's future is gone (timed out, or the client left), so
+/// the blocking scan serving it stops.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 async fn run(state: AppState, params: Params) -> Response {
-    let (query, proof) = match params.into_query() {
+    let (mut query, proof) = match params.into_query() {
         Ok(q) => q,
         Err(p) => return p.into_response(),
     };
+    query.scan_budget = Some(state.limits().scan_budget.max(1));
     let store = state.store_arc();
     let weights = state.weights();
     // A point query (one subject, no proofs) is cheaper than the hand-off to a blocking thread,
@@ -198,9 +213,11 @@ async fn run(state: AppState, params: Params) -> Response {
             Err(e) => return query_problem(&e).into_response(),
         }
     }
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _cancel = CancelOnDrop(cancelled.clone());
     let work = move || -> Result<Vec<u8>, Problem> {
         let answer = store
-            .query(&query, &|agent| weights.weight(agent))
+            .query_cancellable(&query, &|agent| weights.weight(agent), &cancelled)
             .map_err(|e| query_problem(&e))?;
         let proofs = if proof {
             Some(proofs(&store, &answer)?)
@@ -234,6 +251,11 @@ fn query_problem(e: &QueryError) -> Problem {
         QueryError::BadCursor(m) => Problem::new(StatusCode::BAD_REQUEST, "bad_cursor", m.clone()),
         QueryError::BadParameter(m) => bad(m.clone()),
         QueryError::Store(s) => store_problem(s),
+        QueryError::Cancelled => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cancelled",
+            "the query was abandoned before it finished",
+        ),
         other => bad(other.to_string()),
     }
 }
@@ -264,6 +286,7 @@ struct AnswerBody<'a> {
 struct ResultBody<'a> {
     agreement: f64,
     alternatives: Vec<Hex<'a>>,
+    alternatives_total: usize,
     conflict: bool,
     predicate: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -292,6 +315,7 @@ fn answer_body<'a>(a: &'a Answer, proofs: Option<&'a (Vec<Value>, String)>) -> A
         .map(|(i, r)| ResultBody {
             agreement: r.agreement,
             alternatives: r.alternatives.iter().map(|id| Hex(id.as_bytes())).collect(),
+            alternatives_total: r.alternatives_total,
             conflict: r.conflict,
             predicate: &r.predicate,
             proof: proofs.and_then(|(p, _)| p.get(i)),

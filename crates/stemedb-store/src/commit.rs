@@ -1,15 +1,17 @@
 //! The commit thread: recovery and replay on open, then group commit for every write.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
-use stemedb_core::{AssertionId, Envelope, Statement, Verified};
+use stemedb_core::{AssertionId, Envelope, Statement};
 use stemedb_merkle::{Frontier, NoteSigner, leaf_hash};
-use stemedb_wal::{Record, Wal};
+use stemedb_wal::{Record, Wal, WalError};
 
+use crate::entry::{Entry, Fields};
 use crate::keys::IndexKind;
 use crate::nodes::{NodeReader, NodeWriter};
 use crate::vlog::{Pointer, Position, VlogReader, VlogWriter};
@@ -45,11 +47,13 @@ pub(crate) struct SnapshotPoint {
 /// Verified assertions waiting for the commit thread, and who to tell.
 pub struct Submission {
     /// Each verified assertion with its envelope bytes as received.
-    pub items: Vec<(Verified, Vec<u8>)>,
+    pub items: Vec<Entry>,
     /// When the server received them, Unix ms.
     pub received_at_ms: i64,
     /// Called once with one result per item, in order.
     pub reply: Reply,
+    /// The queue bytes this submission holds; released when it is dropped (answered).
+    pub(crate) permit: Option<crate::BytePermit>,
 }
 
 /// The value of the `assertions` table: 32 bytes.
@@ -94,7 +98,7 @@ struct NewRecord {
     log_index: u64,
     received_at_ms: i64,
     id: AssertionId,
-    statement: Statement,
+    fields: Fields,
     raw: Vec<u8>,
 }
 
@@ -141,6 +145,24 @@ fn meta_u64(txn: &redb::ReadTransaction, key: &str) -> Result<Option<u64>, Store
     let t = txn.open_table(META).map_err(db_err)?;
     let v = t.get(key).map_err(db_err)?;
     Ok(v.and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)))
+}
+
+/// The `signed_hwm` that `metadata.json` records, 0 when there is no such file. A file that
+/// exists but cannot be read or parsed is an error: the mark fails closed.
+fn metadata_hwm(path: &std::path::Path) -> Result<u64, StoreError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_at(path)(e)),
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "{} is not JSON ({e}); it records the largest signed tree size, so the start is \
+             refused (restore it, or remove it only if this log never signed beyond its store)",
+            path.display()
+        ))
+    })?;
+    Ok(doc.get("signed_hwm").and_then(|v| v.as_u64()).unwrap_or(0))
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -279,14 +301,19 @@ impl Writer {
             }
             txn.commit().map_err(db_err)?;
         }
-        let (applied, durable, vlog_pos) = {
+        let (applied, durable, vlog_pos, meta_hwm) = {
             let r = db.begin_read().map_err(db_err)?;
             let applied = meta_u64(&r, "applied")?.unwrap_or(0);
             let durable = meta_u64(&r, "durable")?.unwrap_or(0);
             let seg = meta_u64(&r, "durable_vlog_segment")?.unwrap_or(0) as u32;
             let len = meta_u64(&r, "durable_vlog_len")?.unwrap_or(0);
-            (applied, durable, Position { segment: seg, len })
+            let hwm = meta_u64(&r, "signed_hwm")?.unwrap_or(0);
+            (applied, durable, Position { segment: seg, len }, hwm)
         };
+        // The largest tree size ever signed (decision 0015): recorded with each durable
+        // checkpoint in redb and in metadata.json, which lives outside db/ so that a store
+        // rolled back or replaced under it is caught too.
+        let signed_hwm = meta_hwm.max(metadata_hwm(&layout.metadata)?);
         if durable > applied {
             return Err(StoreError::Corrupt(format!(
                 "durable checkpoint {durable} is past the applied index {applied}"
@@ -334,6 +361,8 @@ impl Writer {
             checkpoint_cache: Mutex::new(None),
             read_only: RwLock::new(None),
             observer,
+            signed_hwm: AtomicU64::new(signed_hwm),
+            queue: crate::ByteBudget::new(opts.queue_bytes),
         });
         let mut w = Writer {
             db,
@@ -350,6 +379,15 @@ impl Writer {
             shared: shared.clone(),
         };
         w.replay(durable, applied)?;
+        if w.next_index < signed_hwm {
+            return Err(StoreError::Corrupt(format!(
+                "recovery reached tree size {}, but this server has already signed a checkpoint \
+                 of tree size {signed_hwm}: acknowledged writes are missing, and signing a \
+                 smaller tree would fork the log. Start refused; {}",
+                w.next_index,
+                stemedb_wal::WAY_OUT
+            )));
+        }
         w.durable_checkpoint()?;
         w.shared
             .observer
@@ -412,7 +450,7 @@ impl Writer {
                     log_index,
                     received_at_ms: received,
                     id: AssertionId::from_bytes(id),
-                    statement,
+                    fields: Fields::of(&statement),
                     raw: raw.to_vec(),
                 }),
                 Err(e) => failure = Some(format!("record {seq}: {e}")),
@@ -478,12 +516,14 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut count = first.items.len();
+            let mut bytes: usize = first.items.iter().map(Entry::len).sum();
             let mut group = vec![first];
             let mut control = None;
-            while count < self.opts.group_max_records {
+            while count < self.opts.group_max_records && bytes < self.opts.group_max_bytes {
                 match rx.try_recv() {
                     Ok(Job::Write(s)) => {
                         count += s.items.len();
+                        bytes += s.items.iter().map(Entry::len).sum::<usize>();
                         group.push(s);
                     }
                     Ok(other) => {
@@ -539,11 +579,7 @@ impl Writer {
                         size,
                         root,
                         vlog: self.vlog.position(),
-                        note: self.shared.signer.sign(&stemedb_merkle::Checkpoint {
-                            origin: self.shared.origin.clone(),
-                            size,
-                            root,
-                        }),
+                        note: self.shared.sign(size, root),
                     }
                 });
                 reply(point);
@@ -579,8 +615,7 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: Vec<Submission>) {
-        let read_only = self.shared.read_only.read().ok().and_then(|r| r.clone());
-        if let Some(why) = read_only {
+        if let Some(why) = self.read_only_reason() {
             for s in group {
                 let n = s.items.len();
                 (s.reply)(
@@ -591,58 +626,76 @@ impl Writer {
             }
             return;
         }
-        // Dedupe against the store and within the group, then assign log indexes.
+        // Dedupe against the store and within the group, then assign log indexes. A slot that
+        // cannot be deduped (the store could not be read) fails: it never counts as new.
         enum Slot {
             Existing(AssertionId, u64),
             New(usize),
+            // A second copy of a new record in this group: it shares that record's fate.
+            SameAs(usize),
             Failed(String),
         }
         let mut new: Vec<NewRecord> = Vec::new();
         let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
-        let mut seen: HashMap<AssertionId, u64> = HashMap::new();
-        let table = self
-            .db
-            .begin_read()
-            .ok()
-            .and_then(|r| r.open_table(ASSERTIONS).ok());
+        let mut seen: HashMap<AssertionId, usize> = HashMap::new();
+        let read = self.db.begin_read().map_err(db_err);
+        let table = read
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.open_table(ASSERTIONS).map_err(|e| db_err(e).to_string()));
         for s in group {
             let mut these = Vec::with_capacity(s.items.len());
-            for (verified, raw) in s.items {
-                let id = verified.id();
-                let existing = match &table {
-                    Some(t) => t
-                        .get(id.as_bytes().as_slice())
-                        .ok()
-                        .flatten()
-                        .and_then(|v| AssertionRecord::decode(v.value()).ok())
-                        .map(|r| r.log_index),
-                    None => {
-                        these.push(Slot::Failed("cannot read the store".into()));
-                        continue;
-                    }
-                };
-                if let Some(idx) = existing.or_else(|| seen.get(&id).copied()) {
-                    these.push(Slot::Existing(id, idx));
+            for entry in s.items {
+                let id = entry.id;
+                if let Some(i) = seen.get(&id) {
+                    these.push(Slot::SameAs(*i));
                     continue;
                 }
-                let log_index = self.next_index + new.len() as u64;
-                seen.insert(id, log_index);
-                these.push(Slot::New(new.len()));
-                let (_, _, statement) = verified.into_parts();
-                new.push(NewRecord {
-                    log_index,
-                    received_at_ms: s.received_at_ms,
-                    id,
-                    statement,
-                    raw,
-                });
+                let existing = match &table {
+                    Err(why) => Err(format!("cannot read the store to deduplicate: {why}")),
+                    Ok(t) => match t.get(id.as_bytes().as_slice()) {
+                        Err(e) => Err(format!("deduplicating {id}: {}", db_err(e))),
+                        Ok(None) => Ok(None),
+                        Ok(Some(v)) => AssertionRecord::decode(v.value())
+                            .map(|r| Some(r.log_index))
+                            .map_err(|e| format!("deduplicating {id}: {e}")),
+                    },
+                };
+                match existing {
+                    Err(why) => {
+                        tracing::error!(%id, error = %why, "deduplication failed");
+                        these.push(Slot::Failed(why));
+                    }
+                    Ok(Some(idx)) => these.push(Slot::Existing(id, idx)),
+                    Ok(None) => {
+                        let log_index = self.next_index + new.len() as u64;
+                        seen.insert(id, new.len());
+                        these.push(Slot::New(new.len()));
+                        new.push(NewRecord {
+                            log_index,
+                            received_at_ms: s.received_at_ms,
+                            id,
+                            fields: entry.fields,
+                            raw: entry.raw,
+                        });
+                    }
+                }
             }
             slots.push(these);
-            replies.push(s.reply);
+            replies.push((s.reply, s.permit));
         }
         drop(table);
-        let mut failure: Option<StoreError> = None;
+        drop(read);
+        // Why the new records of this group failed, if they did.
+        enum Failure {
+            // Nothing was written.
+            Definite(String),
+            // Written to the WAL, but whether it is durable, or served, is unknown until a
+            // restart replays the log.
+            Unknown(String),
+        }
+        let mut failure: Option<Failure> = None;
         if !new.is_empty() {
             let bodies: Vec<Vec<u8>> = new.iter().map(wal_body).collect();
             let records: Vec<Record> = bodies
@@ -661,18 +714,29 @@ impl Writer {
                     if let Err(e) = self.apply(&new) {
                         // The records are durable in the WAL and will be replayed on restart,
                         // but this process cannot serve them: stop taking writes.
-                        self.shared
-                            .set_read_only(&format!("applying a group failed: {e}"));
-                        failure = Some(e);
+                        let why = format!("applying a group failed: {e}");
+                        self.shared.set_read_only(&why);
+                        failure = Some(Failure::Unknown(why));
                     }
+                }
+                Err(e @ WalError::RecordTooLarge(_)) => {
+                    failure = Some(Failure::Definite(e.to_string()));
+                }
+                Err(e @ WalError::WriteFailed(_)) => {
+                    self.shared.set_read_only(&e.to_string());
+                    failure = Some(Failure::Unknown(e.to_string()));
                 }
                 Err(e) => {
                     self.shared.set_read_only(&e.to_string());
-                    failure = Some(StoreError::ReadOnly(e.to_string()));
+                    failure = Some(Failure::Definite(e.to_string()));
                 }
             }
         }
-        for (these, reply) in slots.into_iter().zip(replies) {
+        let failed = |f: &Failure| match f {
+            Failure::Definite(why) => StoreError::ReadOnly(why.clone()),
+            Failure::Unknown(why) => StoreError::OutcomeUnknown(why.clone()),
+        };
+        for (these, (reply, permit)) in slots.into_iter().zip(replies) {
             let results = these
                 .into_iter()
                 .map(|slot| match slot {
@@ -681,18 +745,19 @@ impl Writer {
                         log_index,
                         created: false,
                     }),
-                    Slot::New(i) => match &failure {
-                        Some(e) => Err(StoreError::ReadOnly(e.to_string())),
+                    Slot::New(i) | Slot::SameAs(i) => match &failure {
+                        Some(f) => Err(failed(f)),
                         None => Ok(Outcome {
                             id: new[i].id,
                             log_index: new[i].log_index,
-                            created: true,
+                            created: matches!(slot, Slot::New(_)),
                         }),
                     },
                     Slot::Failed(why) => Err(StoreError::Db(why)),
                 })
                 .collect();
             reply(results);
+            drop(permit);
         }
     }
 
@@ -756,9 +821,11 @@ impl Writer {
         txn.set_quick_repair(true);
         {
             let mut meta = txn.open_table(META).map_err(db_err)?;
+            let signed = self.shared.signed_hwm.load(Ordering::SeqCst);
             for (k, v) in [
                 ("applied", self.next_index),
                 ("durable", self.next_index),
+                ("signed_hwm", signed),
                 ("durable_vlog_segment", u64::from(pos.segment)),
                 ("durable_vlog_len", pos.len),
                 ("durable_at_ms", now_ms() as u64),
@@ -791,6 +858,7 @@ impl Writer {
                 "unix_ms": now_ms(),
             },
             "server_public_key": hex::encode(self.shared.signer.public_key()),
+            "signed_hwm": self.shared.signed_hwm.load(Ordering::SeqCst),
         });
         let path = &self.layout_metadata;
         let tmp = path.with_extension("json.tmp");
@@ -838,27 +906,36 @@ fn insert_rows(
         assertions
             .insert(r.id.as_bytes().as_slice(), rec.encode().as_slice())
             .map_err(db_err)?;
-        // An assertion can be superseded before it arrives: the earliest such link counts.
+        // An assertion can be superseded before it arrives. `supersedes` takes effect only
+        // between assertions of one agent (design §8), so the earliest link from this
+        // assertion's own agent counts; links from other agents are ignored for it.
         let lo = keys::supersedes_key(r.id.as_bytes(), 0);
         let hi = keys::supersedes_key(r.id.as_bytes(), u64::MAX);
-        let superseded_at = match supersedes
+        let mut superseded_at = keys::NOT_SUPERSEDED;
+        for link in supersedes
             .range::<&[u8]>(lo.as_slice()..=hi.as_slice())
             .map_err(db_err)?
-            .next()
         {
-            Some(first) => {
-                let (k, _) = first.map_err(db_err)?;
-                keys::supersedes_key_index(k.value()).unwrap_or(u64::MAX)
+            let (k, _) = link.map_err(db_err)?;
+            let by = keys::supersedes_key_index(k.value())
+                .ok_or_else(|| StoreError::Corrupt("supersedes holds a malformed key".into()))?;
+            let row = by_seq.get(by).map_err(db_err)?.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "supersedes names log index {by}, by_seq has no row"
+                ))
+            })?;
+            if keys::IndexValue::decode(row.value())?.agent == r.fields.agent {
+                superseded_at = by;
+                break;
             }
-            None => keys::NOT_SUPERSEDED,
-        };
+        }
         let value = keys::IndexValue {
             id: r.id,
-            agent: *r.statement.agent(),
-            confidence: r.statement.confidence(),
-            retract: r.statement.retract(),
+            agent: r.fields.agent,
+            confidence: r.fields.confidence,
+            retract: r.fields.retract,
             pointer: *p,
-            value: crate::lens::value_key(r.statement.object()),
+            value: r.fields.value,
             superseded_at,
         }
         .encode();
@@ -872,20 +949,17 @@ fn insert_rows(
             (&mut agent, IndexKind::Agent),
         ] {
             table
-                .insert(
-                    keys::index_key(kind, &r.statement, r.log_index).as_slice(),
-                    (),
-                )
+                .insert(keys::index_key(kind, &r.fields, r.log_index).as_slice(), ())
                 .map_err(db_err)?;
         }
-        for target in r.statement.supersedes() {
+        for target in &r.fields.supersedes {
             supersedes
                 .insert(
                     keys::supersedes_key(target.as_bytes(), r.log_index).as_slice(),
                     (),
                 )
                 .map_err(db_err)?;
-            // Mark a stored target: queries then need no supersedes lookup.
+            // Mark a stored target of the same agent: queries then need no supersedes lookup.
             let target_index = match assertions
                 .get(target.as_bytes().as_slice())
                 .map_err(db_err)?
@@ -901,7 +975,7 @@ fn insert_rows(
                     )));
                 }
             };
-            if r.log_index < row.superseded_at {
+            if row.agent == r.fields.agent && r.log_index < row.superseded_at {
                 let updated = keys::IndexValue {
                     superseded_at: r.log_index,
                     ..row

@@ -28,9 +28,10 @@
 //! so a query ranks a group with one `by_seq` lookup per row and reads only the winner's
 //! envelope from the value log.
 
-use stemedb_core::{AssertionId, Statement};
+use stemedb_core::AssertionId;
 
 use crate::StoreError;
+use crate::entry::Fields;
 use crate::lens::ValueKey;
 use crate::vlog::Pointer;
 
@@ -78,31 +79,31 @@ fn push_suffix(out: &mut Vec<u8>, ts: i64, log_index: u64) {
     out.extend_from_slice(&log_index.to_be_bytes());
 }
 
-/// Key of `st` (at `log_index`) in index `kind`.
-pub fn index_key(kind: IndexKind, st: &Statement, log_index: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(st.subject().len() + st.predicate().len() + 56);
+/// Key of an assertion with fields `st` (at `log_index`) in index `kind`.
+pub fn index_key(kind: IndexKind, st: &Fields, log_index: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(st.subject.len() + st.predicate.len() + 56);
     match kind {
         IndexKind::Subject | IndexKind::ReversedSubject | IndexKind::Agent => {
             if kind == IndexKind::Agent {
-                k.extend_from_slice(st.agent());
+                k.extend_from_slice(&st.agent);
             }
             if kind == IndexKind::ReversedSubject {
-                push_segments(&mut k, st.subject_segments().rev());
+                push_segments(&mut k, st.segments().rev());
             } else {
-                push_segments(&mut k, st.subject_segments());
+                push_segments(&mut k, st.segments());
             }
             k.push(SUBJECT_END);
-            k.extend_from_slice(st.predicate().as_bytes());
+            k.extend_from_slice(st.predicate.as_bytes());
             k.push(0x00);
         }
         IndexKind::Predicate => {
-            k.extend_from_slice(st.predicate().as_bytes());
+            k.extend_from_slice(st.predicate.as_bytes());
             k.push(0x00);
-            push_segments(&mut k, st.subject_segments());
+            push_segments(&mut k, st.segments());
             k.push(SUBJECT_END);
         }
     }
-    push_suffix(&mut k, st.ts(), log_index);
+    push_suffix(&mut k, st.ts, log_index);
     k
 }
 
@@ -300,12 +301,12 @@ impl IndexValue {
 mod tests {
     use super::*;
 
-    fn st(subject: &str, predicate: &str) -> Statement {
+    fn st(subject: &str, predicate: &str) -> Fields {
         let p = format!(
             r#"{{"v":1,"subject":"{subject}","predicate":"{predicate}","object":1,"agent":"{}","ts":5}}"#,
             "ab".repeat(32)
         );
-        Statement::from_payload(p.as_bytes()).expect("valid")
+        Fields::of(&stemedb_core::Statement::from_payload(p.as_bytes()).expect("valid"))
     }
 
     #[test]

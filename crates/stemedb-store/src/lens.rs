@@ -61,6 +61,9 @@ pub fn value_key(v: &Value) -> ValueKey {
     k
 }
 
+/// Most alternatives a resolution lists (design §6); `Resolution::alternatives_total` counts all.
+pub const MAX_ALTERNATIVES: usize = 32;
+
 /// What a lens decided about a group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolution {
@@ -71,8 +74,10 @@ pub struct Resolution {
     /// Weight of the distinct agents whose object equals the winner's, over the weight of all
     /// distinct agents (by count when every weight is zero).
     pub agreement: f64,
-    /// Indexes of every other candidate, newest first.
+    /// Indexes of the newest `MAX_ALTERNATIVES` other candidates, newest first.
     pub alternatives: Vec<usize>,
+    /// How many other candidates there are in all.
+    pub alternatives_total: usize,
 }
 
 fn recency(c: &Candidate) -> (i64, u64) {
@@ -120,12 +125,19 @@ pub fn resolve(
     let conflict = keys.iter().any(|k| *k != keys[winner]);
     let agreement = agreement(candidates, &keys, winner, weight);
     let mut alternatives: Vec<usize> = (0..candidates.len()).filter(|i| *i != winner).collect();
+    let alternatives_total = alternatives.len();
+    if alternatives.len() > MAX_ALTERNATIVES {
+        // Only the newest few are listed: select them in linear time, then order those.
+        alternatives.select_nth_unstable_by(MAX_ALTERNATIVES - 1, |a, b| newest(b, a));
+        alternatives.truncate(MAX_ALTERNATIVES);
+    }
     alternatives.sort_by(|a, b| newest(b, a));
     Some(Resolution {
         winner,
         conflict,
         agreement,
         alternatives,
+        alternatives_total,
     })
 }
 

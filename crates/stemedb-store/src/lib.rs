@@ -17,6 +17,7 @@
 
 mod admin;
 mod commit;
+mod entry;
 pub mod keys;
 pub mod lens;
 mod nodes;
@@ -26,20 +27,23 @@ pub mod verify;
 mod vlog;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
-use stemedb_core::{AssertionId, SigningKey, Verified};
+use stemedb_core::{AssertionId, SigningKey};
 use stemedb_merkle::{Checkpoint, Hash, NoteSigner};
 use stemedb_wal::{WalError, WalOptions};
 
 pub use admin::{AgentRecord, AgentStatus, AuditRecord, QuarantineEntry};
 use commit::now_ms;
 pub use commit::{Reply, Submission};
+pub use entry::{Entry, Fields};
 pub use query::{
-    Answer, DEFAULT_LIMIT, GroupResult, Lens, MAX_LIMIT, Query, QueryError, SubjectMatch, Winner,
+    Answer, DEFAULT_LIMIT, DEFAULT_SCAN_BUDGET, GroupResult, Lens, MAX_LIMIT, Query, QueryError,
+    SubjectMatch, Winner,
 };
 pub use vlog::{Pointer, Position};
 
@@ -79,9 +83,14 @@ pub enum StoreError {
     /// The WAL failed to open or recover.
     #[error(transparent)]
     Wal(#[from] WalError),
-    /// The store is read-only after a write failure; restart after fixing the cause.
+    /// The store is read-only after a write failure; restart after fixing the cause. Nothing of
+    /// the request was written.
     #[error("read-only: {0}")]
     ReadOnly(String),
+    /// The write reached the WAL but its fsync failed, or it could not be applied: whether it
+    /// is durable is unknown until a restart replays the log. Retrying is safe (idempotent).
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// Stored data contradicts itself.
     #[error("data directory is inconsistent: {0}")]
     Corrupt(String),
@@ -91,6 +100,9 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the store is shutting down")]
     Closed,
+    /// An option the store was opened with is not acceptable.
+    #[error("bad store option: {0}")]
+    BadOption(String),
 }
 
 pub(crate) fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
@@ -121,6 +133,11 @@ pub struct StoreOptions {
     pub group_max_records: usize,
     /// Most queued submissions before submitters wait.
     pub queue_depth: usize,
+    /// Most envelope bytes queued for the commit thread before submitters wait (a submission
+    /// larger than this waits until the queue is empty, then goes alone).
+    pub queue_bytes: usize,
+    /// Most envelope bytes in one group commit.
+    pub group_max_bytes: usize,
     /// The checkpoint signing key (PKCS#8 PEM). `None`: `server.key` in the data directory,
     /// created on first start.
     pub key_path: Option<PathBuf>,
@@ -136,6 +153,8 @@ impl Default for StoreOptions {
             cache_bytes: 256 * 1024 * 1024,
             group_max_records: 4_096,
             queue_depth: 4_096,
+            queue_bytes: 64 * 1024 * 1024,
+            group_max_bytes: 16 * 1024 * 1024,
             key_path: None,
         }
     }
@@ -242,17 +261,108 @@ pub(crate) struct Shared {
     pub checkpoint_cache: Mutex<Option<(u64, String)>>,
     pub read_only: RwLock<Option<String>>,
     pub observer: Arc<dyn Observer>,
+    /// The largest tree size a checkpoint was signed for (decision 0015).
+    pub signed_hwm: AtomicU64,
+    /// Bytes of envelopes queued for the commit thread.
+    pub queue: ByteBudget,
 }
 
 impl Shared {
     pub(crate) fn set_read_only(&self, why: &str) {
-        if let Ok(mut r) = self.read_only.write()
-            && r.is_none()
-        {
+        // A poisoned lock still holds the reason (writing an `Option<String>` cannot be torn),
+        // and `read_only()` reports poison as read-only anyway.
+        let mut r = self
+            .read_only
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if r.is_none() {
             tracing::error!(reason = why, "store is now read-only");
             *r = Some(why.to_string());
             self.observer.read_only(why);
         }
+    }
+
+    /// Why the store is read-only, if it is. A poisoned lock counts as read-only: it fails
+    /// closed.
+    pub(crate) fn read_only(&self) -> Option<String> {
+        match self.read_only.read() {
+            Ok(r) => r.clone(),
+            Err(_) => Some("an internal lock was poisoned by a panic".into()),
+        }
+    }
+
+    /// Signs the checkpoint of `(size, root)` and raises the signed high-water mark.
+    pub(crate) fn sign(&self, size: u64, root: Hash) -> String {
+        self.signed_hwm.fetch_max(size, Ordering::SeqCst);
+        self.signer.sign(&Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root,
+        })
+    }
+}
+
+/// A bound on the bytes waiting for the commit thread: submitters block while it is full, so
+/// memory for queued writes stays bounded whatever the request sizes.
+pub(crate) struct ByteBudget {
+    cap: usize,
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl ByteBudget {
+    pub(crate) fn new(cap: usize) -> ByteBudget {
+        ByteBudget {
+            cap: cap.max(1),
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Waits until `bytes` fit (or the queue is empty, for a submission larger than the cap).
+    fn acquire(shared: &Arc<Shared>, bytes: usize) -> BytePermit {
+        let budget = &shared.queue;
+        let mut used = budget
+            .used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *used > 0 && *used + bytes > budget.cap {
+            used = budget
+                .freed
+                .wait(used)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *used += bytes;
+        BytePermit {
+            shared: shared.clone(),
+            bytes,
+        }
+    }
+
+    /// Bytes queued now.
+    pub(crate) fn used(&self) -> usize {
+        *self
+            .used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Queue bytes held by one submission; given back when dropped.
+pub struct BytePermit {
+    shared: Arc<Shared>,
+    bytes: usize,
+}
+
+impl Drop for BytePermit {
+    fn drop(&mut self) {
+        let budget = &self.shared.queue;
+        let mut used = budget
+            .used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *used = used.saturating_sub(self.bytes);
+        budget.freed.notify_all();
     }
 }
 
@@ -352,8 +462,10 @@ impl Store {
         opts: StoreOptions,
         observer: Arc<dyn Observer>,
     ) -> Result<Store, StoreError> {
+        stemedb_merkle::validate_origin(&opts.origin)
+            .map_err(|e| StoreError::BadOption(format!("log origin: {e}")))?;
         let layout = Layout::new(data_dir);
-        std::fs::create_dir_all(&layout.db).map_err(io_at(&layout.db))?;
+        stemedb_wal::create_dir_durable(&layout.db).map_err(io_at(&layout.db))?;
         let key = match &opts.key_path {
             Some(path) => {
                 let pem = std::fs::read_to_string(path).map_err(io_at(path))?;
@@ -385,8 +497,8 @@ impl Store {
 
     /// Queues verified assertions (each with its envelope bytes as received). `reply` is called
     /// from the commit thread once every item is durable and applied, or failed. Blocks while the
-    /// queue is full.
-    pub fn submit(&self, items: Vec<(Verified, Vec<u8>)>, received_at_ms: i64, reply: Reply) {
+    /// queue is full (by submissions or by bytes).
+    pub fn submit(&self, items: Vec<Entry>, received_at_ms: i64, reply: Reply) {
         if let Some(why) = self.read_only() {
             let n = items.len();
             reply(
@@ -401,10 +513,13 @@ impl Store {
             reply(items.iter().map(|_| Err(StoreError::Closed)).collect());
             return;
         };
+        let bytes = items.iter().map(Entry::len).sum();
+        let permit = ByteBudget::acquire(&self.shared, bytes);
         let submission = Submission {
             items,
             received_at_ms,
             reply,
+            permit: Some(permit),
         };
         if let Err(e) = sender.send(commit::Job::Write(submission))
             && let commit::Job::Write(s) = e.0
@@ -413,17 +528,24 @@ impl Store {
         }
     }
 
-    /// Why the store is read-only, if it is.
-    pub fn read_only(&self) -> Option<String> {
-        self.shared.read_only.read().ok().and_then(|r| r.clone())
+    /// Envelope bytes waiting for the commit thread right now.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queue.used()
     }
 
-    /// The current tree head (covers every acknowledged write).
+    /// Why the store is read-only, if it is (a poisoned lock counts as read-only).
+    pub fn read_only(&self) -> Option<String> {
+        self.shared.read_only()
+    }
+
+    /// The current tree head (covers every acknowledged write). The head is written whole, so a
+    /// poisoned lock still holds a true head; it is never reported as empty.
     pub fn head(&self) -> Head {
-        self.shared.head.read().map(|h| *h).unwrap_or(Head {
-            size: 0,
-            root: stemedb_merkle::empty_root(),
-        })
+        *self
+            .shared
+            .head
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Reads one assertion.
@@ -456,11 +578,7 @@ impl Store {
         {
             return (head, note.clone());
         }
-        let note = self.shared.signer.sign(&Checkpoint {
-            origin: self.shared.origin.clone(),
-            size: head.size,
-            root: head.root,
-        });
+        let note = self.shared.sign(head.size, head.root);
         if let Ok(mut cache) = self.shared.checkpoint_cache.lock() {
             *cache = Some((head.size, note.clone()));
         }
@@ -614,7 +732,7 @@ impl Store {
         })?;
         let (tx, rx) = std::sync::mpsc::channel();
         self.submit(
-            vec![(verified, entry.envelope.into_bytes())],
+            vec![Entry::new(verified, entry.envelope.into_bytes())],
             entry.received_at_ms,
             Box::new(move |r| {
                 let _ = tx.send(r);
@@ -750,5 +868,151 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Failure paths that need the store's insides: a bad row, a poisoned lock, a failed fsync,
+    //! the signed high-water mark.
+
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    fn entry(n: u64) -> Entry {
+        let key = stemedb_core::signing_key_from_seed(&[9; 32]);
+        let agent = hex::encode(key.verifying_key().as_bytes());
+        let payload = format!(
+            r#"{{"v":1,"subject":"t/s{n}","predicate":"p","object":{n},"agent":"{agent}","ts":{n}}}"#
+        );
+        let v = stemedb_core::sign(&key, payload.into_bytes()).expect("valid");
+        let raw = v.envelope().encode();
+        Entry::new(v, raw)
+    }
+
+    fn submit(store: &Store, items: Vec<Entry>) -> Vec<Result<Outcome, StoreError>> {
+        let (tx, rx) = channel();
+        store.submit(
+            items,
+            1,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().expect("reply")
+    }
+
+    fn open(dir: &Path, opts: StoreOptions) -> Store {
+        Store::open(dir, opts, Arc::new(NoObserver)).expect("open")
+    }
+
+    #[test]
+    fn a_bad_assertions_row_fails_the_item_instead_of_making_it_new() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = open(tmp.path(), StoreOptions::default());
+        let first = submit(&store, vec![entry(1)]);
+        assert_eq!(first[0].as_ref().map(|o| o.log_index).ok(), Some(0));
+        // Damage the stored row of that id.
+        let txn = store.shared.db.begin_write().expect("txn");
+        {
+            let mut t = txn.open_table(ASSERTIONS).expect("table");
+            t.insert(entry(1).id().as_bytes().as_slice(), [1u8; 5].as_slice())
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+        let again = submit(&store, vec![entry(1), entry(2)]);
+        assert!(matches!(again[0], Err(StoreError::Db(_))), "{:?}", again[0]);
+        assert_eq!(again[1].as_ref().map(|o| o.log_index).ok(), Some(1));
+        assert_eq!(store.head().size, 2, "no second log index for one id");
+    }
+
+    #[test]
+    fn a_duplicate_in_a_group_whose_fsync_failed_shares_the_failure() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let opts = StoreOptions {
+            wal: WalOptions {
+                fail_fsync_after: Some(0),
+                ..WalOptions::default()
+            },
+            ..StoreOptions::default()
+        };
+        // The first durable checkpoint does not touch the WAL's fsync counter.
+        let store = open(tmp.path(), opts);
+        let results = submit(&store, vec![entry(1), entry(1)]);
+        for r in &results {
+            assert!(matches!(r, Err(StoreError::OutcomeUnknown(_))), "{r:?}");
+        }
+        // Later writes are refused outright: nothing of them is written.
+        let later = submit(&store, vec![entry(2)]);
+        assert!(
+            matches!(later[0], Err(StoreError::ReadOnly(_))),
+            "{later:?}"
+        );
+    }
+
+    #[test]
+    fn a_poisoned_lock_reports_read_only_and_keeps_the_head() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = open(tmp.path(), StoreOptions::default());
+        submit(&store, vec![entry(1), entry(2)]);
+        let shared = store.shared.clone();
+        let _ = std::thread::spawn(move || {
+            let _r = shared.read_only.write();
+            let _h = shared.head.write();
+            panic!("poison both locks");
+        })
+        .join();
+        assert!(store.read_only().is_some(), "a poisoned lock is read-only");
+        assert_eq!(store.head().size, 2, "the head survives the poison");
+        let r = submit(&store, vec![entry(3)]);
+        assert!(matches!(r[0], Err(StoreError::ReadOnly(_))), "{r:?}");
+    }
+
+    /// A store rolled back under a log that already signed a larger tree refuses to start.
+    #[test]
+    fn recovery_below_the_signed_high_water_mark_refuses_to_start() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let live = tmp.path().join("live");
+        let old = tmp.path().join("old");
+        {
+            let store = open(&live, StoreOptions::default());
+            submit(&store, (0..5).map(entry).collect());
+        }
+        copy_dir(&live, &old);
+        {
+            let store = open(&live, StoreOptions::default());
+            submit(&store, (5..9).map(entry).collect());
+            let (head, _) = store.signed_checkpoint();
+            assert_eq!(head.size, 9);
+        }
+        // Put the older db/ and wal/ back under the newer metadata.json.
+        for sub in ["db", "wal"] {
+            std::fs::remove_dir_all(live.join(sub)).expect("remove");
+            copy_dir(&old.join(sub), &live.join(sub));
+        }
+        let err = Store::open(&live, StoreOptions::default(), Arc::new(NoObserver))
+            .err()
+            .expect("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("tree size 5") && msg.contains("tree size 9"),
+            "{msg}"
+        );
+        // The directory as it was is fine again once the newer state is back.
+        let ok = open(&old, StoreOptions::default());
+        assert_eq!(ok.head().size, 5);
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for e in std::fs::read_dir(from).expect("read dir") {
+            let e = e.expect("entry");
+            let dst = to.join(e.file_name());
+            if e.file_type().expect("type").is_dir() {
+                copy_dir(&e.path(), &dst);
+            } else {
+                std::fs::copy(e.path(), dst).expect("copy");
+            }
+        }
     }
 }

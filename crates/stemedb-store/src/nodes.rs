@@ -3,7 +3,7 @@
 //! a restart never rehashes old leaves. Derived state: cut back to the last durable checkpoint
 //! on open and rebuilt from the WAL.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ pub struct NodeWriter {
 impl NodeWriter {
     /// Opens the files and cuts them to exactly the nodes of a tree of `size` leaves.
     pub fn open(dir: &Path, size: u64) -> io::Result<NodeWriter> {
-        fs::create_dir_all(dir)?;
+        stemedb_wal::create_dir_durable(dir)?;
         let mut files = Vec::with_capacity(LEVELS);
         for level in 0..LEVELS as u32 {
             let path = level_path(dir, level);

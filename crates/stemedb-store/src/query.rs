@@ -3,10 +3,12 @@
 //!
 //! The live set of a (subject, predicate) group, as of tree size N, is built from the rows with
 //! log index < N that pass the `agent`, `since` and `until` filters:
-//! 1. Each agent's newest row (by `ts`, then log index) is that agent's current belief; its older
-//!    rows drop out. A retraction as an agent's newest row means the agent asserts no value.
-//! 2. A row whose id is the target of a `supersedes` in any assertion with log index < N drops out
-//!    (each row records the earliest such log index, so this costs no lookup).
+//! 1. A row whose id is the target of a `supersedes` by an assertion of the same agent with log
+//!    index < N drops out (each row records the earliest such log index, so this costs no
+//!    lookup; links from other agents never take effect, decision 0016).
+//! 2. Each agent's newest remaining row (by `ts`, then log index) is that agent's current
+//!    belief; its older rows drop out. A retraction as an agent's newest row means the agent
+//!    asserts no value.
 //!
 //! With `include_superseded` both steps are skipped: every row except retractions is live. The
 //! `raw` lens skips step 1 only: every assertion is a result, superseded ones and retractions only
@@ -17,6 +19,7 @@
 //! query's filters, and the last key returned.
 
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -34,6 +37,10 @@ use crate::{
 pub const DEFAULT_LIMIT: usize = 100;
 /// Most results per page.
 pub const MAX_LIMIT: usize = 1000;
+/// Default index rows one request may examine (design §6); `Query::scan_budget`.
+pub const DEFAULT_SCAN_BUDGET: usize = 10_000;
+/// How often (in rows) a long scan checks whether its request is gone.
+const CANCEL_CHECK_ROWS: usize = 512;
 const CURSOR_VERSION: u8 = 1;
 
 /// How `subject` matches.
@@ -147,6 +154,10 @@ pub struct Query {
     pub limit: usize,
     /// Where the previous page stopped.
     pub cursor: Option<String>,
+    /// Most index rows this request may examine; past it the page ends early with a cursor
+    /// (`None`: no budget). A (subject, predicate) group is never split: one larger than the
+    /// budget is resolved whole when it is the first group of its page.
+    pub scan_budget: Option<usize>,
 }
 
 /// Why a query was refused.
@@ -159,6 +170,9 @@ pub enum QueryError {
     /// A parameter is out of range.
     #[error("{0}")]
     BadParameter(String),
+    /// The request was abandoned (its caller went away) and the scan stopped.
+    #[error("the query was cancelled")]
+    Cancelled,
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -194,8 +208,10 @@ pub struct GroupResult {
     pub conflict: bool,
     /// Share of weight behind the winner's value.
     pub agreement: f64,
-    /// The other live assertions, newest first.
+    /// The other live assertions, newest first, at most `lens::MAX_ALTERNATIVES`.
     pub alternatives: Vec<AssertionId>,
+    /// How many other live assertions there are in all.
+    pub alternatives_total: usize,
 }
 
 /// A page of results.
@@ -222,6 +238,24 @@ struct Plan {
 fn plan(q: &Query) -> Plan {
     let pred = q.predicate.as_deref();
     match q.subject.as_deref() {
+        // One agent's assertions at or below a subject: the agent index holds exactly them, in
+        // the same group order as the subject index.
+        Some(subject) if q.agent.is_some() && q.match_mode != SubjectMatch::Tail => {
+            let mut prefix = q.agent.map(|a| a.to_vec()).unwrap_or_default();
+            let exact = q.match_mode == SubjectMatch::Exact;
+            prefix.extend_from_slice(&keys::subject_prefix(subject.split('/'), exact));
+            let mut filter_predicate = pred.map(|p| p.as_bytes().to_vec());
+            if exact && let Some(p) = pred {
+                prefix.extend_from_slice(p.as_bytes());
+                prefix.push(0x00);
+                filter_predicate = None;
+            }
+            Plan {
+                kind: IndexKind::Agent,
+                prefix,
+                filter_predicate,
+            }
+        }
         Some(subject) => {
             let segs = subject.split('/');
             let (kind, mut prefix) = match q.match_mode {
@@ -352,11 +386,23 @@ impl Store {
         q: &Query,
         weight: &dyn Fn(&[u8; 32]) -> f64,
     ) -> Result<Answer, QueryError> {
-        self.query_within(q, weight, None)?.ok_or_else(|| {
-            QueryError::Store(StoreError::Corrupt(
-                "an unbounded query stopped on its scan budget".into(),
-            ))
-        })
+        self.query_cancellable(q, weight, &AtomicBool::new(false))
+    }
+
+    /// Runs `q` on a thread that may block; stops with `QueryError::Cancelled` soon after
+    /// `cancelled` turns true (the request it serves is gone).
+    pub fn query_cancellable(
+        &self,
+        q: &Query,
+        weight: &dyn Fn(&[u8; 32]) -> f64,
+        cancelled: &AtomicBool,
+    ) -> Result<Answer, QueryError> {
+        self.run_query(q, weight, None, Some(cancelled))?
+            .ok_or_else(|| {
+                QueryError::Store(StoreError::Corrupt(
+                    "a query without an inline limit stopped on one".into(),
+                ))
+            })
     }
 
     /// Runs `q` unless it would read more than `max_rows` index rows, in which case it stops
@@ -368,6 +414,21 @@ impl Store {
         weight: &dyn Fn(&[u8; 32]) -> f64,
         max_rows: Option<usize>,
     ) -> Result<Option<Answer>, QueryError> {
+        self.run_query(q, weight, max_rows, None)
+    }
+
+    fn run_query(
+        &self,
+        q: &Query,
+        weight: &dyn Fn(&[u8; 32]) -> f64,
+        max_rows: Option<usize>,
+        cancelled: Option<&AtomicBool>,
+    ) -> Result<Option<Answer>, QueryError> {
+        if q.scan_budget == Some(0) {
+            return Err(QueryError::BadParameter(
+                "the scan budget must be at least one row".into(),
+            ));
+        }
         if q.limit == 0 || q.limit > MAX_LIMIT {
             return Err(QueryError::BadParameter(format!(
                 "limit must be between 1 and {MAX_LIMIT}"
@@ -425,15 +486,26 @@ impl Store {
         };
         let range = table.range::<&[u8]>((start, end)).map_err(db_err)?;
 
+        let budget = q.scan_budget.unwrap_or(usize::MAX);
         let mut results: Vec<GroupResult> = Vec::new();
-        let mut next_after: Option<Vec<u8>> = None;
+        // Where the next page resumes: after the last completed group (or, with `raw`, the last
+        // row), whether or not it produced a result.
+        let mut resume_after: Option<Vec<u8>> = None;
         let mut more = false;
         let mut group: Vec<u8> = Vec::new();
+        // True while the group being read is the first this page started: it is read whole,
+        // past the budget if need be, so every page makes progress.
+        let mut first_group = true;
         let mut group_predicate_ok = true;
         let mut rows: Vec<Row> = Vec::new();
-        for (scanned, item) in range.enumerate() {
-            if max_rows.is_some_and(|m| scanned >= m) {
+        for (examined, item) in range.enumerate() {
+            if max_rows.is_some_and(|m| examined >= m) {
                 return Ok(None);
+            }
+            if examined % CANCEL_CHECK_ROWS == CANCEL_CHECK_ROWS - 1
+                && cancelled.is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                return Err(QueryError::Cancelled);
             }
             let (k, _) = item.map_err(db_err)?;
             let key = k.value();
@@ -444,14 +516,22 @@ impl Store {
             let (ts, li) = keys::key_suffix(key)
                 .ok_or_else(|| StoreError::Corrupt("index key shorter than 16 bytes".into()))?;
             let g = keys::group_key(key);
-            if q.lens != Lens::Raw && g != group.as_slice() {
-                if !rows.is_empty()
-                    && let Some(r) =
-                        self.resolve_group(q, plan.kind, &group, &rows, tree_size, weight)?
-                {
-                    results.push(r);
-                    next_after = Some(group_end(&group));
-                    if results.len() >= q.limit {
+            if q.lens == Lens::Raw {
+                if examined >= budget {
+                    more = true;
+                    break;
+                }
+            } else if g != group.as_slice() {
+                if !group.is_empty() {
+                    if !rows.is_empty()
+                        && let Some(r) =
+                            self.resolve_group(q, plan.kind, &group, &rows, tree_size, weight)?
+                    {
+                        results.push(r);
+                    }
+                    resume_after = Some(group_end(&group));
+                    first_group = false;
+                    if results.len() >= q.limit || examined >= budget {
                         more = true;
                         break;
                     }
@@ -463,12 +543,21 @@ impl Store {
                     Some(p) => keys::group_predicate(plan.kind, g) == Some(p.as_slice()),
                     None => true,
                 };
+            } else if examined >= budget && !first_group {
+                // Out of budget inside a later group: the next page starts with it.
+                more = true;
+                rows.clear();
+                break;
             }
             if li >= tree_size || q.since.is_some_and(|s| ts < s) || q.until.is_some_and(|u| ts > u)
             {
+                if q.lens == Lens::Raw {
+                    resume_after = Some(key.to_vec());
+                }
                 continue;
             }
             if q.lens == Lens::Raw {
+                resume_after = Some(key.to_vec());
                 if let Some(p) = &plan.filter_predicate
                     && keys::group_predicate(plan.kind, g) != Some(p.as_slice())
                 {
@@ -486,7 +575,6 @@ impl Store {
                     continue;
                 }
                 results.push(self.raw_result(plan.kind, g, ts, li, &value)?);
-                next_after = Some(key.to_vec());
             } else {
                 rows.push((ts, li, value));
             }
@@ -497,7 +585,7 @@ impl Store {
         {
             results.push(r);
         }
-        let next_cursor = match (more, next_after) {
+        let next_cursor = match (more, resume_after) {
             (true, Some(after)) => Some(encode_cursor(plan.kind, query_hash(q), tree_size, &after)),
             _ => None,
         };
@@ -562,6 +650,7 @@ impl Store {
             conflict: false,
             agreement: 1.0,
             alternatives: Vec::new(),
+            alternatives_total: 0,
         })
     }
 
@@ -582,19 +671,23 @@ impl Store {
         if q.include_superseded {
             live.extend(rows.iter().filter(|r| !r.2.retract));
         } else {
-            // Rows are oldest first, so the last row of each agent is its newest.
+            // Rows are oldest first, so the last row of each agent is its newest. One pass, one
+            // map lookup per row: linear in the group's rows.
             let mut newest: Vec<&Row> = Vec::new();
-            for r in rows {
-                match newest.iter_mut().find(|n| n.2.agent == r.2.agent) {
-                    Some(n) => *n = r,
-                    None => newest.push(r),
+            let mut slot_of: std::collections::HashMap<[u8; 32], usize> =
+                std::collections::HashMap::new();
+            // Superseded rows drop out first, so a correction is never shadowed by the
+            // assertion it corrects (decision 0016).
+            for r in rows.iter().filter(|r| r.2.superseded_at >= tree_size) {
+                match slot_of.get(&r.2.agent) {
+                    Some(i) => newest[*i] = r,
+                    None => {
+                        slot_of.insert(r.2.agent, newest.len());
+                        newest.push(r);
+                    }
                 }
             }
-            for r in newest {
-                if !r.2.retract && r.2.superseded_at >= tree_size {
-                    live.push(r);
-                }
-            }
+            live.extend(newest.into_iter().filter(|r| !r.2.retract));
         }
         if live.is_empty() {
             return Ok(None);
@@ -626,6 +719,7 @@ impl Store {
             conflict: res.conflict,
             agreement: res.agreement,
             alternatives,
+            alternatives_total: res.alternatives_total,
         }))
     }
 }

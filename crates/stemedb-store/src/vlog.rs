@@ -48,7 +48,7 @@ pub struct VlogWriter {
 impl VlogWriter {
     /// Opens the log and cuts it back to `pos` (removing later segments).
     pub fn open(dir: &Path, pos: Position) -> io::Result<VlogWriter> {
-        fs::create_dir_all(dir)?;
+        stemedb_wal::create_dir_durable(dir)?;
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name();
@@ -153,9 +153,14 @@ impl VlogWriter {
     }
 }
 
+/// Most value-log segments a reader keeps open; past it one is closed before another opens, so
+/// a long-lived server holds a bounded number of descriptors however large the log grows.
+pub const MAX_OPEN_SEGMENTS: usize = 64;
+
 /// Reads envelopes by pointer; shared by every reader.
 pub struct VlogReader {
     dir: PathBuf,
+    // Invariant: at most `MAX_OPEN_SEGMENTS` entries.
     files: RwLock<HashMap<u32, Arc<File>>>,
 }
 
@@ -178,10 +183,18 @@ impl VlogReader {
             return Ok(f.clone());
         }
         let f = Arc::new(File::open(seg_path(&self.dir, segment))?);
-        self.files
+        let mut files = self
+            .files
             .write()
-            .map_err(|_| io::Error::other("poisoned lock"))?
-            .insert(segment, f.clone());
+            .map_err(|_| io::Error::other("poisoned lock"))?;
+        if files.len() >= MAX_OPEN_SEGMENTS
+            && !files.contains_key(&segment)
+            && let Some(evict) = files.keys().find(|k| **k != segment).copied()
+        {
+            // Readers holding the evicted `Arc` finish with it; the descriptor closes after.
+            files.remove(&evict);
+        }
+        files.insert(segment, f.clone());
         Ok(f)
     }
 
@@ -204,5 +217,39 @@ impl VlogReader {
             ));
         }
         Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_keeps_a_bounded_number_of_segments_open() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut pointers = Vec::new();
+        for segment in 1..=(MAX_OPEN_SEGMENTS as u32 * 2 + 5) {
+            let body = format!("envelope in segment {segment}").into_bytes();
+            let mut rec = (body.len() as u32).to_le_bytes().to_vec();
+            rec.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+            rec.extend_from_slice(&body);
+            fs::write(seg_path(tmp.path(), segment), &rec).expect("write");
+            pointers.push((
+                Pointer {
+                    segment,
+                    offset: 0,
+                    len: body.len() as u32,
+                },
+                body,
+            ));
+        }
+        let reader = VlogReader::new(tmp.path());
+        for _ in 0..2 {
+            for (p, body) in &pointers {
+                assert_eq!(&reader.read(*p).expect("read"), body);
+                let open = reader.files.read().map(|f| f.len()).unwrap_or(usize::MAX);
+                assert!(open <= MAX_OPEN_SEGMENTS, "{open} segments open");
+            }
+        }
     }
 }

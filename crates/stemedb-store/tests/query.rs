@@ -62,7 +62,7 @@ impl Db {
             .into_iter()
             .map(|v| {
                 let raw = v.envelope().encode();
-                (v, raw)
+                stemedb_store::Entry::new(v, raw)
             })
             .collect();
         let (tx, rx) = channel();
@@ -188,7 +188,7 @@ fn supersedes_corrects_and_as_of_travels_back() {
     ));
     let size_before = db.store.head().size;
     let fix = db.put(signed(
-        B,
+        A,
         "db/primary",
         "region",
         json!("eu-central-1"),
@@ -605,27 +605,28 @@ fn bad_cursors_and_parameters_are_refused() {
 }
 
 #[test]
-fn a_target_superseded_before_it_arrives_or_in_the_same_batch_is_not_live() {
+fn a_target_superseded_by_its_own_agent_before_it_arrives_or_in_the_same_batch_is_not_live() {
     let db = Db::new();
-    // B supersedes A's assertion before A's assertion reaches the store.
+    // A supersedes its own assertion before that assertion reaches the store.
     let early = signed(A, "late/arrival", "p", json!("old"), 1, json!({}));
     let early_id = early.id();
     db.put(signed(
-        B,
+        A,
         "late/arrival",
         "p",
         json!("new"),
-        0,
+        2,
         json!({"supersedes": [early_id.to_hex()]}),
     ));
     db.put(early);
-    let ans = db.query(&q("late/arrival", Lens::Latest));
-    assert_eq!(ans.results[0].winner.object, json!("new"));
-    assert!(ans.results[0].alternatives.is_empty());
+    // Raw lists every assertion that is not superseded: only the correction.
+    let ans = db.query(&q("late/arrival", Lens::Raw));
+    let objects: Vec<Value> = ans.results.into_iter().map(|r| r.winner.object).collect();
+    assert_eq!(objects, vec![json!("new")]);
     // Target and correction in one batch, in either order.
     let t1 = signed(A, "batch/one", "p", json!(1), 5, json!({}));
     let c1 = signed(
-        B,
+        A,
         "batch/one",
         "p",
         json!(2),
@@ -634,7 +635,7 @@ fn a_target_superseded_before_it_arrives_or_in_the_same_batch_is_not_live() {
     );
     let t2 = signed(A, "batch/two", "p", json!(1), 5, json!({}));
     let c2 = signed(
-        B,
+        A,
         "batch/two",
         "p",
         json!(2),
@@ -643,17 +644,77 @@ fn a_target_superseded_before_it_arrives_or_in_the_same_batch_is_not_live() {
     );
     db.put_all(vec![t1, c1, c2, t2]);
     for subject in ["batch/one", "batch/two"] {
-        let ans = db.query(&q(subject, Lens::Latest));
-        assert_eq!(ans.results[0].winner.object, json!(2), "{subject}");
-        assert_eq!(ans.results[0].alternatives.len(), 0, "{subject}");
+        let ans = db.query(&Query {
+            include_superseded: false,
+            ..q(subject, Lens::Raw)
+        });
+        let objects: Vec<Value> = ans.results.into_iter().map(|r| r.winner.object).collect();
+        assert_eq!(
+            objects,
+            vec![json!(2)],
+            "{subject}: the target is superseded"
+        );
     }
-    // Raw drops the superseded target too.
-    let size = db.store.head().size;
-    let ans = db.query(&Query {
-        as_of: Some(size),
-        ..q("batch/two", Lens::Raw)
-    });
-    assert_eq!(ans.results.len(), 1);
+}
+
+/// Design §8: `supersedes` takes effect only between assertions of one agent. Mallory cannot
+/// kill Alice's assertion, before it arrives, in the same batch, or after.
+#[test]
+fn another_agents_supersedes_never_takes_effect() {
+    let db = Db::new();
+    let alice = signed(A, "kill/me", "p", json!("alice"), 1, json!({}));
+    let mallory = signed(
+        B,
+        "kill/me",
+        "p",
+        json!("mallory"),
+        0,
+        json!({"supersedes": [alice.id().to_hex()]}),
+    );
+    db.put(mallory);
+    let alice_id = db.put(alice);
+    let ans = db.query(&q("kill/me", Lens::Latest));
+    assert_eq!(
+        ans.results[0].winner.id, alice_id,
+        "Alice's newer value wins"
+    );
+    assert_eq!(
+        ans.results[0].alternatives.len(),
+        1,
+        "Mallory's is an alternative"
+    );
+    // The same in one batch, and after the target is stored.
+    let t = signed(A, "kill/batch", "p", json!("alice"), 1, json!({}));
+    let m = signed(
+        B,
+        "kill/batch",
+        "p",
+        json!("mallory"),
+        0,
+        json!({"supersedes": [t.id().to_hex()], "retract": true}),
+    );
+    db.put_all(vec![m, t]);
+    let stored = signed(A, "kill/after", "p", json!("alice"), 1, json!({}));
+    let stored_id = db.put(stored);
+    db.put(signed(
+        B,
+        "kill/after",
+        "p",
+        json!(null),
+        2,
+        json!({"supersedes": [stored_id.to_hex()], "retract": true}),
+    ));
+    for subject in ["kill/batch", "kill/after"] {
+        let ans = db.query(&q(subject, Lens::Latest));
+        assert_eq!(ans.results[0].winner.object, json!("alice"), "{subject}");
+        let raw = db.query(&q(subject, Lens::Raw));
+        assert!(
+            raw.results
+                .iter()
+                .any(|r| r.winner.object == json!("alice")),
+            "{subject}: Alice's assertion is not superseded"
+        );
+    }
 }
 
 #[test]
@@ -684,4 +745,120 @@ fn a_scan_budget_stops_long_queries_and_leaves_short_ones_whole() {
     assert_eq!(whole.results[0].winner.object, json!(9));
     let short = within(&q("short", Lens::Latest), 1).expect("one row");
     assert_eq!(short.results[0].winner.object, json!("s"));
+}
+
+/// Design §6: a request examines at most `scan_budget` rows and answers what it has with a
+/// cursor, even with no results; following the cursors gives exactly the unbounded answer.
+#[test]
+fn the_scan_budget_pages_a_long_scan_and_never_splits_a_group() {
+    let db = Db::new();
+    let mut items = Vec::new();
+    for i in 0..60i64 {
+        items.push(signed(
+            A,
+            &format!("fleet/s{i:03}"),
+            "p",
+            json!(i),
+            i,
+            json!({}),
+        ));
+        items.push(signed(
+            B,
+            &format!("fleet/s{i:03}"),
+            "p",
+            json!(i),
+            i,
+            json!({}),
+        ));
+    }
+    // One crowded group of 45 agents.
+    for agent in 0..45u8 {
+        items.push(signed(
+            agent + 10,
+            "fleet/crowd",
+            "p",
+            json!(agent),
+            1,
+            json!({}),
+        ));
+    }
+    db.put_all(items);
+    let stranger = [0x5a; 32];
+    // An agent with no rows: the agent index answers at once, no cursor.
+    let none = db.query(&Query {
+        subject: Some("fleet".into()),
+        match_mode: SubjectMatch::Prefix,
+        agent: Some(stranger),
+        scan_budget: Some(10),
+        ..q("fleet", Lens::Latest)
+    });
+    assert!(none.results.is_empty() && none.next_cursor.is_none());
+    let base = Query {
+        subject: Some("fleet".into()),
+        match_mode: SubjectMatch::Prefix,
+        limit: 1000,
+        ..q("fleet", Lens::Latest)
+    };
+    let whole = db.query(&base);
+    assert_eq!(whole.results.len(), 61);
+    for budget in [1usize, 7, 10, 50] {
+        let mut got = Vec::new();
+        let mut cursor = None;
+        let mut pages = 0;
+        loop {
+            let page = db.query(&Query {
+                scan_budget: Some(budget),
+                cursor: cursor.clone(),
+                ..base.clone()
+            });
+            pages += 1;
+            assert!(pages < 500, "budget {budget}: no progress");
+            got.extend(page.results);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(got, whole.results, "budget {budget}");
+        assert!(pages > 1, "budget {budget} made {pages} pages");
+    }
+    // A page that stops on the budget before any result still says where to go on (a prefix
+    // query reads every group under the prefix and skips those of another predicate).
+    let empty = db.query(&Query {
+        predicate: Some("nope".into()),
+        scan_budget: Some(5),
+        ..base.clone()
+    });
+    assert!(empty.results.is_empty());
+    assert!(empty.next_cursor.is_some(), "stopped early, so a cursor");
+}
+
+/// Design §6: a crowded group is resolved in linear time and lists at most 32 alternatives,
+/// with the full count beside them.
+#[test]
+fn a_crowded_group_lists_32_alternatives_and_counts_all() {
+    let db = Db::new();
+    let items = (0..200u8)
+        .map(|a| signed(a, "crowd", "p", json!(a % 3), i64::from(a), json!({})))
+        .collect();
+    db.put_all(items);
+    for lens in [
+        Lens::Latest,
+        Lens::Consensus,
+        Lens::Trusted,
+        Lens::Confidence,
+    ] {
+        let ans = db.query(&q("crowd", lens));
+        let r = &ans.results[0];
+        assert_eq!(r.alternatives.len(), 32, "{lens:?}");
+        assert_eq!(r.alternatives_total, 199, "{lens:?}");
+        assert!(!r.alternatives.contains(&r.winner.id), "{lens:?}");
+    }
+    // Newest first: under `latest` the winner is agent 199's, then 198, 197, ...
+    let ans = db.query(&q("crowd", Lens::Latest));
+    let expected: Vec<AssertionId> = (167..199u8)
+        .rev()
+        .map(|a| signed(a, "crowd", "p", json!(a % 3), i64::from(a), json!({})).id())
+        .collect();
+    assert_eq!(ans.results[0].alternatives, expected);
 }

@@ -5,7 +5,7 @@ use std::sync::mpsc::channel;
 
 use stemedb_core::{AssertionId, Verified, sign, signing_key_from_seed};
 use stemedb_merkle::{leaf_hash, verify_consistency, verify_inclusion, verify_note};
-use stemedb_store::{NoObserver, Outcome, Store, StoreError, StoreOptions};
+use stemedb_store::{Entry, NoObserver, Outcome, Store, StoreError, StoreOptions};
 
 fn assertion(n: u64) -> (Verified, Vec<u8>) {
     let key = signing_key_from_seed(&[(n % 3) as u8 + 1; 32]);
@@ -22,7 +22,10 @@ fn assertion(n: u64) -> (Verified, Vec<u8>) {
 fn submit(store: &Store, items: Vec<(Verified, Vec<u8>)>) -> Vec<Result<Outcome, StoreError>> {
     let (tx, rx) = channel();
     store.submit(
-        items,
+        items
+            .into_iter()
+            .map(|(v, raw)| Entry::new(v, raw))
+            .collect(),
         1,
         Box::new(move |r| {
             let _ = tx.send(r);
