@@ -594,3 +594,108 @@ fn verify_checks_a_stopped_data_dir_and_names_a_damaged_segment() {
     let name = first.file_name().and_then(|n| n.to_str()).expect("name");
     assert!(out.contains(&format!("MISMATCH wal/{name}")), "{out}");
 }
+
+/// Rewrites a backup's manifest (and its hash file) with `edit`, as an attacker who controls
+/// the backup directory could.
+fn rewrite_manifest(backup: &Path, edit: impl Fn(&mut Value)) {
+    let path = backup.join("manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    edit(&mut m);
+    let text = serde_json::to_vec_pretty(&m).expect("json");
+    std::fs::write(&path, &text).expect("write");
+    std::fs::write(
+        backup.join("manifest.json.b3"),
+        blake3::hash(&text).to_hex().as_str(),
+    )
+    .expect("write hash");
+}
+
+/// Issue 16 item 12: restore takes only plain relative manifest paths, restores what it
+/// verified, and with `--trusted-key` refuses a backup signed by any other key.
+#[test]
+fn restore_refuses_escaping_paths_and_an_untrusted_signer() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let server = serve(&data);
+    let client = Client::new(&server.url()).expect("client");
+    write(&client, &key(4), 0, 50);
+    let real_key = client.checkpoint_key().expect("key").public_key;
+    server.stop();
+    let backup = tmp.path().join("backup");
+    ok_json(
+        &[
+            "backup",
+            "--data-dir",
+            s(&data),
+            "--to",
+            s(&backup),
+            "--json",
+        ],
+        &[],
+    );
+    // A secret outside the backup that a hostile manifest points at.
+    let secret = tmp.path().join("secret.txt");
+    std::fs::write(&secret, b"not yours").expect("write");
+    let cases: Vec<(&str, String)> = vec![
+        ("absolute", secret.display().to_string()),
+        ("dot-dot", "../secret.txt".to_string()),
+        ("inner dot-dot", "db/../../secret.txt".to_string()),
+        ("dot", "./db/stemedb.redb".to_string()),
+    ];
+    for (what, path) in cases {
+        let bad = tmp.path().join(format!("bad-{}", what.replace(' ', "-")));
+        copy_dir(&backup, &bad);
+        let hash = blake3::hash(b"not yours").to_hex().to_string();
+        rewrite_manifest(&bad, |m| {
+            m["files"]
+                .as_array_mut()
+                .expect("files")
+                .push(serde_json::json!({"path": path, "bytes": 9, "blake3": hash}));
+        });
+        let target = tmp
+            .path()
+            .join(format!("target-{}", what.replace(' ', "-")));
+        let (code, _, err) = stemedb(
+            &["restore", "--from", s(&bad), "--data-dir", s(&target)],
+            &[],
+        );
+        assert_eq!(code, 2, "{what}: {err}");
+        assert!(err.contains("not a plain relative path"), "{what}: {err}");
+        assert!(!target.exists(), "{what}: nothing restored");
+        let (code, out, _) = stemedb(&["verify", s(&bad)], &[]);
+        assert_eq!(code, 1, "{what}: verify names it: {out}");
+    }
+    // A pinned key that is not the signer's: refused. The signer's: restored.
+    let stranger = hex::encode(key(9).verifying_key().as_bytes());
+    let target = tmp.path().join("pinned-wrong");
+    let (code, _, err) = stemedb(
+        &[
+            "restore",
+            "--from",
+            s(&backup),
+            "--data-dir",
+            s(&target),
+            "--trusted-key",
+            &stranger,
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not by the trusted key"), "{err}");
+    assert!(!target.exists());
+    let target = tmp.path().join("pinned-right");
+    let report = ok_json(
+        &[
+            "restore",
+            "--from",
+            s(&backup),
+            "--data-dir",
+            s(&target),
+            "--trusted-key",
+            &real_key,
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(report["tree_size"], 50);
+}

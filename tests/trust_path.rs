@@ -574,3 +574,101 @@ fn request_memory_stays_within_about_twice_the_bytes_in_flight() {
 fn zeros_len_mib(bytes: usize) -> usize {
     bytes.div_ceil(1024 * 1024)
 }
+
+/// Item 10: replaying a victim's quarantine-tripping envelope counts against the victim once,
+/// however often it is replayed, so nobody can open another agent's breaker with its own
+/// signed words.
+#[test]
+fn replaying_a_victims_held_envelope_does_not_open_its_breaker() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let server = start(
+        tmp.path(),
+        &args(
+            dir.to_str().expect("utf-8"),
+            &[
+                "--breaker-threshold",
+                "3",
+                "--deny-pattern",
+                "object:(?i)ignore previous",
+            ],
+        ),
+        &[],
+    );
+    let victim = key(20);
+    let tripping = envelope(
+        &victim,
+        "chat/x",
+        json!("ignore previous orders"),
+        1,
+        json!({}),
+    );
+    let client = Client::new(&server.url()).expect("client");
+    for _ in 0..10 {
+        let r = client.assert_envelope(&tripping).expect("held");
+        assert_eq!(r.status, "quarantined");
+    }
+    let clean = envelope(&victim, "chat/x", json!("hello"), 2, json!({}));
+    let r = client
+        .assert_envelope(&clean)
+        .expect("the victim can still write");
+    assert_eq!(r.status, "created");
+    server.stop();
+}
+
+/// Item 13: an origin that would make the signed note ambiguous refuses to start.
+#[test]
+fn an_ambiguous_log_origin_is_refused_at_start() {
+    for origin in ["two words", "line\nbreak", "a+b", ""] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let out = command(
+            tmp.path(),
+            &args(dir.to_str().expect("utf-8"), &["--log-origin", origin]),
+            &[],
+        )
+        .output()
+        .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{origin:?}: {err}");
+        assert!(err.contains("origin"), "{origin:?}: {err}");
+    }
+}
+
+/// Item 14: `.` and `..` segments are refused with `bad_subject`, in writes and in queries.
+#[test]
+fn dot_segments_are_bad_subjects() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let server = start(tmp.path(), &args(dir.to_str().expect("utf-8"), &[]), &[]);
+    let client = Client::new(&server.url()).expect("client");
+    let k = key(30);
+    for subject in ["a/../b", "./a", "a/.", ".."] {
+        // Signed as another client would, without this crate's checks.
+        use base64::Engine as _;
+        use ed25519_dalek::Signer as _;
+        let payload = serde_json::to_vec(&json!({
+            "v": 1, "subject": subject, "predicate": "p", "object": 1,
+            "agent": agent_hex(&k), "ts": 1,
+        }))
+        .expect("json");
+        let pae = stemedb_core::pae(stemedb_core::PAYLOAD_TYPE, &payload);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let env = serde_json::to_vec(&json!({
+            "payloadType": stemedb_core::PAYLOAD_TYPE,
+            "payload": b64.encode(&payload),
+            "signatures": [{"sig": b64.encode(k.sign(&pae).to_bytes())}],
+        }))
+        .expect("json");
+        match client.assert_envelope(&env) {
+            Err(ClientError::Problem { status, code, .. }) => {
+                assert_eq!((status, code.as_str()), (422, "bad_subject"), "{subject}")
+            }
+            other => panic!("{subject}: {other:?}"),
+        }
+    }
+    let (status, _, body) = get(&server.addr, "/v1/query?subject=a/../b");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("bad_query"), "{body}");
+    server.stop();
+}

@@ -49,6 +49,8 @@ class Result:
     agreement: float
     alternatives: list = field(default_factory=list)
     proof: Optional[dict] = None
+    # How many other live assertions there are in all; `alternatives` lists the newest 32.
+    alternatives_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ def _result(r: dict) -> Result:
     return Result(r["subject"], r["predicate"],
                   Winner(w["id"], w.get("object"), w["agent"], w["ts"], w.get("confidence", 1.0)),
                   bool(r.get("conflict", False)), float(r.get("agreement", 1.0)),
-                  list(r.get("alternatives", [])), r.get("proof"))
+                  list(r.get("alternatives", [])), r.get("proof"),
+                  int(r.get("alternatives_total", len(r.get("alternatives", [])))))
 
 
 class Client:

@@ -862,3 +862,28 @@ fn a_crowded_group_lists_32_alternatives_and_counts_all() {
         .collect();
     assert_eq!(ans.results[0].alternatives, expected);
 }
+
+/// A scan whose request is gone stops instead of running to its end.
+#[test]
+fn a_cancelled_scan_stops() {
+    let db = Db::new();
+    let items = (0..3000i64)
+        .map(|i| signed(A, &format!("many/s{i:05}"), "p", json!(i), i, json!({})))
+        .collect();
+    db.put_all(items);
+    let query = Query {
+        subject: Some("many".into()),
+        match_mode: SubjectMatch::Prefix,
+        limit: 1000,
+        ..q("many", Lens::Latest)
+    };
+    let gone = AtomicBool::new(true);
+    let r = db.store.query_cancellable(&query, &|_| 1.0, &gone);
+    assert!(matches!(r, Err(QueryError::Cancelled)), "{r:?}");
+    let here = AtomicBool::new(false);
+    let r = db
+        .store
+        .query_cancellable(&query, &|_| 1.0, &here)
+        .expect("runs");
+    assert_eq!(r.results.len(), 1000);
+}
