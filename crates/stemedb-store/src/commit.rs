@@ -1,18 +1,19 @@
 //! The commit thread: recovery and replay on open, then group commit for every write.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use stemedb_core::{AssertionId, Envelope, Statement};
 use stemedb_merkle::{Frontier, NoteSigner, leaf_hash};
 use stemedb_wal::{Record, Wal, WalError};
 
 use crate::entry::{Entry, Fields};
-use crate::keys::IndexKind;
+use crate::memtable::{KINDS, Memtable, Versions, View};
+use crate::merger::{MergeJob, Merger};
 use crate::nodes::{NodeReader, NodeWriter};
 use crate::vlog::{Pointer, Position, VlogReader, VlogWriter};
 use crate::{
@@ -32,6 +33,8 @@ pub(crate) enum Job {
     /// Seal the active WAL segment (if it holds records); answers the sequence number every
     /// sealed segment now ends before.
     SealWal(Box<dyn FnOnce(Result<u64, StoreError>) + Send>),
+    /// Merge every memtable into redb and make a durable checkpoint.
+    Checkpoint(Box<dyn FnOnce(Result<(), StoreError>) + Send>),
 }
 
 /// A durable checkpoint and a redb read transaction that sees exactly it.
@@ -65,7 +68,7 @@ pub(crate) struct AssertionRecord {
 }
 
 impl AssertionRecord {
-    fn encode(&self) -> [u8; 32] {
+    pub(crate) fn encode(&self) -> [u8; 32] {
         let mut b = [0u8; 32];
         b[..8].copy_from_slice(&self.log_index.to_le_bytes());
         b[8..16].copy_from_slice(&self.received_at_ms.to_le_bytes());
@@ -180,17 +183,15 @@ pub(crate) struct Writer {
     nodes: NodeWriter,
     frontier: Frontier,
     next_index: u64,
-    durable_index: u64,
-    last_durable: Instant,
     opts: StoreOptions,
-    layout_metadata: std::path::PathBuf,
-    layout_redb: std::path::PathBuf,
     shared: Arc<Shared>,
+    merge_tx: std::sync::mpsc::Sender<MergeJob>,
+    // True while recovery replays the WAL (the merger is not running yet: no backpressure).
+    replaying: bool,
+    // The value-log position and tree root once `[durable, applied)` is rebuilt (the merger's
+    // starting point).
+    applied_tail: (Position, stemedb_merkle::Hash),
 }
-
-/// How often the write-back thread flushes redb's dirty pages (measured against 20, 50 and 100 ms:
-/// shorter periods shave little more off the checkpoint and cost single-POST throughput).
-const WRITE_BACK_PERIOD: Duration = Duration::from_millis(250);
 
 /// Writes redb's dirty pages back to disk on its own thread between durable checkpoints.
 ///
@@ -200,13 +201,13 @@ const WRITE_BACK_PERIOD: Duration = Duration::from_millis(250);
 /// it, stood still. `fdatasync` on a second descriptor of the same file flushes the same dirty
 /// pages without holding the writer, so the checkpoint finds little left to write. This changes
 /// no ordering redb relies on: the kernel may write any dirty page back at any time anyway.
-struct WriteBack {
+pub(crate) struct WriteBack {
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl WriteBack {
-    fn start(path: &std::path::Path, period: Duration) -> WriteBack {
+    pub(crate) fn start(path: &std::path::Path, period: Duration) -> WriteBack {
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) => {
@@ -262,7 +263,8 @@ impl Writer {
         opts: &StoreOptions,
         signer: NoteSigner,
         observer: Arc<dyn Observer>,
-    ) -> Result<(Writer, Arc<Shared>), StoreError> {
+    ) -> Result<(Writer, Arc<Shared>, Merger, std::sync::mpsc::Receiver<MergeJob>), StoreError>
+    {
         let started = Instant::now();
         let db = Database::builder()
             .set_cache_size(opts.cache_bytes)
@@ -363,22 +365,31 @@ impl Writer {
             observer,
             signed_hwm: AtomicU64::new(signed_hwm),
             queue: crate::ByteBudget::new(opts.queue_bytes),
+            versions: Versions::new(Arc::new(Memtable::new(
+                applied,
+                vlog_pos,
+                stemedb_merkle::empty_root(),
+            ))),
+            merge_lock: Mutex::new(()),
+            merged: std::sync::Condvar::new(),
         });
+        let (merge_tx, merge_rx) = std::sync::mpsc::channel();
+        let root_at_durable = frontier.root();
         let mut w = Writer {
-            db,
+            db: db.clone(),
             wal,
             vlog,
             nodes,
             frontier,
             next_index: durable,
-            durable_index: durable,
-            last_durable: Instant::now(),
             opts: opts.clone(),
-            layout_metadata: layout.metadata.clone(),
-            layout_redb: layout.redb.clone(),
             shared: shared.clone(),
+            merge_tx,
+            replaying: true,
+            applied_tail: (vlog_pos, root_at_durable),
         };
         w.replay(durable, applied)?;
+        w.replaying = false;
         if w.next_index < signed_hwm {
             return Err(StoreError::Corrupt(format!(
                 "recovery reached tree size {}, but this server has already signed a checkpoint \
@@ -388,7 +399,6 @@ impl Writer {
                 stemedb_wal::WAY_OUT
             )));
         }
-        w.durable_checkpoint()?;
         w.shared
             .observer
             .tree_size(w.next_index, w.wal.segment_count());
@@ -399,7 +409,18 @@ impl Writer {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "store open"
         );
-        Ok((w, shared))
+        let merger = Merger {
+            db,
+            shared: shared.clone(),
+            layout: layout.clone(),
+            opts: opts.clone(),
+            applied,
+            applied_tail: w.applied_tail,
+            durable,
+            last_durable: Instant::now(),
+            checkpoints: 0,
+        };
+        Ok((w, shared, merger, merge_rx))
     }
 
     /// Rebuilds the value log and node files for `[durable, applied)` (redb already has those
@@ -490,6 +511,7 @@ impl Writer {
             }
         }
         self.next_index = applied;
+        self.applied_tail = (self.vlog.position(), self.frontier.root());
         for chunk in tail.chunks(10_000) {
             self.apply(chunk)?;
         }
@@ -498,19 +520,16 @@ impl Writer {
 
     /// The commit loop.
     pub(crate) fn run(mut self, rx: Receiver<Job>) {
-        let interval = Duration::from_millis(self.opts.checkpoint_interval_ms.max(1));
-        let _write_back = WriteBack::start(&self.layout_redb, WRITE_BACK_PERIOD);
+        let idle = Duration::from_millis(self.opts.memtable_ms.max(1));
         loop {
-            let first = match rx.recv_timeout(interval) {
+            let first = match rx.recv_timeout(idle) {
                 Ok(Job::Write(s)) => s,
                 Ok(other) => {
                     self.control(other);
                     continue;
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.durable_index != self.next_index {
-                        self.checkpoint_or_fail();
-                    }
+                    self.maybe_freeze();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -534,19 +553,86 @@ impl Writer {
                 }
             }
             self.commit_group(group);
-            if self.next_index - self.durable_index >= self.opts.checkpoint_records
-                || self.last_durable.elapsed() >= interval
-            {
-                self.checkpoint_or_fail();
-            }
+            self.maybe_freeze();
             if let Some(job) = control {
                 self.control(job);
             }
         }
-        if self.durable_index != self.next_index {
-            self.checkpoint_or_fail();
+        if let Err(e) = self.drain() {
+            tracing::error!(error = %e, "final merge failed; the WAL holds everything acknowledged");
         }
         tracing::info!(tree_size = self.next_index, "commit thread stopped");
+    }
+
+    /// Freezes the active memtable when it is full or old enough and hands it to the merger;
+    /// then waits while the merger is too far behind (backpressure).
+    fn maybe_freeze(&mut self) {
+        let version = self.shared.versions.load();
+        let active = version.active();
+        let full = active.len() >= self.opts.memtable_rows.max(1);
+        let old = !active.is_empty()
+            && active.created.elapsed() >= Duration::from_millis(self.opts.memtable_ms);
+        if self.opts.merge_inline {
+            if !active.is_empty() {
+                drop(version);
+                if let Err(e) = self.drain() {
+                    tracing::error!(error = %e, "inline merge failed");
+                }
+            }
+            return;
+        }
+        if !(full || old) {
+            return;
+        }
+        drop(version);
+        self.freeze();
+        if self.replaying {
+            return;
+        }
+        let cap = self.opts.memtable_max_frozen_rows.max(1);
+        let mut stalled: Option<Instant> = None;
+        loop {
+            if self.shared.versions.load().frozen_rows() <= cap || self.read_only_reason().is_some()
+            {
+                break;
+            }
+            stalled.get_or_insert_with(Instant::now);
+            let guard = self
+                .shared
+                .merge_lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _ = self
+                .shared
+                .merged
+                .wait_timeout(guard, Duration::from_millis(50));
+        }
+        if let Some(t) = stalled {
+            self.shared.observer.write_stalled(t.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Makes a new active memtable and sends the old one to the merger.
+    fn freeze(&mut self) {
+        self.shared.versions.freeze(Arc::new(Memtable::new(
+            self.next_index,
+            self.vlog.position(),
+            self.frontier.root(),
+        )));
+        let _ = self.merge_tx.send(MergeJob::Merge);
+    }
+
+    /// Freezes the active memtable and waits until the merger has merged everything and made a
+    /// durable checkpoint.
+    fn drain(&mut self) -> Result<(), StoreError> {
+        if !self.shared.versions.load().active().is_empty() {
+            self.freeze();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.merge_tx
+            .send(MergeJob::Drain(tx))
+            .map_err(|_| StoreError::Closed)?;
+        rx.recv().map_err(|_| StoreError::Closed)?
     }
 
     fn read_only_reason(&self) -> Option<String> {
@@ -565,8 +651,8 @@ impl Writer {
                     reply(Err(StoreError::ReadOnly(why)));
                     return;
                 }
-                if let Err(e) = self.durable_checkpoint() {
-                    let why = format!("durable checkpoint failed: {e}");
+                if let Err(e) = self.drain() {
+                    let why = format!("merging for the snapshot failed: {e}");
                     self.shared.set_read_only(&why);
                     reply(Err(StoreError::ReadOnly(why)));
                     return;
@@ -584,6 +670,7 @@ impl Writer {
                 });
                 reply(point);
             }
+            Job::Checkpoint(reply) => reply(self.drain()),
             Job::SealWal(reply) => {
                 let sealed = self.wal.seal().map_err(StoreError::from);
                 if let Err(e) = &sealed {
@@ -595,22 +682,6 @@ impl Writer {
                     .tree_size(self.next_index, self.wal.segment_count());
                 reply(sealed);
             }
-        }
-    }
-
-    fn checkpoint_or_fail(&mut self) {
-        if self
-            .shared
-            .read_only
-            .read()
-            .map(|r| r.is_some())
-            .unwrap_or(true)
-        {
-            return;
-        }
-        if let Err(e) = self.durable_checkpoint() {
-            self.shared
-                .set_read_only(&format!("durable checkpoint failed: {e}"));
         }
     }
 
@@ -639,11 +710,7 @@ impl Writer {
         let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
         let mut seen: HashMap<AssertionId, usize> = HashMap::new();
-        let read = self.db.begin_read().map_err(db_err);
-        let table = read
-            .as_ref()
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.open_table(ASSERTIONS).map_err(|e| db_err(e).to_string()));
+        let view = View::open(&self.shared.versions, &self.db).map_err(|e| e.to_string());
         for s in group {
             let mut these = Vec::with_capacity(s.items.len());
             for entry in s.items {
@@ -652,15 +719,12 @@ impl Writer {
                     these.push(Slot::SameAs(*i));
                     continue;
                 }
-                let existing = match &table {
+                let existing = match &view {
                     Err(why) => Err(format!("cannot read the store to deduplicate: {why}")),
-                    Ok(t) => match t.get(id.as_bytes().as_slice()) {
-                        Err(e) => Err(format!("deduplicating {id}: {}", db_err(e))),
-                        Ok(None) => Ok(None),
-                        Ok(Some(v)) => AssertionRecord::decode(v.value())
-                            .map(|r| Some(r.log_index))
-                            .map_err(|e| format!("deduplicating {id}: {e}")),
-                    },
+                    Ok(v) => v
+                        .assertion(&id)
+                        .map(|r| r.map(|r| r.log_index))
+                        .map_err(|e| format!("deduplicating {id}: {e}")),
                 };
                 match existing {
                     Err(why) => {
@@ -685,8 +749,7 @@ impl Writer {
             slots.push(these);
             replies.push((s.reply, s.permit));
         }
-        drop(table);
-        drop(read);
+        drop(view);
         // Why the new records of this group failed, if they did.
         enum Failure {
             // Nothing was written.
@@ -761,7 +824,8 @@ impl Writer {
         }
     }
 
-    /// Applies new records (already durable in the WAL) to the value log, node files and redb.
+    /// Applies new records (already durable in the WAL): value log, node files, and their index
+    /// rows into the active memtable. No B-tree work: the merger folds the memtable into redb.
     fn apply(&mut self, recs: &[NewRecord]) -> Result<(), StoreError> {
         let mut pointers = Vec::with_capacity(recs.len());
         for r in recs {
@@ -780,16 +844,15 @@ impl Writer {
         self.nodes
             .flush()
             .map_err(|e| StoreError::Corrupt(format!("node file write: {e}")))?;
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::None).map_err(db_err)?;
-        insert_rows(&txn, recs, &pointers)?;
-        {
-            let mut meta = txn.open_table(META).map_err(db_err)?;
-            let next = self.frontier.size();
-            meta.insert("applied", next.to_le_bytes().as_slice())
-                .map_err(db_err)?;
-        }
-        txn.commit().map_err(db_err)?;
+        let view = View::open(&self.shared.versions, &self.db)?;
+        let active = view.version.active().clone();
+        stage_rows(&view, &active, recs, &pointers)?;
+        drop(view);
+        active.publish(
+            self.frontier.size(),
+            self.vlog.position(),
+            self.frontier.root(),
+        );
         self.next_index = self.frontier.size();
         if let Ok(mut head) = self.shared.head.write() {
             *head = Head {
@@ -801,70 +864,6 @@ impl Writer {
             .observer
             .tree_size(self.next_index, self.wal.segment_count());
         Ok(())
-    }
-
-    /// Makes everything applied so far durable without the WAL: fsync the value log and node
-    /// files, then commit `meta` with `Durability::Immediate`, then write `metadata.json`.
-    fn durable_checkpoint(&mut self) -> Result<(), StoreError> {
-        let started = Instant::now();
-        self.vlog
-            .sync()
-            .map_err(|e| StoreError::Corrupt(format!("value log fsync: {e}")))?;
-        self.nodes
-            .sync()
-            .map_err(|e| StoreError::Corrupt(format!("node file fsync: {e}")))?;
-        let pos = self.vlog.position();
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        // Save redb's allocator state with this commit (two-phase): after a crash, redb reopens
-        // at this checkpoint without walking every page to rebuild it (2.3 s at 1.4M
-        // assertions, docs/performance.md). Non-durable commits since are discarded anyway.
-        txn.set_quick_repair(true);
-        {
-            let mut meta = txn.open_table(META).map_err(db_err)?;
-            let signed = self.shared.signed_hwm.load(Ordering::SeqCst);
-            for (k, v) in [
-                ("applied", self.next_index),
-                ("durable", self.next_index),
-                ("signed_hwm", signed),
-                ("durable_vlog_segment", u64::from(pos.segment)),
-                ("durable_vlog_len", pos.len),
-                ("durable_at_ms", now_ms() as u64),
-            ] {
-                meta.insert(k, v.to_le_bytes().as_slice()).map_err(db_err)?;
-            }
-        }
-        txn.commit().map_err(db_err)?;
-        self.durable_index = self.next_index;
-        self.last_durable = Instant::now();
-        self.write_metadata()?;
-        self.shared
-            .observer
-            .durable_checkpoint(now_ms() as f64 / 1000.0, started.elapsed().as_secs_f64());
-        Ok(())
-    }
-
-    fn write_metadata(&self) -> Result<(), StoreError> {
-        let root = self.frontier.root();
-        let doc = serde_json::json!({
-            "format_version": FORMAT_VERSION,
-            "origin": self.opts.origin,
-            "tree_size": self.next_index,
-            "root": hex::encode(root),
-            "assertions": self.next_index,
-            "wal_segments": self.wal.segment_count(),
-            "durable_checkpoint": {
-                "tree_size": self.durable_index,
-                "root": hex::encode(root),
-                "unix_ms": now_ms(),
-            },
-            "server_public_key": hex::encode(self.shared.signer.public_key()),
-            "signed_hwm": self.shared.signed_hwm.load(Ordering::SeqCst),
-        });
-        let path = &self.layout_metadata;
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(&doc)
-            .map_err(|e| StoreError::Corrupt(format!("metadata.json: {e}")))?;
-        write_atomically(path, &tmp, &text)
     }
 }
 
@@ -885,104 +884,71 @@ pub(crate) fn write_atomically(
     Ok(())
 }
 
-fn insert_rows(
-    txn: &WriteTransaction,
+/// Stages the index rows of `recs` (already in the value log at `pointers`) in `mem`, the
+/// active memtable, reading what they depend on (earlier links, stored targets) through `view`,
+/// which includes `mem` itself.
+fn stage_rows(
+    view: &View,
+    mem: &Memtable,
     recs: &[NewRecord],
     pointers: &[Pointer],
 ) -> Result<(), StoreError> {
-    let mut assertions = txn.open_table(ASSERTIONS).map_err(db_err)?;
-    let mut by_seq = txn.open_table(BY_SEQ).map_err(db_err)?;
-    let mut subject = txn.open_table(SUBJECT_IDX).map_err(db_err)?;
-    let mut concept = txn.open_table(CONCEPT_PATH_IDX).map_err(db_err)?;
-    let mut predicate = txn.open_table(PREDICATE_IDX).map_err(db_err)?;
-    let mut agent = txn.open_table(AGENT_IDX).map_err(db_err)?;
-    let mut supersedes = txn.open_table(SUPERSEDES).map_err(db_err)?;
     for (r, p) in recs.iter().zip(pointers) {
         let rec = AssertionRecord {
             log_index: r.log_index,
             received_at_ms: r.received_at_ms,
             pointer: *p,
         };
-        assertions
-            .insert(r.id.as_bytes().as_slice(), rec.encode().as_slice())
-            .map_err(db_err)?;
+        mem.put_assertion(&r.id, &rec);
         // An assertion can be superseded before it arrives. `supersedes` takes effect only
         // between assertions of one agent (design §8), so the earliest link from this
         // assertion's own agent counts; links from other agents are ignored for it.
-        let lo = keys::supersedes_key(r.id.as_bytes(), 0);
-        let hi = keys::supersedes_key(r.id.as_bytes(), u64::MAX);
         let mut superseded_at = keys::NOT_SUPERSEDED;
-        for link in supersedes
-            .range::<&[u8]>(lo.as_slice()..=hi.as_slice())
-            .map_err(db_err)?
-        {
-            let (k, _) = link.map_err(db_err)?;
-            let by = keys::supersedes_key_index(k.value())
-                .ok_or_else(|| StoreError::Corrupt("supersedes holds a malformed key".into()))?;
-            let row = by_seq.get(by).map_err(db_err)?.ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "supersedes names log index {by}, by_seq has no row"
-                ))
+        let by_seq = view.by_seq()?;
+        for by in view.superseders(r.id.as_bytes())? {
+            let row = by_seq.get(by)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("supersedes names log index {by}, by_seq has no row"))
             })?;
-            if keys::IndexValue::decode(row.value())?.agent == r.fields.agent {
+            if row.agent == r.fields.agent {
                 superseded_at = by;
                 break;
             }
         }
-        let value = keys::IndexValue {
-            id: r.id,
-            agent: r.fields.agent,
-            confidence: r.fields.confidence,
-            retract: r.fields.retract,
-            pointer: *p,
-            value: r.fields.value,
-            superseded_at,
-        }
-        .encode();
-        by_seq
-            .insert(r.log_index, value.as_slice())
-            .map_err(db_err)?;
-        for (table, kind) in [
-            (&mut subject, IndexKind::Subject),
-            (&mut concept, IndexKind::ReversedSubject),
-            (&mut predicate, IndexKind::Predicate),
-            (&mut agent, IndexKind::Agent),
-        ] {
-            table
-                .insert(keys::index_key(kind, &r.fields, r.log_index).as_slice(), ())
-                .map_err(db_err)?;
+        mem.put_by_seq(
+            r.log_index,
+            &keys::IndexValue {
+                id: r.id,
+                agent: r.fields.agent,
+                confidence: r.fields.confidence,
+                retract: r.fields.retract,
+                pointer: *p,
+                value: r.fields.value,
+                superseded_at,
+            },
+        );
+        for kind in KINDS {
+            mem.put_index(kind, keys::index_key(kind, &r.fields, r.log_index));
         }
         for target in &r.fields.supersedes {
-            supersedes
-                .insert(
-                    keys::supersedes_key(target.as_bytes(), r.log_index).as_slice(),
-                    (),
-                )
-                .map_err(db_err)?;
+            mem.put_supersedes(keys::supersedes_key(target.as_bytes(), r.log_index));
             // Mark a stored target of the same agent: queries then need no supersedes lookup.
-            let target_index = match assertions
-                .get(target.as_bytes().as_slice())
-                .map_err(db_err)?
-            {
-                Some(v) => AssertionRecord::decode(v.value())?.log_index,
-                None => continue,
+            let Some(target_rec) = view.assertion(target)? else {
+                continue;
             };
-            let row = match by_seq.get(target_index).map_err(db_err)? {
-                Some(v) => keys::IndexValue::decode(v.value())?,
-                None => {
-                    return Err(StoreError::Corrupt(format!(
-                        "assertion {target} has log index {target_index} but no by_seq row"
-                    )));
-                }
-            };
+            let target_index = target_rec.log_index;
+            let row = by_seq.get(target_index)?.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "assertion {target} has log index {target_index} but no by_seq row"
+                ))
+            })?;
             if row.agent == r.fields.agent && r.log_index < row.superseded_at {
-                let updated = keys::IndexValue {
-                    superseded_at: r.log_index,
-                    ..row
-                };
-                by_seq
-                    .insert(target_index, updated.encode().as_slice())
-                    .map_err(db_err)?;
+                mem.put_by_seq(
+                    target_index,
+                    &keys::IndexValue {
+                        superseded_at: r.log_index,
+                        ..row
+                    },
+                );
             }
         }
     }

@@ -19,6 +19,8 @@ mod admin;
 mod commit;
 mod entry;
 pub mod keys;
+mod memtable;
+mod merger;
 pub mod lens;
 mod nodes;
 mod query;
@@ -32,7 +34,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, TableDefinition};
 use stemedb_core::{AssertionId, SigningKey};
 use stemedb_merkle::{Checkpoint, Hash, NoteSigner};
 use stemedb_wal::{WalError, WalOptions};
@@ -138,6 +140,17 @@ pub struct StoreOptions {
     pub queue_bytes: usize,
     /// Most envelope bytes in one group commit.
     pub group_max_bytes: usize,
+    /// Freeze the active memtable (hand it to the merger) at this many assertions.
+    pub memtable_rows: usize,
+    /// ... or when it is this old and not empty, milliseconds.
+    pub memtable_ms: u64,
+    /// Writers wait (backpressure) while frozen memtables hold more assertions than this.
+    pub memtable_max_frozen_rows: usize,
+    /// Merge every group into redb before answering it (the engine before issue 17: B-tree work
+    /// on the acknowledgement path). For comparisons and tests.
+    pub merge_inline: bool,
+    /// Test hook: fail every durable checkpoint after this many (fault injection).
+    pub fail_checkpoint_after: Option<u64>,
     /// The checkpoint signing key (PKCS#8 PEM). `None`: `server.key` in the data directory,
     /// created on first start.
     pub key_path: Option<PathBuf>,
@@ -155,6 +168,11 @@ impl Default for StoreOptions {
             queue_depth: 4_096,
             queue_bytes: 64 * 1024 * 1024,
             group_max_bytes: 16 * 1024 * 1024,
+            memtable_rows: 100_000,
+            memtable_ms: 1_000,
+            memtable_max_frozen_rows: 1_000_000,
+            merge_inline: false,
+            fail_checkpoint_after: None,
             key_path: None,
         }
     }
@@ -171,6 +189,11 @@ pub trait Observer: Send + Sync {
     fn durable_checkpoint(&self, _unix_secs: f64, _secs: f64) {}
     /// The tree grew to `size` leaves; the WAL has `segments` files.
     fn tree_size(&self, _size: u64, _segments: usize) {}
+    /// The merger folded a memtable of `rows` assertions into redb in `secs`; `frozen_rows`
+    /// are still waiting.
+    fn merged(&self, _rows: usize, _secs: f64, _frozen_rows: usize) {}
+    /// Writers waited `secs` for the merger to catch up (backpressure).
+    fn write_stalled(&self, _secs: f64) {}
 }
 
 /// An observer that ignores everything.
@@ -265,6 +288,11 @@ pub(crate) struct Shared {
     pub signed_hwm: AtomicU64,
     /// Bytes of envelopes queued for the commit thread.
     pub queue: ByteBudget,
+    /// The memtables readers merge with redb.
+    pub versions: memtable::Versions,
+    /// Signalled after each merge (the commit thread waits on it under backpressure).
+    pub merge_lock: Mutex<()>,
+    pub merged: Condvar,
 }
 
 impl Shared {
@@ -380,6 +408,7 @@ pub struct Store {
 }
 
 /// Paths inside a data directory.
+#[derive(Debug, Clone)]
 pub struct Layout {
     /// The data directory itself.
     pub root: PathBuf,
@@ -475,12 +504,22 @@ impl Store {
             None => load_or_create_key(&layout.server_key)?,
         };
         let signer = NoteSigner::new(opts.origin.clone(), key);
-        let (writer, shared) = commit::Writer::recover(&layout, &opts, signer, observer)?;
+        let (writer, shared, merger, merge_rx) =
+            commit::Writer::recover(&layout, &opts, signer, observer)?;
+        let merger_thread = std::thread::Builder::new()
+            .name("stemedb-merger".into())
+            .spawn(move || merger.run(merge_rx))
+            .map_err(io_at(data_dir))?;
         let (tx, rx): (SyncSender<commit::Job>, Receiver<commit::Job>) =
             sync_channel(opts.queue_depth);
         let thread = std::thread::Builder::new()
             .name("stemedb-commit".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                writer.run(rx);
+                // The writer's drop closes the merger's channel: it merges what is left,
+                // makes a final durable checkpoint and stops.
+                let _ = merger_thread.join();
+            })
             .map_err(io_at(data_dir))?;
         let store = Store {
             shared,
@@ -550,12 +589,9 @@ impl Store {
 
     /// Reads one assertion.
     pub fn get(&self, id: &AssertionId) -> Result<Option<StoredAssertion>, StoreError> {
-        let txn = self.shared.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(ASSERTIONS).map_err(db_err)?;
-        let Some(v) = table.get(id.as_bytes().as_slice()).map_err(db_err)? else {
+        let Some(rec) = self.view()?.assertion(id)? else {
             return Ok(None);
         };
-        let rec = commit::AssertionRecord::decode(v.value())?;
         let envelope = self
             .shared
             .vlog
@@ -620,12 +656,10 @@ impl Store {
     ) -> Result<Option<InclusionProof>, StoreError> {
         let size = tree_size.unwrap_or_else(|| self.head().size);
         let root = self.root_at(size)?;
-        let txn = self.shared.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(ASSERTIONS).map_err(db_err)?;
-        let Some(v) = table.get(id.as_bytes().as_slice()).map_err(db_err)? else {
+        let Some(rec) = self.view()?.assertion(id)? else {
             return Ok(None);
         };
-        let index = commit::AssertionRecord::decode(v.value())?.log_index;
+        let index = rec.log_index;
         if index >= size {
             return Err(StoreError::OutOfRange(format!(
                 "assertion {id} has log index {index}, not inside a tree of size {size}"
@@ -668,27 +702,25 @@ impl Store {
 
     /// The log index of `id`, if the log holds it.
     pub fn log_index_of(&self, id: &AssertionId) -> Result<Option<u64>, StoreError> {
-        let txn = self.shared.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(ASSERTIONS).map_err(db_err)?;
-        match table.get(id.as_bytes().as_slice()).map_err(db_err)? {
-            Some(v) => Ok(Some(commit::AssertionRecord::decode(v.value())?.log_index)),
-            None => Ok(None),
-        }
+        Ok(self.view()?.assertion(id)?.map(|r| r.log_index))
+    }
+
+    /// A pinned version of the memtables and a redb read transaction.
+    pub(crate) fn view(&self) -> Result<memtable::View, StoreError> {
+        memtable::View::open(&self.shared.versions, &self.shared.db)
     }
 
     /// The agent that signed `id`, if the log holds it.
     pub fn agent_of(&self, id: &AssertionId) -> Result<Option<[u8; 32]>, StoreError> {
-        let txn = self.shared.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(ASSERTIONS).map_err(db_err)?;
-        let Some(v) = table.get(id.as_bytes().as_slice()).map_err(db_err)? else {
+        let view = self.view()?;
+        let Some(rec) = view.assertion(id)? else {
             return Ok(None);
         };
-        let li = commit::AssertionRecord::decode(v.value())?.log_index;
-        let by_seq = txn.open_table(BY_SEQ).map_err(db_err)?;
-        let row = by_seq.get(li).map_err(db_err)?.ok_or_else(|| {
+        let li = rec.log_index;
+        let row = view.by_seq()?.get(li)?.ok_or_else(|| {
             StoreError::Corrupt(format!("assertion {id} at {li} has no by_seq row"))
         })?;
-        Ok(Some(keys::IndexValue::decode(row.value())?.agent))
+        Ok(Some(row.agent))
     }
 
     /// Holds assertions back from the log, durably (one fsync'd commit of `admin.redb`) before
@@ -912,6 +944,7 @@ mod tests {
         let store = open(tmp.path(), StoreOptions::default());
         let first = submit(&store, vec![entry(1)]);
         assert_eq!(first[0].as_ref().map(|o| o.log_index).ok(), Some(0));
+        store.checkpoint().expect("merged into redb");
         // Damage the stored row of that id.
         let txn = store.shared.db.begin_write().expect("txn");
         {

@@ -87,14 +87,6 @@ impl NodeWriter {
         Ok(())
     }
 
-    /// Flushes and fsyncs every level file.
-    pub fn sync(&mut self) -> io::Result<()> {
-        self.flush()?;
-        for f in self.files.iter().flatten() {
-            f.sync_data()?;
-        }
-        Ok(())
-    }
 }
 
 /// Reads node files; shared by every reader. Implements `NodeSource`.

@@ -23,14 +23,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use redb::{ReadableDatabase, TableDefinition};
+use redb::TableDefinition;
 use serde_json::Value;
 use stemedb_core::AssertionId;
 
 use crate::keys::{self, IndexKind, IndexValue};
 use crate::lens::{self, Candidate, Resolver};
 use crate::{
-    AGENT_IDX, BY_SEQ, CONCEPT_PATH_IDX, PREDICATE_IDX, SUBJECT_IDX, Store, StoreError, db_err,
+    AGENT_IDX, CONCEPT_PATH_IDX, PREDICATE_IDX, SUBJECT_IDX, Store, StoreError, db_err,
 };
 
 /// Default results per page.
@@ -304,7 +304,7 @@ fn plan(q: &Query) -> Plan {
     }
 }
 
-fn table_of(kind: IndexKind) -> TableDefinition<'static, &'static [u8], ()> {
+pub(crate) fn table_of(kind: IndexKind) -> TableDefinition<'static, &'static [u8], ()> {
     match kind {
         IndexKind::Subject => SUBJECT_IDX,
         IndexKind::ReversedSubject => CONCEPT_PATH_IDX,
@@ -465,14 +465,13 @@ impl Store {
                 None => (head.size, None),
             },
         };
-        let txn = self.shared.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(table_of(plan.kind)).map_err(db_err)?;
-        let by_seq = txn.open_table(BY_SEQ).map_err(db_err)?;
+        let view = self.view()?;
+        let table = view.txn.open_table(table_of(plan.kind)).map_err(db_err)?;
+        let by_seq = view.by_seq()?;
         let row_of = |li: u64| -> Result<IndexValue, StoreError> {
-            let v = by_seq.get(li).map_err(db_err)?.ok_or_else(|| {
+            by_seq.get(li)?.ok_or_else(|| {
                 StoreError::Corrupt(format!("index names log index {li}, by_seq has no row"))
-            })?;
-            IndexValue::decode(v.value())
+            })
         };
 
         let start: Bound<&[u8]> = match &after {
@@ -484,7 +483,7 @@ impl Store {
             Some(e) => Bound::Excluded(e.as_slice()),
             None => Bound::Unbounded,
         };
-        let range = table.range::<&[u8]>((start, end)).map_err(db_err)?;
+        let range = view.index_keys(&table, plan.kind, start, end)?;
 
         let budget = q.scan_budget.unwrap_or(usize::MAX);
         let mut results: Vec<GroupResult> = Vec::new();
@@ -507,8 +506,8 @@ impl Store {
             {
                 return Err(QueryError::Cancelled);
             }
-            let (k, _) = item.map_err(db_err)?;
-            let key = k.value();
+            let key_buf = item?;
+            let key = key_buf.as_slice();
             if results.len() >= q.limit {
                 more = true;
                 break;

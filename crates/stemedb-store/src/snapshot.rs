@@ -81,6 +81,12 @@ impl Store {
         self.call(Job::SealWal)?
     }
 
+    /// Merges everything acknowledged into redb and makes a durable checkpoint (the server does
+    /// this on its own every few seconds; tests and benchmarks use it to reach a quiet state).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.call(Job::Checkpoint)?
+    }
+
     /// The data directory's paths.
     pub fn layout(&self) -> &Layout {
         &self.layout

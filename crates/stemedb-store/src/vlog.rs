@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -142,15 +142,6 @@ impl VlogWriter {
         Ok(())
     }
 
-    /// Flushes and fsyncs the active segment.
-    pub fn sync(&mut self) -> io::Result<()> {
-        self.flush()?;
-        if let Some(f) = &mut self.file {
-            f.flush()?;
-            f.sync_data()?;
-        }
-        Ok(())
-    }
 }
 
 /// Most value-log segments a reader keeps open; past it one is closed before another opens, so

@@ -1,0 +1,424 @@
+//! The memtable (design §4): index rows of acknowledged assertions live in memory until a
+//! background merger folds them into redb in large sorted transactions, so no B-tree work sits
+//! on the acknowledgement path.
+//!
+//! - `Memtable`: one sorted map per table (`crossbeam_skiplist::SkipMap`, so readers never
+//!   block the commit thread and the commit thread never blocks readers), holding the rows of
+//!   log indexes `[first, end)` plus `by_seq` overrides of older rows (a correction marks its
+//!   target superseded).
+//! - `Version`: the memtables a reader must merge with redb, newest first: the active one (the
+//!   commit thread inserts into it) and the frozen ones waiting for the merger.
+//! - `View`: a pinned version plus one redb read transaction, opened in that order. A frozen
+//!   memtable leaves the version only after its rows are committed to redb, so a view sees every
+//!   row either in a memtable or in redb (or both, with equal values); newer memtables override
+//!   older ones and redb.
+//!
+//! Keys are insert-only and end in the log index, and queries skip rows at or past their tree
+//! size, so a view that also sees rows newer than its tree size answers the same.
+//!
+//! Architecture Invariant: only the commit thread inserts into a memtable, and only into the
+//! active one; only the merger writes redb tables after recovery.
+
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use crossbeam_skiplist::SkipMap;
+use redb::{ReadTransaction, WriteTransaction};
+use stemedb_core::AssertionId;
+use stemedb_merkle::Hash;
+
+use crate::commit::AssertionRecord;
+use crate::keys::{INDEX_VALUE_BYTES, IndexKind, IndexValue};
+use crate::vlog::Position;
+use crate::{ASSERTIONS, BY_SEQ, SUPERSEDES, StoreError, db_err};
+
+/// The four index kinds, in the order `Memtable::idx` holds them.
+pub(crate) const KINDS: [IndexKind; 4] = [
+    IndexKind::Subject,
+    IndexKind::ReversedSubject,
+    IndexKind::Predicate,
+    IndexKind::Agent,
+];
+
+fn slot(kind: IndexKind) -> usize {
+    match kind {
+        IndexKind::Subject => 0,
+        IndexKind::ReversedSubject => 1,
+        IndexKind::Predicate => 2,
+        IndexKind::Agent => 3,
+    }
+}
+
+/// Rows of acknowledged assertions not yet in redb.
+pub(crate) struct Memtable {
+    // One past the last log index inserted (published after the group's rows are in).
+    end: AtomicU64,
+    assertions: SkipMap<[u8; 32], [u8; 32]>,
+    by_seq: SkipMap<u64, [u8; INDEX_VALUE_BYTES]>,
+    idx: [SkipMap<Vec<u8>, ()>; 4],
+    supersedes: SkipMap<Vec<u8>, ()>,
+    rows: AtomicUsize,
+    // The value-log position and Merkle root right after its last record (for the durable
+    // checkpoint that covers it).
+    tail: Mutex<(Position, Hash)>,
+    /// When it became the active memtable.
+    pub created: Instant,
+}
+
+impl Memtable {
+    pub(crate) fn new(first: u64, vlog: Position, root: Hash) -> Memtable {
+        Memtable {
+            end: AtomicU64::new(first),
+            assertions: SkipMap::new(),
+            by_seq: SkipMap::new(),
+            idx: [
+                SkipMap::new(),
+                SkipMap::new(),
+                SkipMap::new(),
+                SkipMap::new(),
+            ],
+            supersedes: SkipMap::new(),
+            rows: AtomicUsize::new(0),
+            tail: Mutex::new((vlog, root)),
+            created: Instant::now(),
+        }
+    }
+
+    /// One past the last log index it holds.
+    pub(crate) fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
+    }
+
+    /// Assertions it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value-log position and root after its last record.
+    pub(crate) fn tail(&self) -> (Position, Hash) {
+        *self
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn put_assertion(&self, id: &AssertionId, rec: &AssertionRecord) {
+        self.assertions.insert(*id.as_bytes(), rec.encode());
+        self.rows.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn put_by_seq(&self, li: u64, value: &IndexValue) {
+        self.by_seq.insert(li, value.encode());
+    }
+
+    pub(crate) fn put_index(&self, kind: IndexKind, key: Vec<u8>) {
+        self.idx[slot(kind)].insert(key, ());
+    }
+
+    pub(crate) fn put_supersedes(&self, key: Vec<u8>) {
+        self.supersedes.insert(key, ());
+    }
+
+    /// Publishes that every row below `end` is in, with the value log at `vlog` and the tree
+    /// root `root` after it.
+    pub(crate) fn publish(&self, end: u64, vlog: Position, root: Hash) {
+        *self
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (vlog, root);
+        self.end.store(end, Ordering::Release);
+    }
+
+    /// Writes every row into redb tables of `txn` in key order (one sorted pass per table).
+    pub(crate) fn write_to(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        {
+            let mut t = txn.open_table(ASSERTIONS).map_err(db_err)?;
+            for e in self.assertions.iter() {
+                t.insert(e.key().as_slice(), e.value().as_slice())
+                    .map_err(db_err)?;
+            }
+        }
+        {
+            let mut t = txn.open_table(BY_SEQ).map_err(db_err)?;
+            for e in self.by_seq.iter() {
+                t.insert(*e.key(), e.value().as_slice()).map_err(db_err)?;
+            }
+        }
+        for kind in KINDS {
+            let mut t = txn.open_table(crate::query::table_of(kind)).map_err(db_err)?;
+            for e in self.idx[slot(kind)].iter() {
+                t.insert(e.key().as_slice(), ()).map_err(db_err)?;
+            }
+        }
+        let mut t = txn.open_table(SUPERSEDES).map_err(db_err)?;
+        for e in self.supersedes.iter() {
+            t.insert(e.key().as_slice(), ()).map_err(db_err)?;
+        }
+        Ok(())
+    }
+}
+
+/// The memtables a reader merges with redb, newest first (the active one first).
+pub(crate) struct Version {
+    pub mems: Vec<Arc<Memtable>>,
+}
+
+impl Version {
+    /// The active memtable.
+    pub(crate) fn active(&self) -> &Arc<Memtable> {
+        // Invariant: a version always holds its active memtable.
+        self.mems.first().expect("a version always has an active memtable")
+    }
+
+    /// Frozen memtables, oldest first.
+    pub(crate) fn frozen_oldest_first(&self) -> impl Iterator<Item = &Arc<Memtable>> {
+        self.mems.iter().skip(1).rev()
+    }
+
+    /// Assertions in frozen memtables.
+    pub(crate) fn frozen_rows(&self) -> usize {
+        self.mems.iter().skip(1).map(|m| m.len()).sum()
+    }
+}
+
+/// The current version, swapped whole.
+pub(crate) struct Versions {
+    current: RwLock<Arc<Version>>,
+}
+
+impl Versions {
+    pub(crate) fn new(active: Arc<Memtable>) -> Versions {
+        Versions {
+            current: RwLock::new(Arc::new(Version { mems: vec![active] })),
+        }
+    }
+
+    /// The current version (a poisoned lock still holds a whole version).
+    pub(crate) fn load(&self) -> Arc<Version> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&Version) -> Version) {
+        let mut cur = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *cur = Arc::new(f(&cur));
+    }
+
+    /// Freezes the active memtable and makes `next` the active one.
+    pub(crate) fn freeze(&self, next: Arc<Memtable>) {
+        self.update(|v| {
+            let mut mems = Vec::with_capacity(v.mems.len() + 1);
+            mems.push(next);
+            mems.extend(v.mems.iter().cloned());
+            Version { mems }
+        });
+    }
+
+    /// Drops a frozen memtable whose rows are now committed to redb.
+    pub(crate) fn retire(&self, merged: &Arc<Memtable>) {
+        self.update(|v| Version {
+            mems: v
+                .mems
+                .iter()
+                .filter(|m| !Arc::ptr_eq(m, merged))
+                .cloned()
+                .collect(),
+        });
+    }
+}
+
+/// A pinned version and a redb read transaction opened after it.
+pub(crate) struct View {
+    pub version: Arc<Version>,
+    pub txn: ReadTransaction,
+}
+
+impl View {
+    pub(crate) fn open(versions: &Versions, db: &redb::Database) -> Result<View, StoreError> {
+        use redb::ReadableDatabase as _;
+        let version = versions.load();
+        let txn = db.begin_read().map_err(db_err)?;
+        Ok(View { version, txn })
+    }
+
+    /// The `assertions` row of `id`.
+    pub(crate) fn assertion(&self, id: &AssertionId) -> Result<Option<AssertionRecord>, StoreError> {
+        for m in &self.version.mems {
+            if let Some(e) = m.assertions.get(id.as_bytes()) {
+                return AssertionRecord::decode(e.value()).map(Some);
+            }
+        }
+        let t = self.txn.open_table(ASSERTIONS).map_err(db_err)?;
+        match t.get(id.as_bytes().as_slice()).map_err(db_err)? {
+            Some(v) => AssertionRecord::decode(v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A `by_seq` row reader for many lookups (opens the table once).
+    pub(crate) fn by_seq(&self) -> Result<BySeq<'_>, StoreError> {
+        Ok(BySeq {
+            mems: &self.version.mems,
+            table: self.txn.open_table(BY_SEQ).map_err(db_err)?,
+        })
+    }
+
+    /// Keys of index `kind` in `(start, end)`, from every memtable and redb, in order, each once.
+    pub(crate) fn index_keys<'a>(
+        &'a self,
+        table: &'a redb::ReadOnlyTable<&'static [u8], ()>,
+        kind: IndexKind,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+    ) -> Result<Merged<'a>, StoreError> {
+        let mut sources: Vec<Source<'a>> = Vec::with_capacity(self.version.mems.len() + 1);
+        let range = table.range::<&[u8]>((start, end)).map_err(db_err)?;
+        sources.push(Box::new(range.map(|r| {
+            r.map(|(k, _)| k.value().to_vec()).map_err(db_err)
+        })));
+        for m in &self.version.mems {
+            let it = m.idx[slot(kind)]
+                .range::<Vec<u8>, _>((owned(start), owned(end)))
+                .map(|entry| Ok(entry.key().clone()));
+            sources.push(Box::new(it));
+        }
+        Ok(Merged::new(sources))
+    }
+
+    /// Log indexes of the assertions that name `target` in `supersedes`, in log order.
+    pub(crate) fn superseders(&self, target: &[u8; 32]) -> Result<Vec<u64>, StoreError> {
+        let lo = crate::keys::supersedes_key(target, 0);
+        let hi = crate::keys::supersedes_key(target, u64::MAX);
+        let t = self.txn.open_table(SUPERSEDES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for r in t.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(db_err)? {
+            let (k, _) = r.map_err(db_err)?;
+            out.extend(crate::keys::supersedes_key_index(k.value()));
+        }
+        for m in &self.version.mems {
+            for e in m
+                .supersedes
+                .range::<[u8], _>((Bound::Included(lo.as_slice()), Bound::Included(hi.as_slice())))
+            {
+                out.extend(crate::keys::supersedes_key_index(e.key()));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+/// Reads `by_seq` rows through a view: the newest memtable holding a row wins, then redb.
+pub(crate) struct BySeq<'a> {
+    mems: &'a [Arc<Memtable>],
+    table: redb::ReadOnlyTable<u64, &'static [u8]>,
+}
+
+impl BySeq<'_> {
+    pub(crate) fn get(&self, li: u64) -> Result<Option<IndexValue>, StoreError> {
+        for m in self.mems {
+            if let Some(e) = m.by_seq.get(&li) {
+                return IndexValue::decode(e.value()).map(Some);
+            }
+        }
+        match self.table.get(li).map_err(db_err)? {
+            Some(v) => IndexValue::decode(v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+fn owned(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+type Source<'a> = Box<dyn Iterator<Item = Result<Vec<u8>, StoreError>> + 'a>;
+
+/// A sorted union of sorted key streams, each key once.
+pub(crate) struct Merged<'a> {
+    sources: Vec<Source<'a>>,
+    heads: Vec<Option<Vec<u8>>>,
+    started: bool,
+}
+
+impl<'a> Merged<'a> {
+    fn new(sources: Vec<Source<'a>>) -> Merged<'a> {
+        let n = sources.len();
+        Merged {
+            sources,
+            heads: vec![None; n],
+            started: false,
+        }
+    }
+}
+
+impl Iterator for Merged<'_> {
+    type Item = Result<Vec<u8>, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if !self.started {
+            self.started = true;
+            for i in 0..self.sources.len() {
+                match self.sources[i].next() {
+                    Some(Ok(k)) => self.heads[i] = Some(k),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => {}
+                }
+            }
+        }
+        let min = self.heads.iter().flatten().min()?.clone();
+        for i in 0..self.heads.len() {
+            if self.heads[i].as_ref() == Some(&min) {
+                self.heads[i] = match self.sources[i].next() {
+                    Some(Ok(k)) => Some(k),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => None,
+                };
+            }
+        }
+        Some(Ok(min))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_streams_give_each_key_once_in_order() {
+        let streams: Vec<Vec<&[u8]>> = vec![
+            vec![b"a", b"c", b"e"],
+            vec![b"b", b"c", b"f"],
+            vec![],
+            vec![b"a", b"g"],
+        ];
+        let sources: Vec<Source<'_>> = streams
+            .into_iter()
+            .map(|s| {
+                Box::new(s.into_iter().map(|k| Ok(k.to_vec()))) as Source<'_>
+            })
+            .collect();
+        let got: Vec<Vec<u8>> = Merged::new(sources).map(|r| r.expect("ok")).collect();
+        let want: Vec<Vec<u8>> = ["a", "b", "c", "e", "f", "g"]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        assert_eq!(got, want);
+    }
+}
