@@ -344,6 +344,18 @@ struct ServeArgs {
     /// Most TCP connections open at once; past it new ones wait in the listen backlog [default: 10000].
     #[arg(long, env = "STEMEDB_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Hand the in-memory index (memtable) to the merger at this many assertions [default: 100000].
+    #[arg(long, env = "STEMEDB_MEMTABLE_ROWS")]
+    memtable_rows: Option<usize>,
+    /// ... or when it is this many ms old [default: 1000].
+    #[arg(long, env = "STEMEDB_MEMTABLE_MS")]
+    memtable_ms: Option<u64>,
+    /// Writers wait while more than this many assertions wait to be merged [default: 1000000].
+    #[arg(long, env = "STEMEDB_MEMTABLE_MAX_FROZEN")]
+    memtable_max_frozen: Option<usize>,
+    /// Test hook: fail every durable store checkpoint after this many. Never set it in production.
+    #[arg(long, env = "STEMEDB_FAULT_CHECKPOINT_AFTER", hide_short_help = true)]
+    fault_checkpoint_after: Option<u64>,
     /// Bearer token of the admin API under /v1/admin/ [default: none, admin API off].
     #[arg(long, env = "STEMEDB_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<stemedb_server::config::Secret>,
@@ -558,6 +570,10 @@ fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
         header_timeout_ms: args.header_timeout_ms,
         idle_timeout_ms: args.idle_timeout_ms,
         max_connections: args.max_connections,
+        memtable_rows: args.memtable_rows,
+        memtable_ms: args.memtable_ms,
+        memtable_max_frozen: args.memtable_max_frozen,
+        fault_checkpoint_after: args.fault_checkpoint_after,
         admin_token: args.admin_token,
         agent_policy: args.agent_policy,
         max_future_skew_ms: args.max_future_skew_ms,

@@ -80,6 +80,12 @@ pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Default most TCP connections open at once (design §7).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default memtable size that hands it to the merger, assertions (design §4).
+pub const DEFAULT_MEMTABLE_ROWS: usize = 100_000;
+/// Default memtable age that hands it to the merger, ms.
+pub const DEFAULT_MEMTABLE_MS: u64 = 1_000;
+/// Default frozen assertions past which writers wait for the merger.
+pub const DEFAULT_MEMTABLE_MAX_FROZEN: usize = 1_000_000;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -186,6 +192,16 @@ pub struct ConfigLayer {
     pub idle_timeout_ms: Option<u64>,
     /// Most open connections (`STEMEDB_MAX_CONNECTIONS`, `max_connections`).
     pub max_connections: Option<usize>,
+    /// Memtable size that freezes it for the merger (`STEMEDB_MEMTABLE_ROWS`, `memtable_rows`).
+    pub memtable_rows: Option<usize>,
+    /// Memtable age that freezes it, ms (`STEMEDB_MEMTABLE_MS`, `memtable_ms`).
+    pub memtable_ms: Option<u64>,
+    /// Frozen assertions past which writers wait (`STEMEDB_MEMTABLE_MAX_FROZEN`,
+    /// `memtable_max_frozen`).
+    pub memtable_max_frozen: Option<usize>,
+    /// Test hook: fail durable checkpoints after this many (`STEMEDB_FAULT_CHECKPOINT_AFTER`,
+    /// `fault_checkpoint_after`). Never set it in production.
+    pub fault_checkpoint_after: Option<u64>,
     /// Bearer token of `/v1/admin/` (`STEMEDB_ADMIN_TOKEN`, `admin_token`); unset: admin off.
     pub admin_token: Option<Secret>,
     /// Unknown agents: open, quarantine-unknown, reject-unknown (`STEMEDB_AGENT_POLICY`,
@@ -252,6 +268,10 @@ impl ConfigLayer {
             header_timeout_ms: self.header_timeout_ms.or(lower.header_timeout_ms),
             idle_timeout_ms: self.idle_timeout_ms.or(lower.idle_timeout_ms),
             max_connections: self.max_connections.or(lower.max_connections),
+            memtable_rows: self.memtable_rows.or(lower.memtable_rows),
+            memtable_ms: self.memtable_ms.or(lower.memtable_ms),
+            memtable_max_frozen: self.memtable_max_frozen.or(lower.memtable_max_frozen),
+            fault_checkpoint_after: self.fault_checkpoint_after.or(lower.fault_checkpoint_after),
             admin_token: self.admin_token.or(lower.admin_token),
             agent_policy: self.agent_policy.or(lower.agent_policy),
             max_future_skew_ms: self.max_future_skew_ms.or(lower.max_future_skew_ms),
@@ -310,6 +330,14 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// Most TCP connections open at once (at least 1).
     pub max_connections: usize,
+    /// Memtable size that freezes it for the merger, assertions.
+    pub memtable_rows: usize,
+    /// Memtable age that freezes it, milliseconds.
+    pub memtable_ms: u64,
+    /// Frozen assertions past which writers wait.
+    pub memtable_max_frozen: usize,
+    /// Test hook: fail durable checkpoints after this many.
+    pub fault_checkpoint_after: Option<u64>,
     /// Admin bearer token; `None`: the admin API is off.
     pub admin_token: Option<Secret>,
     /// Content-defense rules.
@@ -384,6 +412,13 @@ impl Config {
                 .max(1),
             idle_timeout_ms: l.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS).max(1),
             max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1),
+            memtable_rows: l.memtable_rows.unwrap_or(DEFAULT_MEMTABLE_ROWS).max(1),
+            memtable_ms: l.memtable_ms.unwrap_or(DEFAULT_MEMTABLE_MS).max(1),
+            memtable_max_frozen: l
+                .memtable_max_frozen
+                .unwrap_or(DEFAULT_MEMTABLE_MAX_FROZEN)
+                .max(1),
+            fault_checkpoint_after: l.fault_checkpoint_after,
             admin_token: l.admin_token.filter(|t| !t.0.is_empty()),
             policy: Policy {
                 max_future_skew_ms: l.max_future_skew_ms.unwrap_or(DEFAULT_MAX_FUTURE_SKEW_MS),

@@ -57,10 +57,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         checkpoint_interval_ms: config.checkpoint_interval_ms,
         key_path: config.checkpoint_key.clone(),
         cache_bytes: config.cache_mb.saturating_mul(1024 * 1024),
+        memtable_rows: config.memtable_rows,
+        memtable_ms: config.memtable_ms,
+        memtable_max_frozen_rows: config.memtable_max_frozen,
+        fail_checkpoint_after: config.fault_checkpoint_after,
         ..StoreOptions::default()
     };
     if let Some(n) = config.fault_fsync_after {
         tracing::warn!(after = n, "TEST HOOK: WAL fsyncs will fail after this many");
+    }
+    if let Some(n) = config.fault_checkpoint_after {
+        tracing::warn!(
+            after = n,
+            "TEST HOOK: durable checkpoints will fail after this many"
+        );
     }
     let dir = data_dir.path().to_path_buf();
     let observer: Arc<dyn stemedb_store::Observer> = Arc::new(metrics.clone());

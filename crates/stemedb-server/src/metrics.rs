@@ -44,6 +44,12 @@ pub struct Metrics {
     pub last_wal_archive: Gauge,
     /// `stemedb_wal_unarchived_segments`: sealed segments not yet archived.
     pub wal_unarchived: IntGauge,
+    /// `stemedb_memtable_frozen_assertions`: acknowledged assertions waiting for the merger.
+    pub memtable_frozen: IntGauge,
+    /// `stemedb_merge_duration_seconds`: one memtable folded into redb.
+    pub merge_duration: Histogram,
+    /// `stemedb_write_stall_seconds_total`: time writers waited for the merger (backpressure).
+    pub write_stall: Gauge,
 }
 
 impl Metrics {
@@ -139,6 +145,26 @@ impl Metrics {
             "stemedb_wal_unarchived_segments",
             "Sealed WAL segments not yet archived",
         )?;
+        let memtable_frozen = IntGauge::new(
+            "stemedb_memtable_frozen_assertions",
+            "Acknowledged assertions in frozen memtables, waiting to be merged into redb",
+        )?;
+        let merge_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "stemedb_merge_duration_seconds",
+                "Time to fold one frozen memtable into redb",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
+        let write_stall = Gauge::new(
+            "stemedb_write_stall_seconds_total",
+            "Seconds writers waited for the merger to catch up (backpressure)",
+        )?;
+        registry.register(Box::new(memtable_frozen.clone()))?;
+        registry.register(Box::new(merge_duration.clone()))?;
+        registry.register(Box::new(write_stall.clone()))?;
         registry.register(Box::new(last_backup.clone()))?;
         registry.register(Box::new(last_wal_archive.clone()))?;
         registry.register(Box::new(wal_unarchived.clone()))?;
@@ -179,6 +205,9 @@ impl Metrics {
             last_backup,
             last_wal_archive,
             wal_unarchived,
+            memtable_frozen,
+            merge_duration,
+            write_stall,
         })
     }
 
@@ -237,5 +266,12 @@ impl stemedb_store::Observer for Metrics {
     fn tree_size(&self, size: u64, segments: usize) {
         self.tree_size.set(size as i64);
         self.wal_segments.set(segments as i64);
+    }
+    fn merged(&self, _rows: usize, secs: f64, frozen_rows: usize) {
+        self.merge_duration.observe(secs);
+        self.memtable_frozen.set(frozen_rows as i64);
+    }
+    fn write_stalled(&self, secs: f64) {
+        self.write_stall.add(secs);
     }
 }

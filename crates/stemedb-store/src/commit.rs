@@ -263,8 +263,15 @@ impl Writer {
         opts: &StoreOptions,
         signer: NoteSigner,
         observer: Arc<dyn Observer>,
-    ) -> Result<(Writer, Arc<Shared>, Merger, std::sync::mpsc::Receiver<MergeJob>), StoreError>
-    {
+    ) -> Result<
+        (
+            Writer,
+            Arc<Shared>,
+            Merger,
+            std::sync::mpsc::Receiver<MergeJob>,
+        ),
+        StoreError,
+    > {
         let started = Instant::now();
         let db = Database::builder()
             .set_cache_size(opts.cache_bytes)
@@ -608,7 +615,9 @@ impl Writer {
                 .wait_timeout(guard, Duration::from_millis(50));
         }
         if let Some(t) = stalled {
-            self.shared.observer.write_stalled(t.elapsed().as_secs_f64());
+            self.shared
+                .observer
+                .write_stalled(t.elapsed().as_secs_f64());
         }
     }
 
@@ -907,7 +916,9 @@ fn stage_rows(
         let by_seq = view.by_seq()?;
         for by in view.superseders(r.id.as_bytes())? {
             let row = by_seq.get(by)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("supersedes names log index {by}, by_seq has no row"))
+                StoreError::Corrupt(format!(
+                    "supersedes names log index {by}, by_seq has no row"
+                ))
             })?;
             if row.agent == r.fields.agent {
                 superseded_at = by;

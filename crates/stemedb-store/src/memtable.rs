@@ -151,7 +151,9 @@ impl Memtable {
             }
         }
         for kind in KINDS {
-            let mut t = txn.open_table(crate::query::table_of(kind)).map_err(db_err)?;
+            let mut t = txn
+                .open_table(crate::query::table_of(kind))
+                .map_err(db_err)?;
             for e in self.idx[slot(kind)].iter() {
                 t.insert(e.key().as_slice(), ()).map_err(db_err)?;
             }
@@ -173,7 +175,9 @@ impl Version {
     /// The active memtable.
     pub(crate) fn active(&self) -> &Arc<Memtable> {
         // Invariant: a version always holds its active memtable.
-        self.mems.first().expect("a version always has an active memtable")
+        self.mems
+            .first()
+            .expect("a version always has an active memtable")
     }
 
     /// Frozen memtables, oldest first.
@@ -253,7 +257,10 @@ impl View {
     }
 
     /// The `assertions` row of `id`.
-    pub(crate) fn assertion(&self, id: &AssertionId) -> Result<Option<AssertionRecord>, StoreError> {
+    pub(crate) fn assertion(
+        &self,
+        id: &AssertionId,
+    ) -> Result<Option<AssertionRecord>, StoreError> {
         for m in &self.version.mems {
             if let Some(e) = m.assertions.get(id.as_bytes()) {
                 return AssertionRecord::decode(e.value()).map(Some);
@@ -284,9 +291,9 @@ impl View {
     ) -> Result<Merged<'a>, StoreError> {
         let mut sources: Vec<Source<'a>> = Vec::with_capacity(self.version.mems.len() + 1);
         let range = table.range::<&[u8]>((start, end)).map_err(db_err)?;
-        sources.push(Box::new(range.map(|r| {
-            r.map(|(k, _)| k.value().to_vec()).map_err(db_err)
-        })));
+        sources.push(Box::new(
+            range.map(|r| r.map(|(k, _)| k.value().to_vec()).map_err(db_err)),
+        ));
         for m in &self.version.mems {
             let it = m.idx[slot(kind)]
                 .range::<Vec<u8>, _>((owned(start), owned(end)))
@@ -302,15 +309,18 @@ impl View {
         let hi = crate::keys::supersedes_key(target, u64::MAX);
         let t = self.txn.open_table(SUPERSEDES).map_err(db_err)?;
         let mut out = Vec::new();
-        for r in t.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(db_err)? {
+        for r in t
+            .range::<&[u8]>(lo.as_slice()..=hi.as_slice())
+            .map_err(db_err)?
+        {
             let (k, _) = r.map_err(db_err)?;
             out.extend(crate::keys::supersedes_key_index(k.value()));
         }
         for m in &self.version.mems {
-            for e in m
-                .supersedes
-                .range::<[u8], _>((Bound::Included(lo.as_slice()), Bound::Included(hi.as_slice())))
-            {
+            for e in m.supersedes.range::<[u8], _>((
+                Bound::Included(lo.as_slice()),
+                Bound::Included(hi.as_slice()),
+            )) {
                 out.extend(crate::keys::supersedes_key_index(e.key()));
             }
         }
@@ -410,9 +420,7 @@ mod tests {
         ];
         let sources: Vec<Source<'_>> = streams
             .into_iter()
-            .map(|s| {
-                Box::new(s.into_iter().map(|k| Ok(k.to_vec()))) as Source<'_>
-            })
+            .map(|s| Box::new(s.into_iter().map(|k| Ok(k.to_vec()))) as Source<'_>)
             .collect();
         let got: Vec<Vec<u8>> = Merged::new(sources).map(|r| r.expect("ok")).collect();
         let want: Vec<Vec<u8>> = ["a", "b", "c", "e", "f", "g"]

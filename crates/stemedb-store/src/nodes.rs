@@ -86,7 +86,6 @@ impl NodeWriter {
         }
         Ok(())
     }
-
 }
 
 /// Reads node files; shared by every reader. Implements `NodeSource`.

@@ -29,9 +29,7 @@ use stemedb_core::AssertionId;
 
 use crate::keys::{self, IndexKind, IndexValue};
 use crate::lens::{self, Candidate, Resolver};
-use crate::{
-    AGENT_IDX, CONCEPT_PATH_IDX, PREDICATE_IDX, SUBJECT_IDX, Store, StoreError, db_err,
-};
+use crate::{AGENT_IDX, CONCEPT_PATH_IDX, PREDICATE_IDX, SUBJECT_IDX, Store, StoreError, db_err};
 
 /// Default results per page.
 pub const DEFAULT_LIMIT: usize = 100;

@@ -141,7 +141,6 @@ impl VlogWriter {
         self.buf.clear();
         Ok(())
     }
-
 }
 
 /// Most value-log segments a reader keeps open; past it one is closed before another opens, so
