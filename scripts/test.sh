@@ -54,6 +54,8 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_packages+=(ngi
 # Headless Chromium and Node (npm) for the dashboard's Playwright tests (tests/dashboard).
 [ -x /usr/bin/chromium ] || apt_packages+=(chromium)
 command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
+# A C compiler for the power-cut test's lazy-writes shim (tests/lazyfs/lazyfs.c, LD_PRELOAD).
+command -v cc >/dev/null 2>&1 || apt_packages+=(gcc libc6-dev)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   step "installing system packages: ${apt_packages[*]}"
   $SUDO apt-get update -qq
@@ -66,6 +68,7 @@ command -v nginx >/dev/null 2>&1 || die "nginx did not install (apt-get install 
 command -v systemd-analyze >/dev/null 2>&1 || die "systemd-analyze did not install (apt-get install systemd)"
 [ -x /usr/bin/chromium ] || die "chromium did not install (apt-get install chromium)"
 command -v npm >/dev/null 2>&1 || die "npm did not install (apt-get install nodejs npm)"
+command -v cc >/dev/null 2>&1 || die "no C compiler (apt-get install gcc libc6-dev)"
 
 step "installing the dashboard test dependencies (tests/dashboard: playwright-core, no browser download)"
 (cd tests/dashboard && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) \
