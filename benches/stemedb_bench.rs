@@ -119,6 +119,15 @@ enum Cmd {
         #[arg(long, default_value_t = 500)]
         pages: usize,
     },
+    /// The verification ceiling: THREADS threads (default: every core) do only what the server
+    /// must do to every envelope before storing it (decode and strict Ed25519 verification) on
+    /// the file's envelopes; the rate is what no server on this machine can beat.
+    Verify {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Point queries (lens latest, exact subject) straight on a stopped server's data
     /// directory, one thread, no HTTP: the store's share of a query's cost.
     StoreQueries {
@@ -389,6 +398,40 @@ fn main() -> anyhow::Result<()> {
                 &hist,
                 serde_json::json!({"tail": tail, "limit": limit, "concurrency": concurrency,
                     "pages_per_second": hist.len() as f64 / secs}),
+            );
+        }
+        Cmd::Verify { file, threads } => {
+            let envs = Arc::new(load(&file, None)?);
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .max(1);
+            let start = Instant::now();
+            let per = envs.len().div_ceil(threads);
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let envs = envs.clone();
+                    std::thread::spawn(move || -> anyhow::Result<usize> {
+                        let mut ok = 0;
+                        for e in envs.iter().skip(t * per).take(per) {
+                            stemedb_core::check(e)?;
+                            ok += 1;
+                        }
+                        Ok(ok)
+                    })
+                })
+                .collect();
+            let mut n = 0;
+            for w in workers {
+                n += w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let hist = Histogram::<u64>::new(3)?;
+            report(
+                "verify_ceiling",
+                n,
+                secs,
+                &hist,
+                serde_json::json!({"threads": threads}),
             );
         }
         Cmd::StoreQueries {

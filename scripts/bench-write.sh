@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Write-path benchmarks (issue 4): signed batch ingest and single POSTs at 64 connections, three
-# runs each on a fresh data directory, against a release build on this machine.
+# Write-path benchmarks (issues 4, 17): the verification ceiling, signed batch ingest and single
+# POSTs at 64 connections, three runs each on a fresh data directory, against a release build.
 # Usage: ./scripts/bench-write.sh [RUNS]        Output: one JSON line per measurement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,10 @@ trap 'if [ -n "${SERVER:-}" ]; then kill "$SERVER" 2>/dev/null || true; fi; rm -
 # Signing is not timed: the data sets are signed up front.
 "$B/stemedb-bench" gen --count 200000 --out "$WORK/batch.jsonl" 2>/dev/null
 "$B/stemedb-bench" gen --count 60000 --start 10000000 --out "$WORK/singles.jsonl" 2>/dev/null
+# The verification ceiling: both cores doing only decode + strict verify of the same envelopes.
+for run in $(seq "$RUNS"); do
+  "$B/stemedb-bench" verify --file "$WORK/batch.jsonl"
+done
 PORT=18199
 for run in $(seq "$RUNS"); do
   rm -rf "$WORK/data"

@@ -9,8 +9,10 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
+use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use sha2::{Digest as _, Sha512};
 
 use crate::envelope::{Envelope, PAYLOAD_TYPE, pae};
 use crate::error::{Error, Result};
@@ -53,7 +55,6 @@ pub struct Prepared {
     statement: Statement,
     pae: Vec<u8>,
     key: VerifyingKey,
-    sig: Signature,
 }
 
 impl Prepared {
@@ -70,7 +71,6 @@ impl Prepared {
             });
         }
         let key = strict_key(statement.agent())?;
-        let sig = Signature::from_bytes(envelope.sig());
         strict_r(envelope.sig())?;
         let pae = pae(PAYLOAD_TYPE, envelope.payload());
         Ok(Prepared {
@@ -78,7 +78,6 @@ impl Prepared {
             statement,
             pae,
             key,
-            sig,
         })
     }
 
@@ -92,11 +91,12 @@ impl Prepared {
         &self.statement
     }
 
-    /// Verifies the signature on its own (RFC 8032 strict).
+    /// Verifies the signature on its own (RFC 8032 strict, libsodium's order of checks: see
+    /// `strict_equation`).
     pub fn verify(self) -> Result<Verified> {
-        self.key
-            .verify_strict(&self.pae, &self.sig)
-            .map_err(|_| Error::BadSignature)?;
+        if !strict_equation(&self.key, &self.pae, self.envelope.sig()) {
+            return Err(Error::BadSignature);
+        }
         Ok(self.into_verified())
     }
 
@@ -173,6 +173,76 @@ fn is_canonical_encoding(bytes: &[u8; 32]) -> bool {
     let top = bytes[31] & 0x7f;
     let all_ones = top == 0x7f && bytes[1..31].iter().all(|b| *b == 0xff);
     !(all_ones && bytes[0] >= 0xed)
+}
+
+/// The canonical encodings of the eight points of small order (the torsion subgroup), and the
+/// two encodings with the sign bit set whose `x` is 0 (`y = 1` and `y = -1`); libsodium's
+/// blocklist for `R`.
+fn small_order_encodings() -> &'static [[u8; 32]] {
+    static LIST: OnceLock<Vec<[u8; 32]>> = OnceLock::new();
+    LIST.get_or_init(|| {
+        let mut v: Vec<[u8; 32]> = curve25519_dalek::constants::EIGHT_TORSION
+            .iter()
+            .map(|p| p.compress().to_bytes())
+            .collect();
+        for p in [
+            curve25519_dalek::constants::EIGHT_TORSION[0],
+            curve25519_dalek::constants::EIGHT_TORSION[4],
+        ] {
+            let mut b = p.compress().to_bytes();
+            b[31] |= 0x80;
+            v.push(b);
+        }
+        v
+    })
+}
+
+/// The strict verification equation, in libsodium's order: `R` not one of the small-order
+/// encodings (compared as bytes; `strict_r` already refused a non-canonical `R` and an `S` not
+/// below L), `A` from the key cache (decompressed once per agent, refused if of small order or
+/// non-canonical), then `[S]B - [k]A` compressed and compared with `R` as bytes.
+///
+/// It accepts exactly what `VerifyingKey::verify_strict` accepts, one field exponentiation
+/// cheaper: `verify_strict` decompresses `R` only to ask whether it has small order. An `R`
+/// that is not a point, or not canonical, can never equal the canonical encoding of the
+/// recomputed point, and the byte list names every encoding of a small-order point that could.
+/// `tests/fast_strict.rs` checks the equivalence on the edge cases (small-order, mixed-order and
+/// non-canonical `R`, `S ≥ L`, weak keys) against `verify_strict`.
+fn strict_equation(key: &VerifyingKey, msg: &[u8], sig: &[u8; 64]) -> bool {
+    let mut r = [0u8; 32];
+    r.copy_from_slice(&sig[..32]);
+    if small_order_encodings().contains(&r) {
+        return false;
+    }
+    let mut s = [0u8; 32];
+    s.copy_from_slice(&sig[32..]);
+    let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s)) else {
+        return false;
+    };
+    let k = Scalar::from_hash(
+        Sha512::new()
+            .chain_update(r)
+            .chain_update(key.as_bytes())
+            .chain_update(msg),
+    );
+    let minus_a = -key.to_edwards();
+    EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &minus_a, &s)
+        .compress()
+        .to_bytes()
+        == r
+}
+
+/// Test support: whether the fast strict equation accepts `sig` on `msg` under the 32-byte key
+/// `agent`, beside `verify_strict`'s verdict (the two must always agree).
+#[doc(hidden)]
+pub fn compare_strict_paths(agent: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> (bool, bool) {
+    let Ok(key) = decode_strict_key(agent) else {
+        return (false, false);
+    };
+    let canonical = strict_r(sig).is_ok();
+    let fast = canonical && strict_equation(&key, msg, sig);
+    let dalek = canonical && key.verify_strict(msg, &Signature::from_bytes(sig)).is_ok();
+    (fast, dalek)
 }
 
 /// Decodes, checks and verifies one envelope.

@@ -282,18 +282,56 @@ pub(crate) async fn assert(
 /// One result per envelope, filled in as the pipeline decides.
 type Slots = Vec<Option<Result<Ingested, Problem>>>;
 
-/// What the blocking stage hands back: the results decided so far and, for the items submitted
-/// to the store, where they go and the answer to wait for.
-struct Screened {
+/// What screening a body decided: the results decided so far, the entries still to submit and
+/// their positions, and, once submitted, the answer to wait for.
+pub(crate) struct Screened {
     results: Slots,
     single: bool,
-    submitted: Option<Submitted>,
+    pub(crate) entries: Vec<Entry>,
+    positions: Vec<usize>,
+    pub(crate) submitted: Option<Submitted>,
 }
 
-struct Submitted {
+pub(crate) struct Submitted {
     positions: Vec<usize>,
     agents: Vec<[u8; 32]>,
-    outcomes: tokio::sync::oneshot::Receiver<Vec<Result<Outcome, StoreError>>>,
+    pub(crate) outcomes: tokio::sync::oneshot::Receiver<Vec<Result<Outcome, StoreError>>>,
+}
+
+impl Screened {
+    /// Takes the entries to submit, leaving where their outcomes go and who signed them; the
+    /// outcomes arrive on the returned sender.
+    pub(crate) fn take_entries(
+        &mut self,
+    ) -> (
+        Vec<Entry>,
+        tokio::sync::oneshot::Sender<Vec<Result<Outcome, StoreError>>>,
+    ) {
+        let entries = std::mem::take(&mut self.entries);
+        let agents = entries.iter().map(|e| *e.agent()).collect();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submitted = Some(Submitted {
+            positions: std::mem::take(&mut self.positions),
+            agents,
+            outcomes: rx,
+        });
+        (entries, tx)
+    }
+}
+
+/// Submits a screened body's entries to the store on its own (one submission).
+pub(crate) fn submit_screened(st: &AppState, screened: &mut Screened) {
+    if screened.entries.is_empty() {
+        return;
+    }
+    let (entries, tx) = screened.take_entries();
+    st.store().submit(
+        entries,
+        now_ms(),
+        Box::new(move |outcomes| {
+            let _ = tx.send(outcomes);
+        }),
+    );
 }
 
 /// Parses the body once, then decodes, checks and verifies every envelope one at a time off the
@@ -302,20 +340,34 @@ struct Submitted {
 /// rest and waits until they are durable. One result per input, in order; the flag says whether
 /// the body was a single envelope.
 async fn ingest(state: &AppState, body: Bytes) -> (Vec<Result<Ingested, Problem>>, bool) {
-    let st = state.clone();
-    let task = tokio::task::spawn_blocking(move || screen_and_submit(&st, &body));
-    let screened = match task.await {
-        Ok(Ok(s)) => s,
-        Ok(Err(p)) => return (vec![Err(p)], true),
-        Err(e) => {
-            tracing::error!(error = %e, "ingest task failed");
-            return (vec![Err(Problem::internal())], true);
+    let screened = if body.len() <= crate::verifier::STAGE_MAX_BODY_BYTES {
+        // Small bodies (single envelopes) go through the verifier stage, which screens what
+        // arrived together and submits it as one group.
+        match state.verifier().screen(body).await {
+            Ok(s) => s,
+            Err(p) => return (vec![Err(p)], true),
+        }
+    } else {
+        let st = state.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let mut screened = screen(&st, &body)?;
+            submit_screened(&st, &mut screened);
+            Ok::<_, Problem>(screened)
+        });
+        match task.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(p)) => return (vec![Err(p)], true),
+            Err(e) => {
+                tracing::error!(error = %e, "ingest task failed");
+                return (vec![Err(Problem::internal())], true);
+            }
         }
     };
     let Screened {
         mut results,
         single,
         submitted,
+        ..
     } = screened;
     if let Some(sub) = submitted {
         match sub.outcomes.await {
@@ -341,8 +393,9 @@ async fn ingest(state: &AppState, body: Bytes) -> (Vec<Result<Ingested, Problem>
     (fill(results), single)
 }
 
-/// The blocking stage of `ingest`.
-fn screen_and_submit(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
+/// Parses, decodes, verifies and screens one body (blocking: run it off the async workers);
+/// quarantines what trips a rule. The entries to log are left in `Screened::entries`.
+pub(crate) fn screen(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
     let store = st.store();
     let request = parse_assert_body(body, st.limits().single_body)?;
     let (ranges, single) = match request {
@@ -459,30 +512,12 @@ fn screen_and_submit(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
             }
         }
     }
-    if entries.is_empty() {
-        return Ok(Screened {
-            results,
-            single,
-            submitted: None,
-        });
-    }
-    let agents: Vec<[u8; 32]> = entries.iter().map(|e| *e.agent()).collect();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    store.submit(
-        entries,
-        received,
-        Box::new(move |outcomes| {
-            let _ = tx.send(outcomes);
-        }),
-    );
     Ok(Screened {
         results,
         single,
-        submitted: Some(Submitted {
-            positions,
-            agents,
-            outcomes: rx,
-        }),
+        entries,
+        positions,
+        submitted: None,
     })
 }
 

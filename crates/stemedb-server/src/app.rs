@@ -115,7 +115,7 @@ pub trait AgentWeights: Send + Sync {
     fn weight(&self, agent: &[u8; 32]) -> f64;
 }
 
-struct Inner {
+pub(crate) struct Inner {
     metrics: Metrics,
     store: Arc<Store>,
     limits: Limits,
@@ -124,6 +124,8 @@ struct Inner {
     admin_token: Option<blake3::Hash>,
     // True while the server accepts traffic; false once shutdown has begun.
     accepting: AtomicBool,
+    // The verifier stage for small writes, started on first use.
+    pub(crate) verifier: std::sync::OnceLock<Option<crate::verifier::Verifier>>,
 }
 
 impl AppState {
@@ -151,8 +153,18 @@ impl AppState {
                 defense,
                 admin_token: admin_token.map(|t| blake3::hash(t.as_bytes())),
                 accepting: AtomicBool::new(true),
+                verifier: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> AppState {
+        AppState { inner }
+    }
+
+    /// The verifier stage for small writes (started on first use).
+    pub(crate) fn verifier(&self) -> VerifierRef<'_> {
+        VerifierRef(self)
     }
 
     /// Policy, agent registry view and breakers.
@@ -217,6 +229,29 @@ impl AppState {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+}
+
+/// Screens small write bodies in the verifier stage, or on a blocking thread when the stage
+/// could not start.
+pub(crate) struct VerifierRef<'a>(&'a AppState);
+
+impl VerifierRef<'_> {
+    pub(crate) async fn screen(
+        &self,
+        body: axum::body::Bytes,
+    ) -> Result<crate::api::Screened, Problem> {
+        if let Some(v) = crate::verifier::of(&self.0.inner) {
+            return v.screen(body).await;
+        }
+        let st = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut s = crate::api::screen(&st, &body)?;
+            crate::api::submit_screened(&st, &mut s);
+            Ok(s)
+        })
+        .await
+        .unwrap_or_else(|_| Err(Problem::internal()))
     }
 }
 

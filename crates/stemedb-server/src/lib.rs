@@ -16,6 +16,7 @@ pub mod hardening;
 pub mod metrics;
 pub mod problem;
 mod query;
+mod verifier;
 
 use std::sync::Arc;
 use std::time::Duration;
