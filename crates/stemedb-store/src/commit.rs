@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
-use stemedb_core::{AssertionId, Envelope, Statement};
+use stemedb_core::AssertionId;
 use stemedb_merkle::{Frontier, NoteSigner, leaf_hash};
 use stemedb_wal::{Record, Wal, WalError};
 
@@ -113,6 +113,65 @@ fn wal_body(r: &NewRecord) -> Vec<u8> {
     b.extend_from_slice(r.id.as_bytes());
     b.extend_from_slice(&r.raw);
     b
+}
+
+/// A WAL record of the replayed tail before parsing: log index, received-at, id, envelope.
+type RawTail = (u64, i64, [u8; 32], Vec<u8>);
+
+/// Parses replayed WAL records into index fields on every core (the envelopes verified when they
+/// were accepted and the WAL checksums them, so a light parse of the fields suffices).
+fn parse_tail(tail: Vec<RawTail>) -> Result<Vec<NewRecord>, StoreError> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let per = tail.len().div_ceil(threads).max(1);
+    let mut parts: Vec<Vec<RawTail>> = Vec::new();
+    let mut rest = tail;
+    while rest.len() > per {
+        let later = rest.split_off(per);
+        parts.push(rest);
+        rest = later;
+    }
+    parts.push(rest);
+    let parsed: Vec<Result<Vec<NewRecord>, StoreError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                s.spawn(move || {
+                    part.into_iter()
+                        .map(|(log_index, received_at_ms, id, raw)| {
+                            let fields = Fields::from_stored(&raw).map_err(|e| {
+                                StoreError::Corrupt(format!("WAL replay: record {log_index}: {e}"))
+                            })?;
+                            Ok(NewRecord {
+                                log_index,
+                                received_at_ms,
+                                id: AssertionId::from_bytes(id),
+                                fields,
+                                raw,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, StoreError>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(StoreError::Corrupt(
+                        "WAL replay: a parser thread panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let mut out = Vec::new();
+    for p in parsed {
+        out.extend(p?);
+    }
+    Ok(out)
 }
 
 /// An assertion record read back from the WAL.
@@ -433,7 +492,8 @@ impl Writer {
     /// Rebuilds the value log and node files for `[durable, applied)` (redb already has those
     /// rows) and applies everything after `applied` in full.
     fn replay(&mut self, durable: u64, applied: u64) -> Result<(), StoreError> {
-        let mut tail: Vec<NewRecord> = Vec::new();
+        // The tail's records, still unparsed: they are parsed on every core below.
+        let mut tail: Vec<RawTail> = Vec::new();
         let mut rebuilt_last: Option<(AssertionId, Pointer)> = None;
         let mut failure: Option<String> = None;
         let mut expected = durable;
@@ -471,18 +531,7 @@ impl Writer {
                 nodes.queue(frontier.push(leaf_hash(&id)));
                 return;
             }
-            let statement =
-                Envelope::decode(raw).and_then(|e| Statement::from_payload(e.payload()));
-            match statement {
-                Ok(statement) => tail.push(NewRecord {
-                    log_index,
-                    received_at_ms: received,
-                    id: AssertionId::from_bytes(id),
-                    fields: Fields::of(&statement),
-                    raw: raw.to_vec(),
-                }),
-                Err(e) => failure = Some(format!("record {seq}: {e}")),
-            }
+            tail.push((log_index, received, id, raw.to_vec()));
         })?;
         if let Some(f) = failure {
             return Err(StoreError::Corrupt(format!("WAL replay: {f}")));
@@ -519,6 +568,7 @@ impl Writer {
         }
         self.next_index = applied;
         self.applied_tail = (self.vlog.position(), self.frontier.root());
+        let tail = parse_tail(tail)?;
         for chunk in tail.chunks(10_000) {
             self.apply(chunk)?;
         }
