@@ -8,7 +8,6 @@ use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
@@ -636,17 +635,10 @@ fn load_key(path: &Path) -> anyhow::Result<stemedb_core::SigningKey> {
     stemedb_core::signing_key_from_pem(&pem).with_context(|| format!("key file {}", path.display()))
 }
 
-fn now_ms() -> anyhow::Result<i64> {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("system clock is before 1970")?;
-    i64::try_from(d.as_millis()).context("system clock out of range")
-}
-
 fn sign(key_path: &Path, statement: &str) -> anyhow::Result<()> {
     let key = load_key(key_path)?;
     let input = read_input(statement)?;
-    let payload = stemedb_core::complete_statement(&input, &key, now_ms()?)
+    let payload = stemedb_core::complete_statement(&input, &key, stemedb_ops::now_ms())
         .map_err(|e| anyhow::anyhow!("{} ({})", e, e.code()))?;
     let signed = match stemedb_core::sign(&key, payload) {
         Ok(s) => s,
@@ -711,7 +703,7 @@ fn envelopes_from_input(input: &[u8], key: Option<&Path>) -> anyhow::Result<Vec<
         let Some(key) = &key else {
             bail!("item {} is a statement; pass --key to sign it", i + 1);
         };
-        let payload = stemedb_core::complete_statement(v, key, now_ms()?)
+        let payload = stemedb_core::complete_statement(v, key, stemedb_ops::now_ms())
             .map_err(|e| anyhow::anyhow!("item {}: {e} ({})", i + 1, e.code()))?;
         let signed = stemedb_core::sign(key, payload)
             .map_err(|e| anyhow::anyhow!("item {}: {e} ({})", i + 1, e.code()))?;

@@ -10,11 +10,9 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
 
-use crate::CONTROL_SOCKET;
-
 /// Sends one request to the server running on `data_dir` and returns its `result`.
 pub fn request(data_dir: &Path, req: &Value, timeout: Duration) -> anyhow::Result<Value> {
-    let path = data_dir.join(CONTROL_SOCKET);
+    let path = stemedb_store::Layout::new(data_dir).control_socket;
     let mut stream = UnixStream::connect(&path).with_context(|| {
         format!(
             "a server holds {} but its control socket {} does not answer",

@@ -21,9 +21,8 @@ pub mod restore;
 pub mod verify;
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -34,17 +33,7 @@ pub const BACKUP_MARKER: &str = "last-backup.json";
 /// Marker written into the data directory after each successful WAL archive run; the server
 /// exports `stemedb_last_wal_archive_timestamp_seconds` and the sealed segments past it.
 pub const ARCHIVE_MARKER: &str = "wal-archive.json";
-/// Unix socket in the data directory through which a running server takes snapshots and seals
-/// WAL segments.
-pub const CONTROL_SOCKET: &str = "control.sock";
-
-/// Now, Unix milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use stemedb_store::now_ms;
 
 /// BLAKE3 of a file's contents, hex, and its length.
 pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
@@ -69,22 +58,9 @@ pub fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> anyhow::Re
     write_atomically(path, &bytes)
 }
 
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync the directory.
+/// Writes `bytes` to `path` atomically (the store's `write_atomically`).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        stemedb_wal::sync_dir(dir)?;
-    }
-    Ok(())
-}
-
-/// Whether a server holds the data directory's lock (its `LOCK` file), i.e. is running.
-pub fn server_running(data_dir: &Path) -> anyhow::Result<bool> {
-    Ok(DirLock::try_take(data_dir)?.is_none())
+    Ok(stemedb_store::write_atomically(path, bytes)?)
 }
 
 /// The data directory's lock, held by an offline operation so no server starts meanwhile.

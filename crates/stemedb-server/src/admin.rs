@@ -16,10 +16,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use stemedb_store::{AgentRecord, AgentStatus, QuarantineEntry};
 
-use crate::api::{json_body, now_ms, off_async, parse_id, store_problem};
-use crate::app::AppState;
+use stemedb_store::now_ms;
+
 use crate::defense::{BreakerState, BreakerView};
+use crate::extract::{json_body, off_async, parse_id};
 use crate::problem::Problem;
+use crate::problem::store_problem;
+use crate::state::AppState;
 
 /// Who the audit trail names for actions taken with the admin token.
 const ACTOR: &str = "admin-token";

@@ -8,7 +8,6 @@
 //! scrapes still answer when the server is saturated.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -20,17 +19,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use stemedb_store::Store;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tracing::Instrument as _;
 
-use crate::config::RateLimits;
-use crate::defense::{BreakerConfig, BreakerState, Defense, Policy};
+pub use crate::defense::AgentWeights;
 use crate::hardening::{self, ClientIp, Limiters};
-use crate::metrics::Metrics;
 use crate::problem::Problem;
+pub use crate::state::{AppState, Limits};
+use crate::verifier::Verifier;
 use crate::{admin, api, dashboard, query};
 
 /// The OpenAPI document of every route (`GET /v1/openapi.json`).
@@ -63,197 +61,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/admin/agents/{pubkey}"),
     ("GET", "/v1/admin/audit"),
 ];
-
-/// State shared by every handler.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<Inner>,
-}
-
-/// Request limits.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Largest single-envelope body, bytes.
-    pub single_body: usize,
-    /// Largest batch body, bytes.
-    pub batch_body: usize,
-    /// Longest a request may run.
-    pub request_timeout: Duration,
-    /// Most `/v1` data requests in flight.
-    pub max_concurrent: usize,
-    /// Per-client rates.
-    pub rates: RateLimits,
-    /// Proxies trusted to name the client.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Most index rows one query request may examine.
-    pub scan_budget: usize,
-}
-
-impl Limits {
-    /// The documented defaults.
-    pub fn defaults() -> Limits {
-        use crate::config::*;
-        Limits {
-            single_body: DEFAULT_BODY_LIMIT_BYTES,
-            batch_body: DEFAULT_BATCH_BODY_LIMIT_BYTES,
-            request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
-            max_concurrent: DEFAULT_MAX_CONCURRENT_REQUESTS,
-            rates: RateLimits {
-                write_per_sec: DEFAULT_RATE_LIMIT_WRITE_PER_SEC,
-                query_per_sec: DEFAULT_RATE_LIMIT_QUERY_PER_SEC,
-                read_per_sec: DEFAULT_RATE_LIMIT_READ_PER_SEC,
-            },
-            trusted_proxies: Vec::new(),
-            scan_budget: DEFAULT_SCAN_BUDGET,
-        }
-    }
-}
-
-/// How much each agent's word counts in the lenses.
-pub trait AgentWeights: Send + Sync {
-    /// The trust weight of `agent` (≥ 0).
-    fn weight(&self, agent: &[u8; 32]) -> f64;
-}
-
-pub(crate) struct Inner {
-    metrics: Metrics,
-    store: Arc<Store>,
-    limits: Limits,
-    defense: Arc<Defense>,
-    // BLAKE3 of the admin token; `None`: the admin API is off.
-    admin_token: Option<blake3::Hash>,
-    // True while the server accepts traffic; false once shutdown has begun.
-    accepting: AtomicBool,
-    // The verifier stage for small writes, started on first use.
-    pub(crate) verifier: std::sync::OnceLock<Option<crate::verifier::Verifier>>,
-}
-
-impl AppState {
-    /// New state around a metrics registry and an open store, with the default policy and no
-    /// admin API.
-    pub fn new(metrics: Metrics, store: Arc<Store>, limits: Limits) -> AppState {
-        let agents = store.agents().unwrap_or_default();
-        let defense = Defense::new(Policy::default(), BreakerConfig::default(), agents);
-        AppState::with_defense(metrics, store, limits, Arc::new(defense), None)
-    }
-
-    /// New state with content defense and, if `admin_token` is set, the admin API.
-    pub fn with_defense(
-        metrics: Metrics,
-        store: Arc<Store>,
-        limits: Limits,
-        defense: Arc<Defense>,
-        admin_token: Option<&str>,
-    ) -> AppState {
-        AppState {
-            inner: Arc::new(Inner {
-                metrics,
-                store,
-                limits,
-                defense,
-                admin_token: admin_token.map(|t| blake3::hash(t.as_bytes())),
-                accepting: AtomicBool::new(true),
-                verifier: std::sync::OnceLock::new(),
-            }),
-        }
-    }
-
-    pub(crate) fn from_inner(inner: Arc<Inner>) -> AppState {
-        AppState { inner }
-    }
-
-    /// The verifier stage for small writes (started on first use).
-    pub(crate) fn verifier(&self) -> VerifierRef<'_> {
-        VerifierRef(self)
-    }
-
-    /// Policy, agent registry view and breakers.
-    pub fn defense(&self) -> &Defense {
-        &self.inner.defense
-    }
-
-    /// Logs a breaker's change of state and counts it.
-    pub(crate) fn breaker_changed(&self, t: crate::defense::Transition) {
-        let to = match t.to {
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-            BreakerState::Closed => "closed",
-        };
-        let agent = hex::encode(t.agent);
-        match t.to {
-            BreakerState::Open => tracing::warn!(%agent, "agent circuit breaker opened"),
-            _ => tracing::info!(%agent, state = to, "agent circuit breaker changed state"),
-        }
-        let m = self.metrics();
-        m.breaker_transitions.with_label_values(&[to]).inc();
-        m.breakers_open.set(self.inner.defense.open_count() as i64);
-    }
-
-    /// Sets `stemedb_quarantine_size` from the store.
-    pub fn refresh_quarantine_size(&self) {
-        if let Ok((_, total)) = self.inner.store.quarantine_list(None, 0) {
-            self.metrics().quarantine_size.set(total as i64);
-        }
-    }
-
-    /// The admin token's hash, if the admin API is on.
-    pub fn admin_token_hash(&self) -> Option<&blake3::Hash> {
-        self.inner.admin_token.as_ref()
-    }
-
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
-    /// A shared handle to the store, for blocking tasks.
-    pub fn store_arc(&self) -> Arc<Store> {
-        self.inner.store.clone()
-    }
-
-    /// Request limits.
-    pub fn limits(&self) -> &Limits {
-        &self.inner.limits
-    }
-
-    /// Agent trust weights for the lenses (the registry's).
-    pub fn weights(&self) -> Arc<dyn AgentWeights> {
-        self.inner.defense.clone()
-    }
-
-    /// Marks the server as draining: `/v1/ready` answers 503 from now on.
-    pub fn begin_shutdown(&self) {
-        self.inner.accepting.store(false, Ordering::SeqCst);
-    }
-
-    /// The metrics registry.
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
-    }
-}
-
-/// Screens small write bodies in the verifier stage, or on a blocking thread when the stage
-/// could not start.
-pub(crate) struct VerifierRef<'a>(&'a AppState);
-
-impl VerifierRef<'_> {
-    pub(crate) async fn screen(
-        &self,
-        body: axum::body::Bytes,
-    ) -> Result<crate::api::Screened, Problem> {
-        if let Some(v) = crate::verifier::of(&self.0.inner) {
-            return v.screen(body).await;
-        }
-        let st = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut s = crate::api::screen(&st, &body)?;
-            crate::api::submit_screened(&st, &mut s);
-            Ok(s)
-        })
-        .await
-        .unwrap_or_else(|_| Err(Problem::internal()))
-    }
-}
 
 /// `/v1/admin/…`, each route behind the bearer-token check and the read rate limit.
 fn admin_routes(
@@ -310,6 +117,9 @@ fn admin_routes(
 /// rate limits see client addresses) or `oneshot` in tests.
 pub fn app(state: AppState) -> Router {
     let limits = state.limits().clone();
+    // The verifier stage for small writes: its thread starts on the first write and ends when
+    // the router is dropped.
+    let stage = Arc::new(Verifier::new(&state));
     let ip = ClientIp::new(limits.trusted_proxies.clone());
     let limiters = Limiters::default();
     let rates = limits.rates;
@@ -317,7 +127,11 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/assert",
             limiters.limit(
-                post(api::assert).layer(DefaultBodyLimit::max(limits.batch_body)),
+                post(api::assert).layer(
+                    ServiceBuilder::new()
+                        .layer(axum::Extension(stage))
+                        .layer(DefaultBodyLimit::max(limits.batch_body)),
+                ),
                 rates.write_per_sec,
                 &ip,
             ),
@@ -401,7 +215,7 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    if !state.inner.accepting.load(Ordering::SeqCst) {
+    if !state.accepting() {
         return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
@@ -410,7 +224,8 @@ async fn ready(State(state): State<AppState>) -> Response {
         .into_response();
     }
     if let Some(why) = state.store().read_only() {
-        return api::store_problem(&stemedb_store::StoreError::ReadOnly(why)).into_response();
+        return crate::problem::store_problem(&stemedb_store::StoreError::ReadOnly(why))
+            .into_response();
     }
     let head = state.store().head();
     Json(json!({"status": "ready", "tree_size": head.size})).into_response()
@@ -497,8 +312,10 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
     use axum::body::Body;
     use http_body_util::BodyExt;
+    use stemedb_store::Store;
     use tower::ServiceExt;
 
     async fn call(state: &AppState, method: &str, uri: &str) -> (StatusCode, String, String) {

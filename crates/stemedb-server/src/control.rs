@@ -18,8 +18,6 @@ use stemedb_store::Store;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-/// File name of the socket inside the data directory.
-pub const SOCKET: &str = "control.sock";
 /// Longest request line accepted.
 const MAX_LINE: usize = 8 * 1024;
 
@@ -40,7 +38,7 @@ impl Drop for Control {
 /// and serves it. Returns `None`, with a warning, when it cannot bind (e.g. a path longer than a
 /// Unix socket allows): online backup and sealing are then unavailable, the server still runs.
 pub fn start(data_dir: &Path, store: Arc<Store>) -> Option<Control> {
-    let path = data_dir.join(SOCKET);
+    let path = stemedb_store::Layout::new(data_dir).control_socket;
     let _ = std::fs::remove_file(&path);
     let listener = match UnixListener::bind(&path) {
         Ok(l) => l,

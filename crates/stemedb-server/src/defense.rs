@@ -18,9 +18,15 @@ use serde::Serialize;
 use stemedb_core::{AssertionId, Statement};
 use stemedb_store::{AgentRecord, AgentStatus, StoreError};
 
-use crate::api::now_ms;
-use crate::app::AgentWeights;
-use crate::problem::Problem;
+use stemedb_store::now_ms;
+
+use crate::problem::{Problem, store_problem};
+
+/// How much each agent's word counts in the lenses.
+pub trait AgentWeights: Send + Sync {
+    /// The trust weight of `agent` (≥ 0).
+    fn weight(&self, agent: &[u8; 32]) -> f64;
+}
 
 /// What to do with agents the registry does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -357,7 +363,7 @@ impl Defense {
                     hex::encode(owner)
                 )),
                 Ok(_) => {}
-                Err(e) => return Verdict::Refuse(crate::api::store_problem(&e)),
+                Err(e) => return Verdict::Refuse(store_problem(&e)),
             }
         }
         if reasons.is_empty() {

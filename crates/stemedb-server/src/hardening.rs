@@ -19,8 +19,8 @@ use tower_governor::GovernorError;
 use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
 use tower_governor::key_extractor::KeyExtractor;
 
-use crate::app::AppState;
 use crate::problem::Problem;
+use crate::state::AppState;
 
 /// Finds the client's address: the TCP peer, unless the peer is a trusted proxy, in which case
 /// the rightmost `X-Forwarded-For` entry that is not itself a trusted proxy.

@@ -12,10 +12,13 @@ pub mod control;
 mod dashboard;
 pub mod datadir;
 pub mod defense;
+mod extract;
 pub mod hardening;
+mod ingest;
 pub mod metrics;
 pub mod problem;
 mod query;
+pub mod state;
 mod verifier;
 
 use std::sync::Arc;

@@ -5,6 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use stemedb_core::ErrorClass;
+use stemedb_store::StoreError;
 
 /// Media type of problem responses.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -64,6 +65,40 @@ impl Problem {
     /// 404 for an unknown route.
     pub fn not_found(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+}
+
+/// The problem for a store failure. Internal details go to the log, not the client.
+pub fn store_problem(e: &StoreError) -> Problem {
+    match e {
+        StoreError::ReadOnly(why) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "read_only",
+            format!(
+                "the server is read-only after a storage failure ({why}); an operator must restart it"
+            ),
+        ),
+        StoreError::OutcomeUnknown(why) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outcome_unknown",
+            format!(
+                "the write reached the log but its fsync failed ({why}): it may or may not be \
+                 durable, which a restart decides. The server is now read-only; retrying after \
+                 the restart is safe (writes are idempotent)"
+            ),
+        ),
+        StoreError::Closed => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down",
+        ),
+        StoreError::OutOfRange(m) => {
+            Problem::new(StatusCode::BAD_REQUEST, "out_of_range", m.clone())
+        }
+        other => {
+            tracing::error!(error = %other, "store error");
+            Problem::internal()
+        }
     }
 }
 

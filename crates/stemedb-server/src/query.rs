@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stemedb_store::{Answer, DEFAULT_LIMIT, Lens, MAX_LIMIT, Query, QueryError, SubjectMatch};
 
-use crate::api::{json_body, off_async, proof_json, store_problem};
-use crate::app::AppState;
+use crate::extract::{json_body, off_async, proof_json};
 use crate::problem::Problem;
+use crate::problem::store_problem;
+use crate::state::AppState;
 
 /// Largest `POST /v1/query` body, bytes.
 pub const QUERY_BODY_LIMIT_BYTES: usize = 64 * 1024;

@@ -3,18 +3,18 @@
 //! submits everything they accept to the store as one submission, so a burst of single POSTs
 //! costs one thread wake-up in and one commit-queue hand-off, not one per request.
 //!
-//! The thread holds only a weak reference to the server's state and stops when the state is
-//! dropped (its channel closes). Larger bodies (batches) are screened on blocking threads as
-//! before, in parallel.
+//! The router owns the stage; its thread starts on the first write, holds only a weak reference
+//! to the server's state, and stops when the router (and with it the channel) is dropped.
+//! Larger bodies (batches) are screened on blocking threads, in parallel.
 
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
-use std::sync::{Arc, Weak};
+use std::sync::{OnceLock, Weak};
 
 use axum::body::Bytes;
 
-use crate::api::{Screened, screen};
-use crate::app::{AppState, Inner};
+use crate::ingest::{Screened, screen, submit_screened};
 use crate::problem::Problem;
+use crate::state::{AppState, Inner};
 
 /// Bodies up to this size go through the stage (an envelope is at most 128 KiB).
 pub const STAGE_MAX_BODY_BYTES: usize = 160 * 1024;
@@ -28,34 +28,62 @@ struct Pending {
     reply: tokio::sync::oneshot::Sender<Result<Screened, Problem>>,
 }
 
-/// The stage's handle.
+/// The stage: a channel to its thread, started on first use.
 pub(crate) struct Verifier {
-    tx: SyncSender<Pending>,
+    state: Weak<Inner>,
+    // `None` inside: the thread could not start; writes then use blocking threads.
+    tx: OnceLock<Option<SyncSender<Pending>>>,
 }
 
 impl Verifier {
-    /// Starts the stage's thread for `state` (held weakly).
-    pub(crate) fn start(state: Weak<Inner>) -> Option<Verifier> {
-        let (tx, rx) = sync_channel(STAGE_QUEUE);
-        let spawned = std::thread::Builder::new()
-            .name("stemedb-verify".into())
-            .spawn(move || run(&state, &rx));
-        match spawned {
-            Ok(_) => Some(Verifier { tx }),
-            Err(e) => {
-                tracing::warn!(error = %e, "no verifier thread: single writes use blocking threads");
-                None
-            }
+    /// The stage of `state` (its thread starts on the first write).
+    pub(crate) fn new(state: &AppState) -> Verifier {
+        Verifier {
+            state: state.downgrade(),
+            tx: OnceLock::new(),
         }
+    }
+
+    fn sender(&self) -> Option<&SyncSender<Pending>> {
+        self.tx
+            .get_or_init(|| {
+                let (tx, rx) = sync_channel(STAGE_QUEUE);
+                let state = self.state.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("stemedb-verify".into())
+                    .spawn(move || run(&state, &rx));
+                match spawned {
+                    Ok(_) => Some(tx),
+                    Err(e) => {
+                        tracing::warn!(error = %e,
+                            "no verifier thread: single writes use blocking threads");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     /// Screens `body` in the stage and submits what it accepts with whatever else is waiting.
     pub(crate) async fn screen(&self, body: Bytes) -> Result<Screened, Problem> {
+        let Some(tx) = self.sender() else {
+            let Some(inner) = self.state.upgrade() else {
+                return Err(Problem::internal());
+            };
+            let st = AppState::from_inner(inner);
+            return tokio::task::spawn_blocking(move || {
+                let mut s = screen(&st, &body)?;
+                submit_screened(&st, &mut s);
+                Ok(s)
+            })
+            .await
+            .unwrap_or_else(|_| Err(Problem::internal()));
+        };
         let (reply, rx) = tokio::sync::oneshot::channel();
-        // A full queue: wait on a blocking thread, not on the async worker.
-        let tx = self.tx.clone();
+        let tx = tx.clone();
         let sent = match tx.try_send(Pending { body, reply }) {
             Ok(()) => Ok(()),
+            // A full queue: wait on a blocking thread, not on the async worker.
             Err(std::sync::mpsc::TrySendError::Full(p)) => {
                 tokio::task::spawn_blocking(move || tx.send(p).map_err(|_| ()))
                     .await
@@ -82,8 +110,7 @@ fn run(state: &Weak<Inner>, rx: &Receiver<Pending>) {
         let Some(inner) = state.upgrade() else {
             return;
         };
-        let st = AppState::from_inner(inner);
-        screen_and_submit_together(&st, batch);
+        screen_and_submit_together(&AppState::from_inner(inner), batch);
     }
 }
 
@@ -95,13 +122,11 @@ fn screen_and_submit_together(st: &AppState, batch: Vec<Pending>) {
     for p in batch {
         match screen(st, &p.body) {
             Ok(mut s) => {
-                if s.entries.is_empty() {
-                    let _ = p.reply.send(Ok(s));
-                    continue;
+                if !s.entries.is_empty() {
+                    let (mine, tx) = s.take_entries();
+                    parts.push((mine.len(), tx));
+                    entries.extend(mine);
                 }
-                let (mine, tx) = s.take_entries();
-                parts.push((mine.len(), tx));
-                entries.extend(mine);
                 let _ = p.reply.send(Ok(s));
             }
             Err(problem) => {
@@ -114,7 +139,7 @@ fn screen_and_submit_together(st: &AppState, batch: Vec<Pending>) {
     }
     st.store().submit(
         entries,
-        crate::api::now_ms(),
+        stemedb_store::now_ms(),
         Box::new(move |outcomes| {
             let mut it = outcomes.into_iter();
             for (n, tx) in parts {
@@ -123,12 +148,4 @@ fn screen_and_submit_together(st: &AppState, batch: Vec<Pending>) {
             }
         }),
     );
-}
-
-/// The stage of `state`, started on first use.
-pub(crate) fn of(inner: &Arc<Inner>) -> Option<&Verifier> {
-    inner
-        .verifier
-        .get_or_init(|| Verifier::start(Arc::downgrade(inner)))
-        .as_ref()
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 use stemedb_core::AssertionId;
@@ -12,6 +12,7 @@ use stemedb_merkle::{Frontier, NoteSigner, leaf_hash};
 use stemedb_wal::{Record, Wal, WalError};
 
 use crate::entry::{Entry, Fields};
+use crate::keys::AssertionRecord;
 use crate::memtable::{KINDS, Memtable, Versions, View};
 use crate::merger::{MergeJob, Merger};
 use crate::nodes::{NodeReader, NodeWriter};
@@ -57,43 +58,6 @@ pub struct Submission {
     pub reply: Reply,
     /// The queue bytes this submission holds; released when it is dropped (answered).
     pub(crate) permit: Option<crate::BytePermit>,
-}
-
-/// The value of the `assertions` table: 32 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct AssertionRecord {
-    pub log_index: u64,
-    pub received_at_ms: i64,
-    pub pointer: Pointer,
-}
-
-impl AssertionRecord {
-    pub(crate) fn encode(&self) -> [u8; 32] {
-        let mut b = [0u8; 32];
-        b[..8].copy_from_slice(&self.log_index.to_le_bytes());
-        b[8..16].copy_from_slice(&self.received_at_ms.to_le_bytes());
-        b[16..20].copy_from_slice(&self.pointer.segment.to_le_bytes());
-        b[20..28].copy_from_slice(&self.pointer.offset.to_le_bytes());
-        b[28..32].copy_from_slice(&self.pointer.len.to_le_bytes());
-        b
-    }
-
-    pub(crate) fn decode(b: &[u8]) -> Result<AssertionRecord, StoreError> {
-        let b: &[u8; 32] = b
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("assertion record is not 32 bytes".into()))?;
-        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
-        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
-        Ok(AssertionRecord {
-            log_index: u64_at(0),
-            received_at_ms: u64_at(8) as i64,
-            pointer: Pointer {
-                segment: u32_at(16),
-                offset: u64_at(20),
-                len: u32_at(28),
-            },
-        })
-    }
 }
 
 /// One new assertion in log order.
@@ -227,13 +191,6 @@ fn metadata_hwm(path: &std::path::Path) -> Result<u64, StoreError> {
     Ok(doc.get("signed_hwm").and_then(|v| v.as_u64()).unwrap_or(0))
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// The commit thread's state.
 pub(crate) struct Writer {
     db: Arc<Database>,
@@ -250,69 +207,6 @@ pub(crate) struct Writer {
     // The value-log position and tree root once `[durable, applied)` is rebuilt (the merger's
     // starting point).
     applied_tail: (Position, stemedb_merkle::Hash),
-}
-
-/// Writes redb's dirty pages back to disk on its own thread between durable checkpoints.
-///
-/// The indexes are committed with `Durability::None` after each group, which leaves their pages
-/// dirty in the OS page cache; the durable checkpoint's fsync then had to write a second's worth
-/// of them (80-130 ms at 20k assertions/s) while the commit thread, and every write waiting on
-/// it, stood still. `fdatasync` on a second descriptor of the same file flushes the same dirty
-/// pages without holding the writer, so the checkpoint finds little left to write. This changes
-/// no ordering redb relies on: the kernel may write any dirty page back at any time anyway.
-pub(crate) struct WriteBack {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl WriteBack {
-    pub(crate) fn start(path: &std::path::Path, period: Duration) -> WriteBack {
-        let file = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "no background write-back");
-                return WriteBack {
-                    stop: None,
-                    thread: None,
-                };
-            }
-        };
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("stemedb-writeback".into())
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
-                    if let Err(e) = file.sync_data() {
-                        // Linux reports a write-back error to every open descriptor of the
-                        // file, so the durable checkpoint's own fsync still sees it and turns
-                        // the store read-only.
-                        tracing::warn!(error = %e, "background write-back failed");
-                    }
-                }
-            });
-        match thread {
-            Ok(t) => WriteBack {
-                stop: Some(stop),
-                thread: Some(t),
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "no background write-back thread");
-                WriteBack {
-                    stop: None,
-                    thread: None,
-                }
-            }
-        }
-    }
-}
-
-impl Drop for WriteBack {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 impl Writer {
@@ -924,23 +818,6 @@ impl Writer {
             .tree_size(self.next_index, self.wal.segment_count());
         Ok(())
     }
-}
-
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync the directory.
-pub(crate) fn write_atomically(
-    path: &std::path::Path,
-    tmp: &std::path::Path,
-    bytes: &[u8],
-) -> Result<(), StoreError> {
-    use std::io::Write as _;
-    let mut f = std::fs::File::create(tmp).map_err(io_at(tmp))?;
-    f.write_all(bytes).map_err(io_at(tmp))?;
-    f.sync_all().map_err(io_at(tmp))?;
-    std::fs::rename(tmp, path).map_err(io_at(path))?;
-    if let Some(dir) = path.parent() {
-        stemedb_wal::sync_dir(dir).map_err(io_at(dir))?;
-    }
-    Ok(())
 }
 
 /// Stages the index rows of `recs` (already in the value log at `pointers`) in `mem`, the

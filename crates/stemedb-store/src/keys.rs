@@ -214,6 +214,43 @@ pub fn group_predicate(kind: IndexKind, group: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// The value of the `assertions` table: 32 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AssertionRecord {
+    pub log_index: u64,
+    pub received_at_ms: i64,
+    pub pointer: Pointer,
+}
+
+impl AssertionRecord {
+    pub(crate) fn encode(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(&self.log_index.to_le_bytes());
+        b[8..16].copy_from_slice(&self.received_at_ms.to_le_bytes());
+        b[16..20].copy_from_slice(&self.pointer.segment.to_le_bytes());
+        b[20..28].copy_from_slice(&self.pointer.offset.to_le_bytes());
+        b[28..32].copy_from_slice(&self.pointer.len.to_le_bytes());
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Result<AssertionRecord, StoreError> {
+        let b: &[u8; 32] = b
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("assertion record is not 32 bytes".into()))?;
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
+        Ok(AssertionRecord {
+            log_index: u64_at(0),
+            received_at_ms: u64_at(8) as i64,
+            pointer: Pointer {
+                segment: u32_at(16),
+                offset: u64_at(20),
+                len: u32_at(28),
+            },
+        })
+    }
+}
+
 /// Flag bit: the assertion is a retraction.
 const FLAG_RETRACT: u8 = 1;
 

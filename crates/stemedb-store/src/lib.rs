@@ -18,6 +18,7 @@
 mod admin;
 mod commit;
 mod entry;
+mod files;
 pub mod keys;
 pub mod lens;
 mod memtable;
@@ -40,9 +41,9 @@ use stemedb_merkle::{Checkpoint, Hash, NoteSigner};
 use stemedb_wal::{WalError, WalOptions};
 
 pub use admin::{AgentRecord, AgentStatus, AuditRecord, QuarantineEntry};
-use commit::now_ms;
 pub use commit::{Reply, Submission};
 pub use entry::{Entry, Fields};
+pub use files::{now_ms, write_atomically};
 pub use query::{
     Answer, DEFAULT_LIMIT, DEFAULT_SCAN_BUDGET, GroupResult, Lens, MAX_LIMIT, Query, QueryError,
     SubjectMatch, Winner,
@@ -428,6 +429,9 @@ pub struct Layout {
     pub server_key: PathBuf,
     /// `metadata.json`
     pub metadata: PathBuf,
+    /// `control.sock`: the Unix socket through which a running server takes snapshots and
+    /// seals WAL segments for `stemedb backup` and `stemedb wal-archive`.
+    pub control_socket: PathBuf,
 }
 
 impl Layout {
@@ -443,6 +447,7 @@ impl Layout {
             merkle: db.join("merkle"),
             server_key: data_dir.join("server.key"),
             metadata: data_dir.join("metadata.json"),
+            control_socket: data_dir.join("control.sock"),
             db,
         }
     }

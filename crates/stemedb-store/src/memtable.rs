@@ -29,8 +29,7 @@ use redb::{ReadTransaction, WriteTransaction};
 use stemedb_core::AssertionId;
 use stemedb_merkle::Hash;
 
-use crate::commit::AssertionRecord;
-use crate::keys::{INDEX_VALUE_BYTES, IndexKind, IndexValue};
+use crate::keys::{AssertionRecord, INDEX_VALUE_BYTES, IndexKind, IndexValue};
 use crate::vlog::Position;
 use crate::{ASSERTIONS, BY_SEQ, SUPERSEDES, StoreError, db_err};
 

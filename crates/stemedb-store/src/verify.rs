@@ -16,8 +16,7 @@ use serde::Serialize;
 use stemedb_core::{AssertionId, Prepared, verify_batch};
 use stemedb_merkle::{Frontier, leaf_hash, verify_note};
 
-use crate::commit::AssertionRecord;
-use crate::keys::IndexValue;
+use crate::keys::{AssertionRecord, IndexValue};
 use crate::vlog::VlogReader;
 use crate::{
     AGENT_IDX, ASSERTIONS, BY_SEQ, CONCEPT_PATH_IDX, FORMAT_VERSION, Layout, META, PREDICATE_IDX,

@@ -1,0 +1,335 @@
+//! The write pipeline of `POST /v1/assert`: parse the body once (borrowed raw values, no value
+//! tree), then one envelope at a time decode, check, verify (strict Ed25519) and screen it
+//! (content defense), quarantine what trips a rule, and hand the rest to the store. The
+//! handler (`api.rs`) and the verifier stage (`verifier.rs`) both run it; it runs on a blocking
+//! thread, never on an async worker.
+
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use stemedb_core::{AssertionId, Envelope, Prepared};
+use stemedb_store::{Entry, Outcome, QuarantineEntry, StoreError, now_ms};
+
+use crate::config::MAX_BATCH_ITEMS;
+use crate::defense::Verdict;
+use crate::problem::{Problem, store_problem};
+use crate::state::AppState;
+
+/// What a `/v1/assert` body holds.
+enum AssertRequest {
+    /// The whole body is one envelope.
+    Single,
+    /// A batch: the byte range of each envelope in the body.
+    Batch(Vec<std::ops::Range<usize>>),
+}
+
+/// The top level of a body: each key with its value's raw text, borrowed from the body (no
+/// value tree is built, so a large body costs no more than its bytes).
+struct TopLevel<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TopLevel<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    out.push((k, m.next_value::<&'de RawValue>()?));
+                }
+                Ok(TopLevel(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Reads a `/v1/assert` body once, without building a value tree of it. Runs on a blocking
+/// thread: a 16 MiB body takes milliseconds to scan.
+fn parse_assert_body(body: &[u8], single_limit: usize) -> Result<AssertRequest, Problem> {
+    let top: TopLevel<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_envelope",
+            "the body must be an envelope object or {\"assertions\": [...]}",
+        ),
+        _ => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not JSON: {e}"),
+        ),
+    })?;
+    let Some((_, items)) = top.0.iter().find(|(k, _)| k == "assertions") else {
+        if body.len() > single_limit {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("a single-envelope body is limited to {single_limit} bytes"),
+            ));
+        }
+        return Ok(AssertRequest::Single);
+    };
+    if top.0.len() != 1 {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_batch",
+            "a batch body has exactly one key, \"assertions\"",
+        ));
+    }
+    let items: Vec<&RawValue> = serde_json::from_str(items.get()).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_batch",
+            format!("\"assertions\" must be an array of envelopes: {e}"),
+        )
+    })?;
+    if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
+        let (status, code) = if items.is_empty() {
+            (StatusCode::BAD_REQUEST, "malformed_batch")
+        } else {
+            (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+        };
+        return Err(Problem::new(
+            status,
+            code,
+            format!(
+                "a batch holds 1 to {MAX_BATCH_ITEMS} envelopes, this one has {}",
+                items.len()
+            ),
+        ));
+    }
+    let base = body.as_ptr() as usize;
+    let ranges = items
+        .iter()
+        .map(|r| {
+            let start = r.get().as_ptr() as usize - base;
+            start..start + r.get().len()
+        })
+        .collect();
+    Ok(AssertRequest::Batch(ranges))
+}
+
+/// What became of one accepted envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Ingested {
+    /// In the log (new or already there).
+    Stored(Outcome),
+    /// Held in quarantine until an operator decides.
+    Quarantined(AssertionId),
+}
+
+pub(crate) fn outcome_json(o: &Ingested) -> Value {
+    match o {
+        Ingested::Stored(o) => json!({
+            "id": o.id.to_hex(),
+            "status": if o.created { "created" } else { "duplicate" },
+            "log_index": o.log_index,
+        }),
+        Ingested::Quarantined(id) => json!({"id": id.to_hex(), "status": "quarantined"}),
+    }
+}
+
+/// One result per envelope, filled in as the pipeline decides.
+pub(crate) type Slots = Vec<Option<Result<Ingested, Problem>>>;
+
+/// What screening a body decided: the results decided so far, the entries still to submit and
+/// their positions, and, once submitted, the answer to wait for.
+pub(crate) struct Screened {
+    pub(crate) results: Slots,
+    pub(crate) single: bool,
+    pub(crate) entries: Vec<Entry>,
+    positions: Vec<usize>,
+    pub(crate) submitted: Option<Submitted>,
+}
+
+pub(crate) struct Submitted {
+    pub(crate) positions: Vec<usize>,
+    pub(crate) agents: Vec<[u8; 32]>,
+    pub(crate) outcomes: tokio::sync::oneshot::Receiver<Vec<Result<Outcome, StoreError>>>,
+}
+
+impl Screened {
+    /// Takes the entries to submit, leaving where their outcomes go and who signed them; the
+    /// outcomes arrive on the returned sender.
+    pub(crate) fn take_entries(
+        &mut self,
+    ) -> (
+        Vec<Entry>,
+        tokio::sync::oneshot::Sender<Vec<Result<Outcome, StoreError>>>,
+    ) {
+        let entries = std::mem::take(&mut self.entries);
+        let agents = entries.iter().map(|e| *e.agent()).collect();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submitted = Some(Submitted {
+            positions: std::mem::take(&mut self.positions),
+            agents,
+            outcomes: rx,
+        });
+        (entries, tx)
+    }
+}
+
+/// Submits a screened body's entries to the store on its own (one submission).
+pub(crate) fn submit_screened(st: &AppState, screened: &mut Screened) {
+    if screened.entries.is_empty() {
+        return;
+    }
+    let (entries, tx) = screened.take_entries();
+    st.store().submit(
+        entries,
+        now_ms(),
+        Box::new(move |outcomes| {
+            let _ = tx.send(outcomes);
+        }),
+    );
+}
+
+/// Parses, decodes, verifies and screens one body (blocking: run it off the async workers);
+/// quarantines what trips a rule. The entries to log are left in `Screened::entries`.
+pub(crate) fn screen(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
+    let store = st.store();
+    let request = parse_assert_body(body, st.limits().single_body)?;
+    let (ranges, single) = match request {
+        AssertRequest::Single => (
+            vec![std::ops::Range {
+                start: 0,
+                end: body.len(),
+            }],
+            true,
+        ),
+        AssertRequest::Batch(r) => (r, false),
+    };
+    let defense = st.defense();
+    let n = ranges.len();
+    let mut results: Slots = (0..n).map(|_| None).collect();
+    let mut entries = Vec::with_capacity(n);
+    let mut positions = Vec::with_capacity(n);
+    let mut held: Vec<QuarantineEntry> = Vec::new();
+    let mut held_positions = Vec::new();
+    let received = now_ms();
+    let agent_of = |id: &AssertionId| store.agent_of(id);
+    for (i, range) in ranges.into_iter().enumerate() {
+        let raw = &body[range];
+        let prepared = match Envelope::decode(raw).and_then(Prepared::new) {
+            Ok(p) => p,
+            Err(e) => {
+                results[i] = Some(Err(Problem::from_core(&e)));
+                continue;
+            }
+        };
+        // An open breaker refuses before the costly signature check.
+        match defense.gate(prepared.statement().agent()) {
+            Ok(Some(t)) => st.breaker_changed(t),
+            Ok(None) => {}
+            Err(problem) => {
+                results[i] = Some(Err(problem));
+                continue;
+            }
+        }
+        let verified = match prepared.verify() {
+            Ok(v) => v,
+            Err(e) => {
+                results[i] = Some(Err(Problem::from_core(&e)));
+                continue;
+            }
+        };
+        let agent = *verified.statement().agent();
+        let payload_len = verified.envelope().payload().len();
+        match defense.screen(verified.statement(), payload_len, &agent_of) {
+            Verdict::Accept => {
+                entries.push(Entry::new(verified, raw.to_vec()));
+                positions.push(i);
+            }
+            Verdict::Quarantine(reasons) => {
+                // Already released into the log: it is a duplicate, not news (and not held
+                // against the agent).
+                match store.log_index_of(&verified.id()) {
+                    Ok(Some(log_index)) => {
+                        results[i] = Some(Ok(Ingested::Stored(Outcome {
+                            id: verified.id(),
+                            log_index,
+                            created: false,
+                        })));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        results[i] = Some(Err(store_problem(&e)));
+                        continue;
+                    }
+                }
+                held.push(QuarantineEntry {
+                    id: verified.id(),
+                    agent: hex::encode(agent),
+                    reasons,
+                    received_at_ms: received,
+                    envelope: String::from_utf8_lossy(raw.trim_ascii()).into_owned(),
+                });
+                held_positions.push(i);
+            }
+            Verdict::Refuse(problem) => {
+                // Counted once per id: replaying one signed envelope cannot open its
+                // agent's breaker.
+                if let Some(t) = defense.record(&agent, Some(verified.id()), true) {
+                    st.breaker_changed(t);
+                }
+                results[i] = Some(Err(problem));
+            }
+        }
+    }
+    if !held.is_empty() {
+        match store.quarantine(&held) {
+            Ok(new) => {
+                for ((i, e), is_new) in held_positions.into_iter().zip(&held).zip(new) {
+                    if is_new {
+                        tracing::info!(id = %e.id, agent = %e.agent, reasons = ?e.reasons, "quarantined");
+                        // Only a newly held id counts against its agent: a replay of one
+                        // already held (by anyone) does not.
+                        if let Ok(agent) = stemedb_core::parse_agent(&e.agent)
+                            && let Some(t) = defense.record(&agent, Some(e.id), true)
+                        {
+                            st.breaker_changed(t);
+                        }
+                    }
+                    results[i] = Some(Ok(Ingested::Quarantined(e.id)));
+                }
+                st.refresh_quarantine_size();
+            }
+            Err(e) => {
+                let p = store_problem(&e);
+                for i in held_positions {
+                    results[i] = Some(Err(p.clone()));
+                }
+            }
+        }
+    }
+    Ok(Screened {
+        results,
+        single,
+        entries,
+        positions,
+        submitted: None,
+    })
+}
+
+pub(crate) fn fill(results: Slots) -> Vec<Result<Ingested, Problem>> {
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "no result",
+                ))
+            })
+        })
+        .collect()
+}
