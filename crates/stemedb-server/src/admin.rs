@@ -33,7 +33,7 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
 fn unauthorized(detail: &str, challenge: &'static str) -> Response {
-    let mut resp = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_response();
+    let mut resp = Problem::unauthorized("unauthorized", detail).into_response();
     resp.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static(challenge),
@@ -44,8 +44,7 @@ fn unauthorized(detail: &str, challenge: &'static str) -> Response {
 /// Middleware: checks the bearer token on every admin route.
 pub(crate) async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(expected) = state.admin_token_hash() else {
-        return Problem::new(
-            StatusCode::FORBIDDEN,
+        return Problem::forbidden(
             "admin_disabled",
             "the admin API is off: start the server with STEMEDB_ADMIN_TOKEN set",
         )
@@ -85,8 +84,7 @@ fn token_matches(presented: &str, expected: &blake3::Hash) -> bool {
 
 fn parse_key(s: &str) -> Result<[u8; 32], Problem> {
     stemedb_core::parse_agent(s).map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
+        Problem::bad_request(
             "bad_agent",
             format!("an agent is a 64-hex-character Ed25519 public key: {e}"),
         )
@@ -113,13 +111,8 @@ fn optional_body<T: for<'de> Deserialize<'de> + Default>(
         return Ok(T::default());
     }
     let bytes = json_body(headers, body, ADMIN_BODY_LIMIT_BYTES, "the request")?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("bad body: {e}"),
-        )
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Problem::bad_request("bad_request", format!("bad body: {e}")))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,14 +130,12 @@ pub(crate) async fn quarantine_list(
     let params = match params {
         Ok(axum::extract::Query(p)) => p,
         Err(e) => {
-            return Problem::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text())
-                .into_response();
+            return Problem::bad_request("bad_query", e.body_text()).into_response();
         }
     };
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
-        return Problem::new(
-            StatusCode::BAD_REQUEST,
+        return Problem::bad_request(
             "bad_query",
             format!("limit must be between 1 and {MAX_PAGE}"),
         )
@@ -357,8 +348,7 @@ pub(crate) async fn agent_put(
     let body: AgentBody = match serde_json::from_slice(&bytes) {
         Ok(b) => b,
         Err(e) => {
-            return Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
+            return Problem::unprocessable(
                 "bad_agent_record",
                 format!("an agent record is {{\"name\", \"trust\" (0..1), \"status\" (active|suspended)}}: {e}"),
             )
@@ -366,8 +356,7 @@ pub(crate) async fn agent_put(
         }
     };
     if !(0.0..=1.0).contains(&body.trust) || body.name.len() > 256 {
-        return Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        return Problem::unprocessable(
             "bad_agent_record",
             "trust must be between 0 and 1 and the name at most 256 bytes",
         )
@@ -445,13 +434,11 @@ pub(crate) async fn audit(
     let limit = match params {
         Ok(axum::extract::Query(p)) => p.limit.unwrap_or(DEFAULT_PAGE),
         Err(e) => {
-            return Problem::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text())
-                .into_response();
+            return Problem::bad_request("bad_query", e.body_text()).into_response();
         }
     };
     if limit == 0 || limit > MAX_PAGE {
-        return Problem::new(
-            StatusCode::BAD_REQUEST,
+        return Problem::bad_request(
             "bad_query",
             format!("limit must be between 1 and {MAX_PAGE}"),
         )

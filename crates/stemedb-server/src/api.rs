@@ -56,8 +56,7 @@ pub(crate) async fn assert(
                 (status, Json(outcome_json(&o))).into_response()
             }
             Some(Err(p)) => p.into_response(),
-            None => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no result")
-                .into_response(),
+            None => Problem::server_error("internal", "no result").into_response(),
         };
     }
     let items: Vec<Value> = results
@@ -144,12 +143,7 @@ pub(crate) async fn get_assertion(
             Err(p) => return p.into_response(),
         },
         Err(_) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "bad_id",
-                "missing or unreadable id",
-            )
-            .into_response();
+            return Problem::bad_request("bad_id", "missing or unreadable id").into_response();
         }
     };
     let store = state.store_arc();
@@ -165,8 +159,7 @@ pub(crate) async fn get_assertion(
     // Only the log's assertions are served; a quarantined one is named as such, not shown.
     let found = match found {
         Ok((None, true)) => {
-            return Problem::new(
-                StatusCode::NOT_FOUND,
+            return Problem::missing(
                 "quarantined",
                 format!("{id} is held in quarantine until an operator releases or rejects it"),
             )
@@ -182,12 +175,8 @@ pub(crate) async fn get_assertion(
                 .and_then(|s| RawValue::from_string(s).ok());
             let Some(envelope) = envelope else {
                 tracing::error!(id = %id, "stored envelope is not JSON");
-                return Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "stored envelope unreadable",
-                )
-                .into_response();
+                return Problem::server_error("internal", "stored envelope unreadable")
+                    .into_response();
             };
             Json(json!({
                 "id": a.id.to_hex(),
@@ -198,12 +187,7 @@ pub(crate) async fn get_assertion(
             }))
             .into_response()
         }
-        Ok(None) => Problem::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no assertion {id}"),
-        )
-        .into_response(),
+        Ok(None) => Problem::missing("not_found", format!("no assertion {id}")).into_response(),
         Err(p) => p.into_response(),
     }
 }
@@ -234,7 +218,7 @@ pub(crate) async fn checkpoint_key(State(state): State<AppState>) -> Response {
 }
 
 fn query_problem(rej: QueryRejection) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "bad_query", rej.body_text())
+    Problem::bad_request("bad_query", rej.body_text())
 }
 
 /// Query of GET /v1/proof/inclusion.
@@ -265,12 +249,7 @@ pub(crate) async fn inclusion(
             body.insert("id".into(), id.to_hex().into());
             Json(Value::Object(body)).into_response()
         }
-        Ok(None) => Problem::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no assertion {id}"),
-        )
-        .into_response(),
+        Ok(None) => Problem::missing("not_found", format!("no assertion {id}")).into_response(),
         Err(p) => p.into_response(),
     }
 }

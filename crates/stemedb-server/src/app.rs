@@ -14,7 +14,7 @@ use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
@@ -216,12 +216,8 @@ async fn health() -> Json<serde_json::Value> {
 
 async fn ready(State(state): State<AppState>) -> Response {
     if !state.accepting() {
-        return Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the server is shutting down",
-        )
-        .into_response();
+        return Problem::unavailable("shutting_down", "the server is shutting down")
+            .into_response();
     }
     if let Some(why) = state.store().read_only() {
         return crate::problem::store_problem(&stemedb_store::StoreError::ReadOnly(why))
@@ -247,12 +243,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot render metrics");
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "metrics could not be rendered",
-            )
-            .into_response()
+            Problem::server_error("internal", "metrics could not be rendered").into_response()
         }
     }
 }
@@ -262,8 +253,7 @@ async fn not_found(req: Request) -> Problem {
 }
 
 async fn method_not_allowed(req: Request) -> Problem {
-    Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
+    Problem::method_not_allowed(
         "method_not_allowed",
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
@@ -314,6 +304,7 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
     use axum::body::Body;
+    use axum::http::StatusCode;
     use http_body_util::BodyExt;
     use stemedb_store::Store;
     use tower::ServiceExt;

@@ -179,8 +179,7 @@ fn expired(st: &ConnState, limits: &ConnLimits) -> Option<Expired> {
 
 /// The answer to a head that did not arrive in time, written straight to the socket.
 fn request_timeout_bytes(limits: &ConnLimits) -> Vec<u8> {
-    let problem = crate::problem::Problem::new(
-        axum::http::StatusCode::REQUEST_TIMEOUT,
+    let problem = crate::problem::Problem::request_timeout(
         "request_timeout",
         format!(
             "the request head was not complete within {} ms",

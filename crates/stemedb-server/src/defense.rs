@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use regex::Regex;
 use serde::Serialize;
 use stemedb_core::{AssertionId, Statement};
@@ -287,8 +286,7 @@ impl Defense {
         };
         match status {
             Some(AgentStatus::Suspended) => {
-                return Verdict::Refuse(Problem::new(
-                    StatusCode::FORBIDDEN,
+                return Verdict::Refuse(Problem::forbidden(
                     "agent_suspended",
                     format!("agent {} is suspended", st.agent_hex()),
                 ));
@@ -300,8 +298,7 @@ impl Defense {
                     reasons.push("unknown agent (policy quarantine-unknown)".to_string());
                 }
                 AgentPolicy::RejectUnknown => {
-                    return Verdict::Refuse(Problem::new(
-                        StatusCode::FORBIDDEN,
+                    return Verdict::Refuse(Problem::forbidden(
                         "unknown_agent",
                         format!(
                             "agent {} is not registered and the policy is reject-unknown",
@@ -403,8 +400,7 @@ impl Defense {
             }));
         }
         let wait = (self.breaker.cooldown - elapsed).as_secs().max(1);
-        Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        Err(Problem::unavailable(
             "breaker_open",
             format!(
                 "too many of agent {}'s writes were quarantined or refused; its circuit \

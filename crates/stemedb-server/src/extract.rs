@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use serde_json::Value;
 use stemedb_core::AssertionId;
 use stemedb_store::StoreError;
@@ -36,8 +36,7 @@ pub(crate) fn json_body(
     what: &str,
 ) -> Result<Bytes, Problem> {
     if !is_json(headers) {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        return Err(Problem::unsupported_media_type(
             "unsupported_media_type",
             format!("send {what} as Content-Type: application/json"),
         ));
@@ -46,24 +45,19 @@ pub(crate) fn json_body(
 }
 
 pub(crate) fn body_rejection(rej: BytesRejection, limit: usize) -> Problem {
-    if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+    if rej.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::too_large(
             "too_large",
             format!("request body is larger than {limit} bytes"),
         )
     } else {
-        Problem::new(StatusCode::BAD_REQUEST, "bad_body", rej.body_text())
+        Problem::bad_request("bad_body", rej.body_text())
     }
 }
 
 pub(crate) fn parse_id(s: &str) -> Result<AssertionId, Problem> {
     AssertionId::parse(s).map_err(|_| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "bad_id",
-            "an assertion id is 64 lowercase hex characters",
-        )
+        Problem::bad_request("bad_id", "an assertion id is 64 lowercase hex characters")
     })
 }
 

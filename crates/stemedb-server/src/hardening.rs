@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::BoxError;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderName, HeaderValue, Request, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use ipnet::IpNet;
@@ -86,8 +86,7 @@ fn rate_limited(e: GovernorError) -> Response {
     match e {
         GovernorError::TooManyRequests { wait_time, .. } => {
             let wait = wait_time.max(1);
-            let mut resp = Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
+            let mut resp = Problem::too_many_requests(
                 "rate_limited",
                 format!("too many requests from this client; retry in {wait} s"),
             )
@@ -186,7 +185,7 @@ pub async fn overloaded(err: BoxError) -> Response {
         tracing::error!(error = %err, "middleware failed");
         return Problem::internal().into_response();
     };
-    let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, code, detail).into_response();
+    let mut resp = Problem::unavailable(code, detail).into_response();
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp

@@ -4,7 +4,6 @@
 //! handler (`api.rs`) and the verifier stage (`verifier.rs`) both run it; it runs on a blocking
 //! thread, never on an async worker.
 
-use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -55,21 +54,15 @@ impl<'de> Deserialize<'de> for TopLevel<'de> {
 /// thread: a 16 MiB body takes milliseconds to scan.
 fn parse_assert_body(body: &[u8], single_limit: usize) -> Result<AssertRequest, Problem> {
     let top: TopLevel<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => Problem::new(
-            StatusCode::BAD_REQUEST,
+        serde_json::error::Category::Data => Problem::bad_request(
             "malformed_envelope",
             "the body must be an envelope object or {\"assertions\": [...]}",
         ),
-        _ => Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("the body is not JSON: {e}"),
-        ),
+        _ => Problem::bad_request("malformed_json", format!("the body is not JSON: {e}")),
     })?;
     let Some((_, items)) = top.0.iter().find(|(k, _)| k == "assertions") else {
         if body.len() > single_limit {
-            return Err(Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
+            return Err(Problem::too_large(
                 "too_large",
                 format!("a single-envelope body is limited to {single_limit} bytes"),
             ));
@@ -77,33 +70,27 @@ fn parse_assert_body(body: &[u8], single_limit: usize) -> Result<AssertRequest, 
         return Ok(AssertRequest::Single);
     };
     if top.0.len() != 1 {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
+        return Err(Problem::bad_request(
             "malformed_batch",
             "a batch body has exactly one key, \"assertions\"",
         ));
     }
     let items: Vec<&RawValue> = serde_json::from_str(items.get()).map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
+        Problem::bad_request(
             "malformed_batch",
             format!("\"assertions\" must be an array of envelopes: {e}"),
         )
     })?;
     if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
-        let (status, code) = if items.is_empty() {
-            (StatusCode::BAD_REQUEST, "malformed_batch")
+        let detail = format!(
+            "a batch holds 1 to {MAX_BATCH_ITEMS} envelopes, this one has {}",
+            items.len()
+        );
+        return Err(if items.is_empty() {
+            Problem::bad_request("malformed_batch", detail)
         } else {
-            (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
-        };
-        return Err(Problem::new(
-            status,
-            code,
-            format!(
-                "a batch holds 1 to {MAX_BATCH_ITEMS} envelopes, this one has {}",
-                items.len()
-            ),
-        ));
+            Problem::too_large("too_large", detail)
+        });
     }
     let base = body.as_ptr() as usize;
     let ranges = items
@@ -322,14 +309,6 @@ pub(crate) fn screen(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
 pub(crate) fn fill(results: Slots) -> Vec<Result<Ingested, Problem>> {
     results
         .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "no result",
-                ))
-            })
-        })
+        .map(|r| r.unwrap_or_else(|| Err(Problem::server_error("internal", "no result"))))
         .collect()
 }

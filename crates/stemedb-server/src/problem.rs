@@ -42,6 +42,71 @@ impl Problem {
         }
     }
 
+    /// 400: the request itself is wrong.
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    /// 401: admin credentials missing or wrong.
+    pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::UNAUTHORIZED, code, detail)
+    }
+
+    /// 403: the registry or the policy refuses the caller.
+    pub fn forbidden(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, code, detail)
+    }
+
+    /// 404 with its own code (`quarantined`, `not_found`).
+    pub fn missing(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, code, detail)
+    }
+
+    /// 405.
+    pub fn method_not_allowed(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::METHOD_NOT_ALLOWED, code, detail)
+    }
+
+    /// 408: the request head did not arrive in time.
+    pub fn request_timeout(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::REQUEST_TIMEOUT, code, detail)
+    }
+
+    /// 413.
+    pub fn too_large(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, code, detail)
+    }
+
+    /// 415.
+    pub fn unsupported_media_type(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, code, detail)
+    }
+
+    /// 422: valid JSON, but not an acceptable value.
+    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+    }
+
+    /// 429.
+    pub fn too_many_requests(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::TOO_MANY_REQUESTS, code, detail)
+    }
+
+    /// 503: the server cannot take this now (read-only, draining, overloaded, breaker open).
+    pub fn unavailable(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
+    }
+
+    /// 500 with a detail of its own (the caller logs the cause).
+    pub fn server_error(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, code, detail)
+    }
+
+    /// Whether the problem is the caller's (4xx) rather than the server's.
+    pub fn is_client_error(&self) -> bool {
+        self.status < 500
+    }
+
     /// The same problem with a `Retry-After` of `secs`.
     pub fn retry_after(mut self, secs: u64) -> Problem {
         self.retry_after = Some(secs);

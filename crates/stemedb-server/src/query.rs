@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,7 +42,7 @@ pub(crate) struct Params {
 }
 
 fn bad(detail: impl Into<String>) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "bad_query", detail)
+    Problem::bad_request("bad_query", detail)
 }
 
 fn parse_num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, Problem> {
@@ -92,8 +92,7 @@ impl Params {
         let lens = match self.lens.as_deref() {
             None => Lens::default(),
             Some(s) => Lens::parse(s).ok_or_else(|| {
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
+                Problem::bad_request(
                     "unknown_lens",
                     format!("unknown lens {s:?}; lenses are {}", Lens::NAMES.join(", ")),
                 )
@@ -165,12 +164,8 @@ pub(crate) async fn post(
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the body is not JSON: {e}"),
-            )
-            .into_response();
+            return Problem::bad_request("malformed_json", format!("the body is not JSON: {e}"))
+                .into_response();
         }
     };
     if !value.is_object() {
@@ -249,14 +244,12 @@ fn json_response(body: &AnswerBody<'_>) -> Response {
 
 fn query_problem(e: &QueryError) -> Problem {
     match e {
-        QueryError::BadCursor(m) => Problem::new(StatusCode::BAD_REQUEST, "bad_cursor", m.clone()),
+        QueryError::BadCursor(m) => Problem::bad_request("bad_cursor", m.clone()),
         QueryError::BadParameter(m) => bad(m.clone()),
         QueryError::Store(s) => store_problem(s),
-        QueryError::Cancelled => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "cancelled",
-            "the query was abandoned before it finished",
-        ),
+        QueryError::Cancelled => {
+            Problem::unavailable("cancelled", "the query was abandoned before it finished")
+        }
         other => bad(other.to_string()),
     }
 }
