@@ -18,20 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::start;
+use common::{Lcg, start};
 use stemedb_client::{Client, ClientError, verify_consistency, verify_inclusion};
 use stemedb_core::{SigningKey, sign, signing_key_from_seed};
-
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
 
 fn envelope(key: &SigningKey, subject: &str, n: u64) -> Vec<u8> {
     let agent = hex::encode(key.verifying_key().as_bytes());

@@ -9,10 +9,9 @@ mod common;
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Server, command, get, start};
+use common::{Server, command, get, last_segment, start};
 use serde_json::{Value, json};
 use stemedb_client::{Client, ClientError};
 use stemedb_core::{SigningKey, sign, signing_key_from_seed};
@@ -78,16 +77,6 @@ fn post_raw(url: &str, body: Vec<u8>) -> (u16, Value) {
         .expect("post");
     let status = resp.status().as_u16();
     (status, resp.json().unwrap_or(Value::Null))
-}
-
-fn last_segment(wal: &Path) -> PathBuf {
-    let mut names: Vec<PathBuf> = fs::read_dir(wal)
-        .expect("wal dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    names.sort();
-    names.pop().expect("a segment")
 }
 
 /// Item 1: a flipped byte halfway into the last segment, after 20,000 acknowledged writes and a

@@ -6,12 +6,11 @@ mod common;
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Server, command, get, metric, start};
+use common::{Lcg, Server, command, get, last_segment, metric, start};
 use stemedb_client::{Client, ClientError, verify_consistency, verify_inclusion};
 use stemedb_core::{SigningKey, sign, signing_key_from_seed};
 
@@ -31,32 +30,10 @@ fn envelope(key: &SigningKey, subject: &str, n: u64) -> Vec<u8> {
     }
 }
 
-/// A small deterministic generator, so a failing round can be replayed.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
 fn serve_args<'a>(dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["--listen", "127.0.0.1:0", "--data-dir", dir];
     v.extend_from_slice(extra);
     v
-}
-
-fn last_segment(wal: &Path) -> PathBuf {
-    let mut names: Vec<PathBuf> = fs::read_dir(wal)
-        .expect("wal dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    names.sort();
-    names.pop().expect("a segment")
 }
 
 #[test]

@@ -67,34 +67,40 @@ impl Verifier {
     /// Screens `body` in the stage and submits what it accepts with whatever else is waiting.
     pub(crate) async fn screen(&self, body: Bytes) -> Result<Screened, Problem> {
         let Some(tx) = self.sender() else {
-            let Some(inner) = self.state.upgrade() else {
-                return Err(Problem::internal());
-            };
-            let st = AppState::from_inner(inner);
-            return tokio::task::spawn_blocking(move || {
-                let mut s = screen(&st, &body)?;
-                submit_screened(&st, &mut s);
-                Ok(s)
-            })
-            .await
-            .unwrap_or_else(|_| Err(Problem::internal()));
+            return self.screen_on_a_blocking_thread(body).await;
         };
         let (reply, rx) = tokio::sync::oneshot::channel();
         let tx = tx.clone();
-        let sent = match tx.try_send(Pending { body, reply }) {
-            Ok(()) => Ok(()),
+        let unsent = match tx.try_send(Pending { body, reply }) {
+            Ok(()) => None,
             // A full queue: wait on a blocking thread, not on the async worker.
             Err(std::sync::mpsc::TrySendError::Full(p)) => {
-                tokio::task::spawn_blocking(move || tx.send(p).map_err(|_| ()))
+                tokio::task::spawn_blocking(move || tx.send(p).err().map(|e| e.0))
                     .await
-                    .unwrap_or(Err(()))
+                    .unwrap_or(None)
             }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(()),
+            Err(std::sync::mpsc::TrySendError::Disconnected(p)) => Some(p),
         };
-        if sent.is_err() {
-            return Err(Problem::internal());
+        if let Some(p) = unsent {
+            // The stage's thread is gone (it can only have panicked): writes go on without it.
+            tracing::error!("the verifier stage stopped; screening on blocking threads");
+            return self.screen_on_a_blocking_thread(p.body).await;
         }
         rx.await.unwrap_or_else(|_| Err(Problem::internal()))
+    }
+
+    async fn screen_on_a_blocking_thread(&self, body: Bytes) -> Result<Screened, Problem> {
+        let Some(inner) = self.state.upgrade() else {
+            return Err(Problem::internal());
+        };
+        let st = AppState::from_inner(inner);
+        tokio::task::spawn_blocking(move || {
+            let mut s = screen(&st, &body)?;
+            submit_screened(&st, &mut s);
+            Ok(s)
+        })
+        .await
+        .unwrap_or_else(|_| Err(Problem::internal()))
     }
 }
 
