@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use stemedb_server::{Config, ConfigLayer, LogFormat};
+use stemedb_server::{Config, ConfigLayer};
 
 #[derive(Parser)]
 #[command(
@@ -268,120 +268,15 @@ struct QueryArgs {
 }
 
 /// Settings for `serve`. Precedence: flag, then `STEMEDB_*` environment, then the config file,
-/// then the built-in default.
+/// then the built-in default (decision 0004). Every setting is declared once, in
+/// `stemedb_server::config::ConfigLayer`.
 #[derive(Args)]
 struct ServeArgs {
-    /// Data directory, created if absent and locked while the server runs [default: ./stemedb-data].
-    #[arg(long, env = "STEMEDB_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:18180].
-    #[arg(long, env = "STEMEDB_LISTEN")]
-    listen: Option<std::net::SocketAddr>,
     /// TOML config file with the same settings (snake_case keys).
     #[arg(long, env = "STEMEDB_CONFIG")]
     config: Option<PathBuf>,
-    /// Log format: text or json [default: text].
-    #[arg(long, env = "STEMEDB_LOG_FORMAT")]
-    log_format: Option<LogFormat>,
-    /// Log filter, tracing EnvFilter syntax [default: info].
-    #[arg(long, env = "STEMEDB_LOG")]
-    log: Option<String>,
-    /// Milliseconds to drain in-flight requests after SIGTERM or Ctrl-C [default: 10000].
-    #[arg(long, env = "STEMEDB_SHUTDOWN_GRACE_MS")]
-    shutdown_grace_ms: Option<u64>,
-    /// Origin line of signed checkpoints [default: localhost/stemedb].
-    #[arg(long, env = "STEMEDB_LOG_ORIGIN")]
-    log_origin: Option<String>,
-    /// WAL segment size in bytes [default: 10485760].
-    #[arg(long, env = "STEMEDB_WAL_SEGMENT_BYTES")]
-    wal_segment_bytes: Option<u64>,
-    /// Body limit of a single-envelope request, bytes [default: 1048576].
-    #[arg(long, env = "STEMEDB_BODY_LIMIT_BYTES")]
-    body_limit_bytes: Option<usize>,
-    /// Body limit of a batch request, bytes [default: 16777216].
-    #[arg(long, env = "STEMEDB_BATCH_BODY_LIMIT_BYTES")]
-    batch_body_limit_bytes: Option<usize>,
-    /// Make a durable store checkpoint at least this often, milliseconds [default: 3000].
-    #[arg(long, env = "STEMEDB_CHECKPOINT_INTERVAL_MS")]
-    checkpoint_interval_ms: Option<u64>,
-    /// Checkpoint signing key, PKCS#8 PEM [default: DATA_DIR/server.key, created on first start].
-    #[arg(long, env = "STEMEDB_CHECKPOINT_KEY")]
-    checkpoint_key: Option<PathBuf>,
-    /// TEST HOOK: make every WAL fsync fail after this many (fault injection; never in production).
-    #[arg(long, env = "STEMEDB_FAULT_FSYNC_AFTER", hide_short_help = true)]
-    fault_fsync_after: Option<u64>,
-    /// Answer 503 `timeout` to a request still running after this many milliseconds [default: 30000].
-    #[arg(long, env = "STEMEDB_REQUEST_TIMEOUT_MS")]
-    request_timeout_ms: Option<u64>,
-    /// Most requests in flight; beyond it requests are shed with 503 `overloaded` [default: 1024].
-    #[arg(long, env = "STEMEDB_MAX_CONCURRENT_REQUESTS")]
-    max_concurrent_requests: Option<usize>,
-    /// `/v1/assert` requests per second per client IP, 0 = unlimited [default: 100000].
-    #[arg(long, env = "STEMEDB_RATE_LIMIT_WRITE_PER_SEC")]
-    rate_limit_write_per_sec: Option<u32>,
-    /// `/v1/query` requests per second per client IP, 0 = unlimited [default: 100000].
-    #[arg(long, env = "STEMEDB_RATE_LIMIT_QUERY_PER_SEC")]
-    rate_limit_query_per_sec: Option<u32>,
-    /// Other `/v1` reads per second per client IP, 0 = unlimited [default: 100000].
-    #[arg(long, env = "STEMEDB_RATE_LIMIT_READ_PER_SEC")]
-    rate_limit_read_per_sec: Option<u32>,
-    /// Proxies (IPs or CIDR blocks, comma-separated) whose X-Forwarded-For names the client [default: none].
-    #[arg(long, env = "STEMEDB_TRUSTED_PROXIES", value_delimiter = ',')]
-    trusted_proxies: Option<Vec<stemedb_server::config::ProxyNet>>,
-    /// redb page cache, MiB [default: 256].
-    #[arg(long, env = "STEMEDB_CACHE_MB")]
-    cache_mb: Option<usize>,
-    /// Most index rows one query request may examine before it answers with a cursor [default: 10000].
-    #[arg(long, env = "STEMEDB_SCAN_BUDGET")]
-    scan_budget: Option<usize>,
-    /// A request head not complete within this many ms is answered 408 and closed [default: 10000].
-    #[arg(long, env = "STEMEDB_HEADER_TIMEOUT_MS")]
-    header_timeout_ms: Option<u64>,
-    /// A connection with no traffic for this many ms is closed [default: 60000].
-    #[arg(long, env = "STEMEDB_IDLE_TIMEOUT_MS")]
-    idle_timeout_ms: Option<u64>,
-    /// Most TCP connections open at once; past it new ones wait in the listen backlog [default: 10000].
-    #[arg(long, env = "STEMEDB_MAX_CONNECTIONS")]
-    max_connections: Option<usize>,
-    /// Hand the in-memory index (memtable) to the merger at this many assertions [default: 100000].
-    #[arg(long, env = "STEMEDB_MEMTABLE_ROWS")]
-    memtable_rows: Option<usize>,
-    /// ... or when it is this many ms old [default: 1000].
-    #[arg(long, env = "STEMEDB_MEMTABLE_MS")]
-    memtable_ms: Option<u64>,
-    /// Writers wait while more than this many assertions wait to be merged [default: 1000000].
-    #[arg(long, env = "STEMEDB_MEMTABLE_MAX_FROZEN")]
-    memtable_max_frozen: Option<usize>,
-    /// Test hook: fail every durable store checkpoint after this many. Never set it in production.
-    #[arg(long, env = "STEMEDB_FAULT_CHECKPOINT_AFTER", hide_short_help = true)]
-    fault_checkpoint_after: Option<u64>,
-    /// Bearer token of the admin API under /v1/admin/ [default: none, admin API off].
-    #[arg(long, env = "STEMEDB_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<stemedb_server::config::Secret>,
-    /// Unknown agents: open, quarantine-unknown or reject-unknown [default: open].
-    #[arg(long, env = "STEMEDB_AGENT_POLICY")]
-    agent_policy: Option<stemedb_server::config::AgentPolicy>,
-    /// Quarantine a ts this far ahead of the server clock, ms; 0 off [default: 300000].
-    #[arg(long, env = "STEMEDB_MAX_FUTURE_SKEW_MS")]
-    max_future_skew_ms: Option<u64>,
-    /// Quarantine a ts this far behind the server clock, ms; 0 off [default: 0].
-    #[arg(long, env = "STEMEDB_MAX_PAST_SKEW_MS")]
-    max_past_skew_ms: Option<u64>,
-    /// Quarantine statement payloads larger than this, bytes; 0 off [default: 32768].
-    #[arg(long, env = "STEMEDB_SOFT_SIZE_BYTES")]
-    soft_size_bytes: Option<usize>,
-    /// Quarantine statements matching field:regex (field: subject, predicate or object); repeat the flag for more [default: none].
-    #[arg(long = "deny-pattern", env = "STEMEDB_DENY_PATTERN")]
-    deny_patterns: Option<Vec<stemedb_server::config::DenyPattern>>,
-    /// Quarantines plus refusals within the window that open an agent's breaker; 0 off [default: 50].
-    #[arg(long, env = "STEMEDB_BREAKER_THRESHOLD")]
-    breaker_threshold: Option<u32>,
-    /// Breaker window, ms [default: 60000].
-    #[arg(long, env = "STEMEDB_BREAKER_WINDOW_MS")]
-    breaker_window_ms: Option<u64>,
-    /// How long an open breaker refuses before one probe may pass, ms [default: 30000].
-    #[arg(long, env = "STEMEDB_BREAKER_COOLDOWN_MS")]
-    breaker_cooldown_ms: Option<u64>,
+    #[command(flatten)]
+    settings: ConfigLayer,
 }
 
 fn main() -> ExitCode {
@@ -545,44 +440,7 @@ fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
         }
         None => ConfigLayer::default(),
     };
-    let flags = ConfigLayer {
-        data_dir: args.data_dir,
-        listen: args.listen,
-        log_format: args.log_format,
-        log: args.log,
-        shutdown_grace_ms: args.shutdown_grace_ms,
-        log_origin: args.log_origin,
-        wal_segment_bytes: args.wal_segment_bytes,
-        body_limit_bytes: args.body_limit_bytes,
-        batch_body_limit_bytes: args.batch_body_limit_bytes,
-        checkpoint_interval_ms: args.checkpoint_interval_ms,
-        checkpoint_key: args.checkpoint_key,
-        fault_fsync_after: args.fault_fsync_after,
-        request_timeout_ms: args.request_timeout_ms,
-        max_concurrent_requests: args.max_concurrent_requests,
-        rate_limit_write_per_sec: args.rate_limit_write_per_sec,
-        rate_limit_query_per_sec: args.rate_limit_query_per_sec,
-        rate_limit_read_per_sec: args.rate_limit_read_per_sec,
-        trusted_proxies: args.trusted_proxies,
-        cache_mb: args.cache_mb,
-        scan_budget: args.scan_budget,
-        header_timeout_ms: args.header_timeout_ms,
-        idle_timeout_ms: args.idle_timeout_ms,
-        max_connections: args.max_connections,
-        memtable_rows: args.memtable_rows,
-        memtable_ms: args.memtable_ms,
-        memtable_max_frozen: args.memtable_max_frozen,
-        fault_checkpoint_after: args.fault_checkpoint_after,
-        admin_token: args.admin_token,
-        agent_policy: args.agent_policy,
-        max_future_skew_ms: args.max_future_skew_ms,
-        max_past_skew_ms: args.max_past_skew_ms,
-        soft_size_bytes: args.soft_size_bytes,
-        deny_patterns: args.deny_patterns,
-        breaker_threshold: args.breaker_threshold,
-        breaker_window_ms: args.breaker_window_ms,
-        breaker_cooldown_ms: args.breaker_cooldown_ms,
-    };
+    let flags = args.settings;
     let config = Config::resolve(flags, file);
     stemedb_server::init_tracing(config.log_format, &config.log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

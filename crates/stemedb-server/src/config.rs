@@ -137,151 +137,144 @@ impl TryFrom<String> for ProxyNet {
     }
 }
 
-/// One source of settings; `None` means "this source does not set it".
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigLayer {
-    /// Where the server keeps its data (`STEMEDB_DATA_DIR`, `data_dir`).
-    pub data_dir: Option<PathBuf>,
-    /// Address to listen on (`STEMEDB_LISTEN`, `listen`).
-    pub listen: Option<SocketAddr>,
-    /// `text` or `json` (`STEMEDB_LOG_FORMAT`, `log_format`).
-    pub log_format: Option<LogFormat>,
-    /// A tracing filter such as `info` or `stemedb_server=debug` (`STEMEDB_LOG`, `log`).
-    pub log: Option<String>,
-    /// Milliseconds to drain requests on shutdown (`STEMEDB_SHUTDOWN_GRACE_MS`, `shutdown_grace_ms`).
-    pub shutdown_grace_ms: Option<u64>,
-    /// Origin line of signed checkpoints (`STEMEDB_LOG_ORIGIN`, `log_origin`).
-    pub log_origin: Option<String>,
-    /// WAL segment size in bytes (`STEMEDB_WAL_SEGMENT_BYTES`, `wal_segment_bytes`).
-    pub wal_segment_bytes: Option<u64>,
-    /// Body limit of a single-envelope request (`STEMEDB_BODY_LIMIT_BYTES`, `body_limit_bytes`).
-    pub body_limit_bytes: Option<usize>,
-    /// Body limit of a batch request (`STEMEDB_BATCH_BODY_LIMIT_BYTES`, `batch_body_limit_bytes`).
-    pub batch_body_limit_bytes: Option<usize>,
-    /// Durable checkpoint interval (`STEMEDB_CHECKPOINT_INTERVAL_MS`, `checkpoint_interval_ms`).
-    pub checkpoint_interval_ms: Option<u64>,
-    /// Checkpoint signing key, PKCS#8 PEM (`STEMEDB_CHECKPOINT_KEY`, `checkpoint_key`).
-    pub checkpoint_key: Option<PathBuf>,
-    /// Test hook: fail every WAL fsync after this many (`STEMEDB_FAULT_FSYNC_AFTER`,
-    /// `fault_fsync_after`). Never set it in production.
-    pub fault_fsync_after: Option<u64>,
-    /// Request timeout (`STEMEDB_REQUEST_TIMEOUT_MS`, `request_timeout_ms`).
-    pub request_timeout_ms: Option<u64>,
-    /// Most requests in flight (`STEMEDB_MAX_CONCURRENT_REQUESTS`, `max_concurrent_requests`).
-    pub max_concurrent_requests: Option<usize>,
-    /// `/v1/assert` requests per second per client IP, 0 = unlimited
-    /// (`STEMEDB_RATE_LIMIT_WRITE_PER_SEC`, `rate_limit_write_per_sec`).
-    pub rate_limit_write_per_sec: Option<u32>,
-    /// `/v1/query` requests per second per client IP, 0 = unlimited
-    /// (`STEMEDB_RATE_LIMIT_QUERY_PER_SEC`, `rate_limit_query_per_sec`).
-    pub rate_limit_query_per_sec: Option<u32>,
-    /// Other `/v1` reads per second per client IP, 0 = unlimited
-    /// (`STEMEDB_RATE_LIMIT_READ_PER_SEC`, `rate_limit_read_per_sec`).
-    pub rate_limit_read_per_sec: Option<u32>,
-    /// Proxies whose `X-Forwarded-For` names the client (`STEMEDB_TRUSTED_PROXIES`,
-    /// comma-separated; `trusted_proxies`, a list). IPs or CIDR blocks.
-    pub trusted_proxies: Option<Vec<ProxyNet>>,
-    /// redb page cache in MiB (`STEMEDB_CACHE_MB`, `cache_mb`).
-    pub cache_mb: Option<usize>,
-    /// Index rows one query may examine (`STEMEDB_SCAN_BUDGET`, `scan_budget`).
-    pub scan_budget: Option<usize>,
-    /// Time allowed for a request head, ms (`STEMEDB_HEADER_TIMEOUT_MS`, `header_timeout_ms`).
-    pub header_timeout_ms: Option<u64>,
-    /// Time a connection may be idle, ms (`STEMEDB_IDLE_TIMEOUT_MS`, `idle_timeout_ms`).
-    pub idle_timeout_ms: Option<u64>,
-    /// Most open connections (`STEMEDB_MAX_CONNECTIONS`, `max_connections`).
-    pub max_connections: Option<usize>,
-    /// Memtable size that freezes it for the merger (`STEMEDB_MEMTABLE_ROWS`, `memtable_rows`).
-    pub memtable_rows: Option<usize>,
-    /// Memtable age that freezes it, ms (`STEMEDB_MEMTABLE_MS`, `memtable_ms`).
-    pub memtable_ms: Option<u64>,
-    /// Frozen assertions past which writers wait (`STEMEDB_MEMTABLE_MAX_FROZEN`,
-    /// `memtable_max_frozen`).
-    pub memtable_max_frozen: Option<usize>,
-    /// Test hook: fail durable checkpoints after this many (`STEMEDB_FAULT_CHECKPOINT_AFTER`,
-    /// `fault_checkpoint_after`). Never set it in production.
-    pub fault_checkpoint_after: Option<u64>,
-    /// Bearer token of `/v1/admin/` (`STEMEDB_ADMIN_TOKEN`, `admin_token`); unset: admin off.
-    pub admin_token: Option<Secret>,
-    /// Unknown agents: open, quarantine-unknown, reject-unknown (`STEMEDB_AGENT_POLICY`,
-    /// `agent_policy`).
-    pub agent_policy: Option<AgentPolicy>,
-    /// `ts` this far ahead of the server clock is quarantined, ms; 0 off
-    /// (`STEMEDB_MAX_FUTURE_SKEW_MS`, `max_future_skew_ms`).
-    pub max_future_skew_ms: Option<u64>,
-    /// `ts` this far behind the server clock is quarantined, ms; 0 off
-    /// (`STEMEDB_MAX_PAST_SKEW_MS`, `max_past_skew_ms`).
-    pub max_past_skew_ms: Option<u64>,
-    /// Payloads larger than this are quarantined, bytes; 0 off (`STEMEDB_SOFT_SIZE_BYTES`,
-    /// `soft_size_bytes`).
-    pub soft_size_bytes: Option<usize>,
-    /// `field:regex` patterns that quarantine (`STEMEDB_DENY_PATTERN`: one; `deny_patterns`: a
-    /// list; the flag may repeat).
-    pub deny_patterns: Option<Vec<DenyPattern>>,
-    /// Bad outcomes in the window that open an agent's breaker; 0 off
-    /// (`STEMEDB_BREAKER_THRESHOLD`, `breaker_threshold`).
-    pub breaker_threshold: Option<u32>,
-    /// Breaker window, ms (`STEMEDB_BREAKER_WINDOW_MS`, `breaker_window_ms`).
-    pub breaker_window_ms: Option<u64>,
-    /// Breaker cool-down, ms (`STEMEDB_BREAKER_COOLDOWN_MS`, `breaker_cooldown_ms`).
-    pub breaker_cooldown_ms: Option<u64>,
+/// Declares `ConfigLayer`, every setting once: its help (also the flag's `--help` text), its
+/// flag and environment variable, and its type. The file key is the field name. `over` and the
+/// flags (`#[command(flatten)]` in the CLI) come from the same list, so a setting cannot be
+/// missing from one of them.
+macro_rules! config_layer {
+    ($( $(#[$attr:meta])* $name:ident: $ty:ty, )*) => {
+        /// One source of settings (the command line and environment, or a TOML file); `None`
+        /// means "this source does not set it". Precedence: decision 0004.
+        #[derive(Debug, Clone, Default, Deserialize, PartialEq, clap::Args)]
+        #[serde(deny_unknown_fields)]
+        pub struct ConfigLayer {
+            $( $(#[$attr])* pub $name: Option<$ty>, )*
+        }
+
+        impl ConfigLayer {
+            /// This layer, with unset values taken from `lower`.
+            pub fn over(self, lower: ConfigLayer) -> ConfigLayer {
+                ConfigLayer { $( $name: self.$name.or(lower.$name), )* }
+            }
+        }
+    };
+}
+
+config_layer! {
+    /// Data directory, created if absent and locked while the server runs [default: ./stemedb-data].
+    #[arg(long, env = "STEMEDB_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address to listen on [default: 127.0.0.1:18180].
+    #[arg(long, env = "STEMEDB_LISTEN")]
+    listen: SocketAddr,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "STEMEDB_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter, tracing EnvFilter syntax [default: info].
+    #[arg(long, env = "STEMEDB_LOG")]
+    log: String,
+    /// Milliseconds to drain in-flight requests after SIGTERM or Ctrl-C [default: 10000].
+    #[arg(long, env = "STEMEDB_SHUTDOWN_GRACE_MS")]
+    shutdown_grace_ms: u64,
+    /// Origin line of signed checkpoints [default: localhost/stemedb].
+    #[arg(long, env = "STEMEDB_LOG_ORIGIN")]
+    log_origin: String,
+    /// WAL segment size in bytes [default: 10485760].
+    #[arg(long, env = "STEMEDB_WAL_SEGMENT_BYTES")]
+    wal_segment_bytes: u64,
+    /// Body limit of a single-envelope request, bytes [default: 1048576].
+    #[arg(long, env = "STEMEDB_BODY_LIMIT_BYTES")]
+    body_limit_bytes: usize,
+    /// Body limit of a batch request, bytes [default: 16777216].
+    #[arg(long, env = "STEMEDB_BATCH_BODY_LIMIT_BYTES")]
+    batch_body_limit_bytes: usize,
+    /// Make a durable store checkpoint at least this often, milliseconds [default: 3000].
+    #[arg(long, env = "STEMEDB_CHECKPOINT_INTERVAL_MS")]
+    checkpoint_interval_ms: u64,
+    /// Checkpoint signing key, PKCS#8 PEM [default: DATA_DIR/server.key, created on first start].
+    #[arg(long, env = "STEMEDB_CHECKPOINT_KEY")]
+    checkpoint_key: PathBuf,
+    /// TEST HOOK: make every WAL fsync fail after this many (fault injection; never in production).
+    #[arg(long, env = "STEMEDB_FAULT_FSYNC_AFTER", hide_short_help = true)]
+    fault_fsync_after: u64,
+    /// Answer 503 `timeout` to a request still running after this many milliseconds [default: 30000].
+    #[arg(long, env = "STEMEDB_REQUEST_TIMEOUT_MS")]
+    request_timeout_ms: u64,
+    /// Most requests in flight; beyond it requests are shed with 503 `overloaded` [default: 1024].
+    #[arg(long, env = "STEMEDB_MAX_CONCURRENT_REQUESTS")]
+    max_concurrent_requests: usize,
+    /// `/v1/assert` requests per second per client IP, 0 = unlimited [default: 100000].
+    #[arg(long, env = "STEMEDB_RATE_LIMIT_WRITE_PER_SEC")]
+    rate_limit_write_per_sec: u32,
+    /// `/v1/query` requests per second per client IP, 0 = unlimited [default: 100000].
+    #[arg(long, env = "STEMEDB_RATE_LIMIT_QUERY_PER_SEC")]
+    rate_limit_query_per_sec: u32,
+    /// Other `/v1` reads per second per client IP, 0 = unlimited [default: 100000].
+    #[arg(long, env = "STEMEDB_RATE_LIMIT_READ_PER_SEC")]
+    rate_limit_read_per_sec: u32,
+    /// Proxies (IPs or CIDR blocks, comma-separated) whose X-Forwarded-For names the client [default: none].
+    #[arg(long, env = "STEMEDB_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<ProxyNet>,
+    /// redb page cache, MiB [default: 256].
+    #[arg(long, env = "STEMEDB_CACHE_MB")]
+    cache_mb: usize,
+    /// Most index rows one query request may examine before it answers with a cursor [default: 10000].
+    #[arg(long, env = "STEMEDB_SCAN_BUDGET")]
+    scan_budget: usize,
+    /// A request head not complete within this many ms is answered 408 and closed [default: 10000].
+    #[arg(long, env = "STEMEDB_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: u64,
+    /// A connection with no traffic for this many ms is closed [default: 60000].
+    #[arg(long, env = "STEMEDB_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: u64,
+    /// Most TCP connections open at once; past it new ones wait in the listen backlog [default: 10000].
+    #[arg(long, env = "STEMEDB_MAX_CONNECTIONS")]
+    max_connections: usize,
+    /// Hand the in-memory index (memtable) to the merger at this many assertions [default: 100000].
+    #[arg(long, env = "STEMEDB_MEMTABLE_ROWS")]
+    memtable_rows: usize,
+    /// ... or when it is this many ms old [default: 1000].
+    #[arg(long, env = "STEMEDB_MEMTABLE_MS")]
+    memtable_ms: u64,
+    /// Writers wait while more than this many assertions wait to be merged [default: 1000000].
+    #[arg(long, env = "STEMEDB_MEMTABLE_MAX_FROZEN")]
+    memtable_max_frozen: usize,
+    /// Test hook: fail every durable store checkpoint after this many. Never set it in production.
+    #[arg(long, env = "STEMEDB_FAULT_CHECKPOINT_AFTER", hide_short_help = true)]
+    fault_checkpoint_after: u64,
+    /// Bearer token of the admin API under /v1/admin/ [default: none, admin API off].
+    #[arg(long, env = "STEMEDB_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Secret,
+    /// Unknown agents: open, quarantine-unknown or reject-unknown [default: open].
+    #[arg(long, env = "STEMEDB_AGENT_POLICY")]
+    agent_policy: AgentPolicy,
+    /// Quarantine a ts this far ahead of the server clock, ms; 0 off [default: 300000].
+    #[arg(long, env = "STEMEDB_MAX_FUTURE_SKEW_MS")]
+    max_future_skew_ms: u64,
+    /// Quarantine a ts this far behind the server clock, ms; 0 off [default: 0].
+    #[arg(long, env = "STEMEDB_MAX_PAST_SKEW_MS")]
+    max_past_skew_ms: u64,
+    /// Quarantine statement payloads larger than this, bytes; 0 off [default: 32768].
+    #[arg(long, env = "STEMEDB_SOFT_SIZE_BYTES")]
+    soft_size_bytes: usize,
+    /// Quarantine statements matching field:regex (field: subject, predicate or object); repeat the flag for more [default: none].
+    #[arg(long = "deny-pattern", env = "STEMEDB_DENY_PATTERN")]
+    deny_patterns: Vec<DenyPattern>,
+    /// Quarantines plus refusals within the window that open an agent's breaker; 0 off [default: 50].
+    #[arg(long, env = "STEMEDB_BREAKER_THRESHOLD")]
+    breaker_threshold: u32,
+    /// Breaker window, ms [default: 60000].
+    #[arg(long, env = "STEMEDB_BREAKER_WINDOW_MS")]
+    breaker_window_ms: u64,
+    /// How long an open breaker refuses before one probe may pass, ms [default: 30000].
+    #[arg(long, env = "STEMEDB_BREAKER_COOLDOWN_MS")]
+    breaker_cooldown_ms: u64,
 }
 
 impl ConfigLayer {
     /// Reads a TOML config file's text. Unknown keys are an error, so typos do not pass silently.
     pub fn from_toml(text: &str) -> Result<ConfigLayer, String> {
         toml::from_str(text).map_err(|e| e.to_string())
-    }
-
-    /// This layer, with unset values taken from `lower`.
-    pub fn over(self, lower: ConfigLayer) -> ConfigLayer {
-        ConfigLayer {
-            data_dir: self.data_dir.or(lower.data_dir),
-            listen: self.listen.or(lower.listen),
-            log_format: self.log_format.or(lower.log_format),
-            log: self.log.or(lower.log),
-            shutdown_grace_ms: self.shutdown_grace_ms.or(lower.shutdown_grace_ms),
-            log_origin: self.log_origin.or(lower.log_origin),
-            wal_segment_bytes: self.wal_segment_bytes.or(lower.wal_segment_bytes),
-            body_limit_bytes: self.body_limit_bytes.or(lower.body_limit_bytes),
-            batch_body_limit_bytes: self.batch_body_limit_bytes.or(lower.batch_body_limit_bytes),
-            checkpoint_interval_ms: self.checkpoint_interval_ms.or(lower.checkpoint_interval_ms),
-            checkpoint_key: self.checkpoint_key.or(lower.checkpoint_key),
-            fault_fsync_after: self.fault_fsync_after.or(lower.fault_fsync_after),
-            request_timeout_ms: self.request_timeout_ms.or(lower.request_timeout_ms),
-            max_concurrent_requests: self
-                .max_concurrent_requests
-                .or(lower.max_concurrent_requests),
-            rate_limit_write_per_sec: self
-                .rate_limit_write_per_sec
-                .or(lower.rate_limit_write_per_sec),
-            rate_limit_query_per_sec: self
-                .rate_limit_query_per_sec
-                .or(lower.rate_limit_query_per_sec),
-            rate_limit_read_per_sec: self
-                .rate_limit_read_per_sec
-                .or(lower.rate_limit_read_per_sec),
-            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
-            cache_mb: self.cache_mb.or(lower.cache_mb),
-            scan_budget: self.scan_budget.or(lower.scan_budget),
-            header_timeout_ms: self.header_timeout_ms.or(lower.header_timeout_ms),
-            idle_timeout_ms: self.idle_timeout_ms.or(lower.idle_timeout_ms),
-            max_connections: self.max_connections.or(lower.max_connections),
-            memtable_rows: self.memtable_rows.or(lower.memtable_rows),
-            memtable_ms: self.memtable_ms.or(lower.memtable_ms),
-            memtable_max_frozen: self.memtable_max_frozen.or(lower.memtable_max_frozen),
-            fault_checkpoint_after: self.fault_checkpoint_after.or(lower.fault_checkpoint_after),
-            admin_token: self.admin_token.or(lower.admin_token),
-            agent_policy: self.agent_policy.or(lower.agent_policy),
-            max_future_skew_ms: self.max_future_skew_ms.or(lower.max_future_skew_ms),
-            max_past_skew_ms: self.max_past_skew_ms.or(lower.max_past_skew_ms),
-            soft_size_bytes: self.soft_size_bytes.or(lower.soft_size_bytes),
-            deny_patterns: self.deny_patterns.or(lower.deny_patterns),
-            breaker_threshold: self.breaker_threshold.or(lower.breaker_threshold),
-            breaker_window_ms: self.breaker_window_ms.or(lower.breaker_window_ms),
-            breaker_cooldown_ms: self.breaker_cooldown_ms.or(lower.breaker_cooldown_ms),
-        }
     }
 }
 
