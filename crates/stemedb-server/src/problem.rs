@@ -102,11 +102,6 @@ impl Problem {
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, code, detail)
     }
 
-    /// Whether the problem is the caller's (4xx) rather than the server's.
-    pub fn is_client_error(&self) -> bool {
-        self.status < 500
-    }
-
     /// The same problem with a `Retry-After` of `secs`.
     pub fn retry_after(mut self, secs: u64) -> Problem {
         self.retry_after = Some(secs);

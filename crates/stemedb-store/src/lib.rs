@@ -368,13 +368,6 @@ impl ByteBudget {
         }
     }
 
-    /// Bytes queued now.
-    pub(crate) fn used(&self) -> usize {
-        *self
-            .used
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
 /// Queue bytes held by one submission; given back when dropped.
@@ -570,11 +563,6 @@ impl Store {
         {
             (s.reply)(s.items.iter().map(|_| Err(StoreError::Closed)).collect());
         }
-    }
-
-    /// Envelope bytes waiting for the commit thread right now.
-    pub fn queued_bytes(&self) -> usize {
-        self.shared.queue.used()
     }
 
     /// Why the store is read-only, if it is (a poisoned lock counts as read-only).
