@@ -367,7 +367,6 @@ impl ByteBudget {
             bytes,
         }
     }
-
 }
 
 /// Queue bytes held by one submission; given back when dropped.
