@@ -114,6 +114,9 @@ fn index(c: &mut Criterion) {
         },
         value: stemedb_store::lens::value_key(st.object()),
         superseded_at: u64::MAX,
+        valid_from: st.valid_from(),
+        valid_until: st.valid_until(),
+        validity_known: true,
     };
     g.bench_function("lens_row_encode_decode", |b| {
         b.iter(|| IndexValue::decode(&row.encode()).expect("decode"))

@@ -37,6 +37,10 @@ class Winner:
     agent: str
     ts: int
     confidence: float
+    # The validity interval [valid_from, valid_until) in Unix ms; None is an open bound.
+    valid_from: Optional[int] = None
+    valid_until: Optional[int] = None
+    log_index: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,8 @@ class CheckpointKey:
 def _result(r: dict) -> Result:
     w = r["winner"]
     return Result(r["subject"], r["predicate"],
-                  Winner(w["id"], w.get("object"), w["agent"], w["ts"], w.get("confidence", 1.0)),
+                  Winner(w["id"], w.get("object"), w["agent"], w["ts"], w.get("confidence", 1.0),
+                         w.get("valid_from"), w.get("valid_until"), w.get("log_index")),
                   bool(r.get("conflict", False)), float(r.get("agreement", 1.0)),
                   list(r.get("alternatives", [])), r.get("proof"),
                   int(r.get("alternatives_total", len(r.get("alternatives", [])))))
@@ -186,13 +191,17 @@ class Client:
               as_of: Optional[int] = None, since: Optional[int] = None,
               until: Optional[int] = None, include_superseded: bool = False,
               limit: Optional[int] = None, cursor: Optional[str] = None,
-              proof: bool = False) -> Answer:
+              proof: bool = False, valid_at: Optional[int] = None,
+              current: bool = False) -> Answer:
         """`POST /v1/query`: groups resolved by `lens` (latest, trusted, consensus, confidence,
-        raw)."""
+        raw). `valid_at` (Unix ms) keeps only assertions whose validity interval contains it;
+        `current=True` means valid_at = now; with `as_of` the question is bitemporal."""
         q: dict[str, Any] = {"lens": lens}
+        if current:
+            q["current"] = True
         for k, v in (("subject", subject), ("predicate", predicate), ("agent", agent),
                      ("as_of", as_of), ("since", since), ("until", until), ("limit", limit),
-                     ("cursor", cursor)):
+                     ("cursor", cursor), ("valid_at", valid_at)):
             if v is not None:
                 q[k] = v
         if subject is not None:
@@ -203,6 +212,15 @@ class Client:
             q["proof"] = True
         _, a = self._request("POST", "/v1/query", json.dumps(q).encode())
         return Answer(a["tree_size"], [_result(r) for r in a["results"]], a.get("next_cursor"))
+
+    def history(self, subject: str, predicate: str, *, as_of: Optional[int] = None,
+                after: Optional[int] = None, limit: Optional[int] = None) -> dict:
+        """`GET /v1/history`: every assertion of one (subject, predicate) group in log order,
+        each with `status` (live, superseded, retracted, retraction) and `superseded_by`."""
+        params = [("subject", subject), ("predicate", predicate)]
+        params += [(k, str(v)) for k, v in (("as_of", as_of), ("after", after), ("limit", limit))
+                   if v is not None]
+        return self._request("GET", "/v1/history?" + urllib.parse.urlencode(params))[1]
 
     def assertion(self, assertion_id: str) -> dict:
         """`GET /v1/assertions/{id}`: id, log index, status and the envelope as received."""

@@ -291,6 +291,34 @@ impl Client {
         serde_json::from_str(&text).map_err(|e| ClientError::Unexpected(format!("/v1/query: {e}")))
     }
 
+    /// `GET /v1/history`: every assertion of one (subject, predicate) group in log order, with
+    /// what became of each, as of `as_of` (default now), after log index `after`.
+    pub fn history(
+        &self,
+        subject: &str,
+        predicate: &str,
+        as_of: Option<u64>,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Value, ClientError> {
+        let url = self.url("/v1/history");
+        let mut pairs = vec![
+            ("subject", subject.to_string()),
+            ("predicate", predicate.to_string()),
+        ];
+        let mut put = |k: &'static str, v: Option<String>| {
+            if let Some(v) = v {
+                pairs.push((k, v));
+            }
+        };
+        put("as_of", as_of.map(|n| n.to_string()));
+        put("after", after.map(|n| n.to_string()));
+        put("limit", limit.map(|n| n.to_string()));
+        let (_, text) = self.send(self.http.get(&url).query(&pairs), &url)?;
+        serde_json::from_str(&text)
+            .map_err(|e| ClientError::Unexpected(format!("/v1/history: {e}")))
+    }
+
     /// A consistency proof.
     pub fn consistency(&self, from: u64, to: Option<u64>) -> Result<ConsistencyProof, ClientError> {
         let mut path = format!("/v1/proof/consistency?from={from}");

@@ -25,7 +25,7 @@ use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use serde::{Deserialize, Serialize};
 
-use crate::{ARCHIVE_MARKER, DirLock, control, now_ms};
+use crate::{ARCHIVE_MARKER, control, now_ms, try_lock};
 
 /// Where archived segments go.
 pub enum Target {
@@ -283,7 +283,7 @@ pub fn archive(
         bail!("{} has no wal/ directory", data_dir.display());
     }
     // Sealing: the running server does it; offline, this process holds the lock and does.
-    let _lock = match DirLock::try_take(data_dir)? {
+    let _lock = match try_lock(data_dir)? {
         Some(lock) => {
             if opts.seal {
                 let (mut wal, _) = stemedb_wal::Wal::open(&wal_dir, Default::default())?;

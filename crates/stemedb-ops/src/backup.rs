@@ -15,7 +15,7 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use stemedb_store::snapshot::SnapshotInfo;
 
-use crate::{BACKUP_MARKER, DirLock, control, hash_file, now_ms, write_atomically};
+use crate::{BACKUP_MARKER, control, hash_file, now_ms, try_lock, write_atomically};
 
 /// Name of the manifest in a backup.
 pub const MANIFEST: &str = "manifest.json";
@@ -170,7 +170,7 @@ pub fn backup(data_dir: &Path, dest: &Path) -> anyhow::Result<BackupReport> {
         b.create(&staging)
             .with_context(|| format!("create {}", staging.display()))?;
     }
-    let (info, online): (SnapshotInfo, bool) = match DirLock::try_take(&data_dir)? {
+    let (info, online): (SnapshotInfo, bool) = match try_lock(&data_dir)? {
         Some(_lock) => {
             if !data_dir.join("server.key").exists() {
                 bail!(

@@ -8,10 +8,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
+use stemedb_store::control::{ControlReply, ControlRequest};
 
 /// Sends one request to the server running on `data_dir` and returns its `result`.
-pub fn request(data_dir: &Path, req: &Value, timeout: Duration) -> anyhow::Result<Value> {
+pub fn request(data_dir: &Path, req: &ControlRequest, timeout: Duration) -> anyhow::Result<Value> {
     let path = stemedb_store::Layout::new(data_dir).control_socket;
     let mut stream = UnixStream::connect(&path).with_context(|| {
         format!(
@@ -28,15 +29,14 @@ pub fn request(data_dir: &Path, req: &Value, timeout: Duration) -> anyhow::Resul
     BufReader::new(&stream)
         .read_line(&mut answer)
         .context("reading the server's answer")?;
-    let v: Value = serde_json::from_str(answer.trim())
+    let reply: ControlReply = serde_json::from_str(answer.trim())
         .with_context(|| format!("the server answered {answer:?}"))?;
-    if v.get("ok").and_then(Value::as_bool) == Some(true) {
-        Ok(v.get("result").cloned().unwrap_or(Value::Null))
-    } else {
-        match v.get("error").and_then(Value::as_str) {
-            Some(e) => bail!("the server refused: {e}"),
-            None => Err(anyhow!("the server answered {answer:?}")),
-        }
+    match reply {
+        ControlReply {
+            ok: true, result, ..
+        } => Ok(result.unwrap_or(Value::Null)),
+        ControlReply { error: Some(e), .. } => bail!("the server refused: {e}"),
+        _ => Err(anyhow!("the server answered {answer:?}")),
     }
 }
 
@@ -45,12 +45,11 @@ pub fn snapshot(
     data_dir: &Path,
     dest: &Path,
 ) -> anyhow::Result<stemedb_store::snapshot::SnapshotInfo> {
-    let dest = dest
-        .to_str()
-        .ok_or_else(|| anyhow!("destination path is not UTF-8"))?;
     let v = request(
         data_dir,
-        &json!({"op": "snapshot", "dest": dest}),
+        &ControlRequest::Snapshot {
+            dest: dest.to_path_buf(),
+        },
         Duration::from_secs(24 * 3600),
     )?;
     Ok(serde_json::from_value(v)?)
@@ -59,7 +58,7 @@ pub fn snapshot(
 /// Asks the running server to seal its active WAL segment; returns the sequence number every
 /// sealed segment now ends before.
 pub fn seal(data_dir: &Path) -> anyhow::Result<u64> {
-    let v = request(data_dir, &json!({"op": "seal"}), Duration::from_secs(60))?;
+    let v = request(data_dir, &ControlRequest::Seal, Duration::from_secs(60))?;
     v.as_u64()
         .ok_or_else(|| anyhow!("the server answered {v} to seal"))
 }

@@ -63,30 +63,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(stemedb_store::write_atomically(path, bytes)?)
 }
 
-/// The data directory's lock, held by an offline operation so no server starts meanwhile.
-pub struct DirLock {
-    _file: File,
-}
-
-impl DirLock {
-    /// Takes the lock, or `None` when another process (a running server) holds it.
-    pub fn try_take(data_dir: &Path) -> anyhow::Result<Option<DirLock>> {
-        let path = data_dir.join("LOCK");
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("open {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(DirLock { _file: file })),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(e).with_context(|| format!("lock {}", path.display()))
-            }
-        }
-    }
+/// Takes the data directory's lock (the store's [`stemedb_store::DirLock`]) for an offline
+/// operation, so no server starts meanwhile; `None` when another process (a running server)
+/// holds it.
+pub fn try_lock(data_dir: &Path) -> anyhow::Result<Option<stemedb_store::DirLock>> {
+    let taken = stemedb_store::DirLock::try_take(data_dir).with_context(|| {
+        format!(
+            "lock {}",
+            stemedb_store::Layout::new(data_dir).lock.display()
+        )
+    })?;
+    Ok(taken.ok())
 }
 
 /// The origin line a data directory's store was last run with (from `metadata.json`), so an

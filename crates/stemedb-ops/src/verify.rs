@@ -17,7 +17,7 @@ use serde::Serialize;
 use stemedb_store::verify::{ExpectedCheckpoint, Finding, check_store};
 
 use crate::backup::{MANIFEST, MANIFEST_HASH, Manifest, list_files};
-use crate::{DirLock, hash_file};
+use crate::{hash_file, try_lock};
 
 /// What was checked and what was found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -248,7 +248,7 @@ pub fn verify_backup(path: &Path) -> Report {
 
 /// Verifies a stopped data directory (takes its lock for the duration).
 pub fn verify_data_dir(path: &Path) -> anyhow::Result<Report> {
-    let Some(_lock) = DirLock::try_take(path)? else {
+    let Some(_lock) = try_lock(path)? else {
         bail!(
             "a server is running on {}: verify a backup of it instead (`stemedb backup --data-dir \
              {} --to DEST`, then `stemedb verify DEST`), or stop the server",

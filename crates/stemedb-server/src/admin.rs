@@ -7,8 +7,8 @@
 //! neither its length nor a matching prefix shows in the response time.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
@@ -19,9 +19,8 @@ use stemedb_store::{AgentRecord, AgentStatus, QuarantineEntry};
 use stemedb_store::now_ms;
 
 use crate::defense::{BreakerState, BreakerView};
-use crate::extract::{json_body, off_async, parse_id};
+use crate::extract::{blocking, json_body, parse_id};
 use crate::problem::Problem;
-use crate::problem::store_problem;
 use crate::state::AppState;
 
 /// Who the audit trail names for actions taken with the admin token.
@@ -122,68 +121,58 @@ pub(crate) struct ListParams {
     after: Option<String>,
 }
 
+/// The `limit` of a listing: the default when absent, 400 outside 1..=MAX_PAGE.
+fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Problem::bad_request(
+            "bad_query",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    Ok(limit)
+}
+
+fn not_in_quarantine(id: &stemedb_core::AssertionId) -> Problem {
+    Problem::not_found(format!("{id} is not in quarantine"))
+}
+
+fn not_registered(key: &[u8; 32]) -> Problem {
+    Problem::not_found(format!("agent {} is not registered", hex::encode(key)))
+}
+
 /// GET /v1/admin/quarantine?limit=&after=
 pub(crate) async fn quarantine_list(
     State(state): State<AppState>,
-    params: Result<axum::extract::Query<ListParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let params = match params {
-        Ok(axum::extract::Query(p)) => p,
-        Err(e) => {
-            return Problem::bad_request("bad_query", e.body_text()).into_response();
-        }
-    };
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Problem::bad_request(
-            "bad_query",
-            format!("limit must be between 1 and {MAX_PAGE}"),
-        )
-        .into_response();
-    }
-    let after = match params.after.as_deref().map(parse_id).transpose() {
-        Ok(a) => a,
-        Err(p) => return p.into_response(),
-    };
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Value>, Problem> {
+    let Query(params) = params?;
+    let limit = page_limit(params.limit)?;
+    let after = params.after.as_deref().map(parse_id).transpose()?;
     let store = state.store_arc();
-    let r = off_async(move || {
-        store
-            .quarantine_list(after.as_ref(), limit)
-            .map_err(|e| store_problem(&e))
-    })
-    .await;
-    match r {
-        Ok((entries, total)) => {
-            state.metrics().quarantine_size.set(total as i64);
-            let next = (entries.len() == limit)
-                .then(|| entries.last().map(|e| e.id.to_hex()))
-                .flatten();
-            Json(json!({
-                "total": total,
-                "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
-                "next_after": next,
-            }))
-            .into_response()
-        }
-        Err(p) => p.into_response(),
-    }
+    let (entries, total) = blocking(move || store.quarantine_list(after.as_ref(), limit)).await?;
+    state.metrics().quarantine_size.set(total as i64);
+    let next = (entries.len() == limit)
+        .then(|| entries.last().map(|e| e.id.to_hex()))
+        .flatten();
+    Ok(Json(json!({
+        "total": total,
+        "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
+        "next_after": next,
+    })))
 }
 
 /// GET /v1/admin/quarantine/{id}
 pub(crate) async fn quarantine_get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(p) => return p.into_response(),
-    };
+) -> Result<Json<Value>, Problem> {
+    let id = parse_id(&id)?;
     let store = state.store_arc();
-    match off_async(move || store.quarantined(&id).map_err(|e| store_problem(&e))).await {
-        Ok(Some(e)) => Json(entry_json(&e)).into_response(),
-        Ok(None) => Problem::not_found(format!("{id} is not in quarantine")).into_response(),
-        Err(p) => p.into_response(),
-    }
+    let entry = blocking(move || store.quarantined(&id)).await?;
+    entry
+        .map(|e| Json(entry_json(&e)))
+        .ok_or_else(|| not_in_quarantine(&id))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,32 +195,17 @@ pub(crate) async fn release(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(p) => return p.into_response(),
-    };
-    let note: Note = match optional_body(&headers, body) {
-        Ok(n) => n,
-        Err(p) => return p.into_response(),
-    };
+) -> Result<Json<Value>, Problem> {
+    let id = parse_id(&id)?;
+    let note: Note = optional_body(&headers, body)?;
     let store = state.store_arc();
-    let r = off_async(move || {
-        store
-            .release(&id, ACTOR, &note.note)
-            .map_err(|e| store_problem(&e))
-    })
-    .await;
+    let r = blocking(move || store.release(&id, ACTOR, &note.note)).await;
     state.refresh_quarantine_size();
-    match r {
-        Ok(Some(o)) => {
-            tracing::info!(target: "stemedb::admin", %id, log_index = o.log_index, "released from quarantine");
-            Json(json!({"id": id.to_hex(), "status": "released", "log_index": o.log_index}))
-                .into_response()
-        }
-        Ok(None) => Problem::not_found(format!("{id} is not in quarantine")).into_response(),
-        Err(p) => p.into_response(),
-    }
+    let o = r?.ok_or_else(|| not_in_quarantine(&id))?;
+    tracing::info!(target: "stemedb::admin", %id, log_index = o.log_index, "released from quarantine");
+    Ok(Json(
+        json!({"id": id.to_hex(), "status": "released", "log_index": o.log_index}),
+    ))
 }
 
 /// POST /v1/admin/quarantine/{id}/reject
@@ -240,35 +214,21 @@ pub(crate) async fn reject(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(p) => return p.into_response(),
-    };
-    let reason: Reason = match optional_body(&headers, body) {
-        Ok(r) => r,
-        Err(p) => return p.into_response(),
-    };
+) -> Result<Json<Value>, Problem> {
+    let id = parse_id(&id)?;
+    let reason: Reason = optional_body(&headers, body)?;
     let store = state.store_arc();
-    let r = off_async(move || {
-        store
-            .reject(&id, ACTOR, &reason.reason)
-            .map_err(|e| store_problem(&e))
-    })
-    .await;
+    let r = blocking(move || store.reject(&id, ACTOR, &reason.reason)).await;
     state.refresh_quarantine_size();
-    match r {
-        Ok(true) => {
-            tracing::info!(target: "stemedb::admin", %id, "rejected from quarantine");
-            Json(json!({"id": id.to_hex(), "status": "rejected"})).into_response()
-        }
-        Ok(false) => Problem::not_found(format!("{id} is not in quarantine")).into_response(),
-        Err(p) => p.into_response(),
+    if !r? {
+        return Err(not_in_quarantine(&id));
     }
+    tracing::info!(target: "stemedb::admin", %id, "rejected from quarantine");
+    Ok(Json(json!({"id": id.to_hex(), "status": "rejected"})))
 }
 
 /// GET /v1/admin/breakers
-pub(crate) async fn breakers(State(state): State<AppState>) -> Response {
+pub(crate) async fn breakers(State(state): State<AppState>) -> Json<Value> {
     let mut list = vec![match state.store().read_only() {
         Some(why) => BreakerView {
             name: "storage".into(),
@@ -288,31 +248,25 @@ pub(crate) async fn breakers(State(state): State<AppState>) -> Response {
         },
     }];
     list.extend(state.defense().breakers());
-    Json(json!({ "breakers": list })).into_response()
+    Json(json!({ "breakers": list }))
 }
 
 /// GET /v1/admin/agents
-pub(crate) async fn agents(State(state): State<AppState>) -> Response {
+pub(crate) async fn agents(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
     let store = state.store_arc();
-    match off_async(move || store.agents().map_err(|e| store_problem(&e))).await {
-        Ok(a) => Json(json!({ "agents": a })).into_response(),
-        Err(p) => p.into_response(),
-    }
+    let a = blocking(move || store.agents()).await?;
+    Ok(Json(json!({ "agents": a })))
 }
 
 /// GET /v1/admin/agents/{pubkey}
-pub(crate) async fn agent_get(State(state): State<AppState>, Path(key): Path<String>) -> Response {
-    let key = match parse_key(&key) {
-        Ok(k) => k,
-        Err(p) => return p.into_response(),
-    };
+pub(crate) async fn agent_get(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Json<AgentRecord>, Problem> {
+    let key = parse_key(&key)?;
     let store = state.store_arc();
-    match off_async(move || store.agent(&key).map_err(|e| store_problem(&e))).await {
-        Ok(Some(a)) => Json(a).into_response(),
-        Ok(None) => Problem::not_found(format!("agent {} is not registered", hex::encode(key)))
-            .into_response(),
-        Err(p) => p.into_response(),
-    }
+    let rec = blocking(move || store.agent(&key)).await?;
+    rec.map(Json).ok_or_else(|| not_registered(&key))
 }
 
 #[derive(Debug, Deserialize)]
@@ -336,31 +290,20 @@ pub(crate) async fn agent_put(
     Path(key): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let key = match parse_key(&key) {
-        Ok(k) => k,
-        Err(p) => return p.into_response(),
-    };
-    let bytes = match json_body(&headers, body, ADMIN_BODY_LIMIT_BYTES, "the agent record") {
-        Ok(b) => b,
-        Err(p) => return p.into_response(),
-    };
-    let body: AgentBody = match serde_json::from_slice(&bytes) {
-        Ok(b) => b,
-        Err(e) => {
-            return Problem::unprocessable(
-                "bad_agent_record",
-                format!("an agent record is {{\"name\", \"trust\" (0..1), \"status\" (active|suspended)}}: {e}"),
-            )
-            .into_response();
-        }
-    };
+) -> Result<(StatusCode, Json<AgentRecord>), Problem> {
+    let key = parse_key(&key)?;
+    let bytes = json_body(&headers, body, ADMIN_BODY_LIMIT_BYTES, "the agent record")?;
+    let body: AgentBody = serde_json::from_slice(&bytes).map_err(|e| {
+        Problem::unprocessable(
+            "bad_agent_record",
+            format!("an agent record is {{\"name\", \"trust\" (0..1), \"status\" (active|suspended)}}: {e}"),
+        )
+    })?;
     if !(0.0..=1.0).contains(&body.trust) || body.name.len() > 256 {
-        return Problem::unprocessable(
+        return Err(Problem::unprocessable(
             "bad_agent_record",
             "trust must be between 0 and 1 and the name at most 256 bytes",
-        )
-        .into_response();
+        ));
     }
     let rec = AgentRecord {
         agent: hex::encode(key),
@@ -371,53 +314,30 @@ pub(crate) async fn agent_put(
     };
     let store = state.store_arc();
     let stored = rec.clone();
-    let r = off_async(move || {
-        store
-            .put_agent(&key, &stored, ACTOR)
-            .map_err(|e| store_problem(&e))
-    })
-    .await;
-    match r {
-        Ok(previous) => {
-            state.defense().set_agent(key, Some(rec.clone()));
-            tracing::info!(target: "stemedb::admin", agent = %rec.agent, status = ?rec.status, trust = rec.trust, "agent record saved");
-            let status = if previous.is_some() {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            };
-            (status, Json(rec)).into_response()
-        }
-        Err(p) => p.into_response(),
-    }
+    let previous = blocking(move || store.put_agent(&key, &stored, ACTOR)).await?;
+    state.defense().set_agent(key, Some(rec.clone()));
+    tracing::info!(target: "stemedb::admin", agent = %rec.agent, status = ?rec.status, trust = rec.trust, "agent record saved");
+    let status = if previous.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(rec)))
 }
 
 /// DELETE /v1/admin/agents/{pubkey}
 pub(crate) async fn agent_delete(
     State(state): State<AppState>,
     Path(key): Path<String>,
-) -> Response {
-    let key = match parse_key(&key) {
-        Ok(k) => k,
-        Err(p) => return p.into_response(),
-    };
+) -> Result<StatusCode, Problem> {
+    let key = parse_key(&key)?;
     let store = state.store_arc();
-    match off_async(move || {
-        store
-            .delete_agent(&key, ACTOR)
-            .map_err(|e| store_problem(&e))
-    })
-    .await
-    {
-        Ok(true) => {
-            state.defense().set_agent(key, None);
-            tracing::info!(target: "stemedb::admin", agent = %hex::encode(key), "agent record deleted");
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(false) => Problem::not_found(format!("agent {} is not registered", hex::encode(key)))
-            .into_response(),
-        Err(p) => p.into_response(),
+    if !blocking(move || store.delete_agent(&key, ACTOR)).await? {
+        return Err(not_registered(&key));
     }
+    state.defense().set_agent(key, None);
+    tracing::info!(target: "stemedb::admin", agent = %hex::encode(key), "agent record deleted");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -429,26 +349,13 @@ pub(crate) struct AuditParams {
 /// GET /v1/admin/audit?limit=
 pub(crate) async fn audit(
     State(state): State<AppState>,
-    params: Result<axum::extract::Query<AuditParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let limit = match params {
-        Ok(axum::extract::Query(p)) => p.limit.unwrap_or(DEFAULT_PAGE),
-        Err(e) => {
-            return Problem::bad_request("bad_query", e.body_text()).into_response();
-        }
-    };
-    if limit == 0 || limit > MAX_PAGE {
-        return Problem::bad_request(
-            "bad_query",
-            format!("limit must be between 1 and {MAX_PAGE}"),
-        )
-        .into_response();
-    }
+    params: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Json<Value>, Problem> {
+    let Query(params) = params?;
+    let limit = page_limit(params.limit)?;
     let store = state.store_arc();
-    match off_async(move || store.audit(limit).map_err(|e| store_problem(&e))).await {
-        Ok(a) => Json(json!({ "audit": a })).into_response(),
-        Err(p) => p.into_response(),
-    }
+    let a = blocking(move || store.audit(limit)).await?;
+    Ok(Json(json!({ "audit": a })))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use stemedb_store::StoreError;
 
 use crate::extract::{blocking, json_body, parse_id, proof_json};
 use crate::ingest::{Ingested, Screened, fill, outcome_json, screen, submit_screened};
-use crate::problem::{Problem, store_problem};
+use crate::problem::Problem;
 use crate::state::AppState;
 use crate::verifier::{STAGE_MAX_BODY_BYTES, Verifier};
 
@@ -25,13 +25,10 @@ pub(crate) async fn assert(
     Extension(stage): Extension<Arc<Verifier>>,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match json_body(&headers, body, state.limits().batch_body, "envelopes") {
-        Ok(b) => b,
-        Err(p) => return p.into_response(),
-    };
+) -> Result<Response, Problem> {
+    let body = json_body(&headers, body, state.limits().batch_body, "envelopes")?;
     if let Some(why) = state.store().read_only() {
-        return store_problem(&StoreError::ReadOnly(why)).into_response();
+        return Err(StoreError::ReadOnly(why).into());
     }
     let (results, single) = ingest(&state, &stage, body).await;
     let metrics = state.metrics();
@@ -46,18 +43,16 @@ pub(crate) async fn assert(
         metrics.ingest.with_label_values(&[label]).inc();
     }
     if single {
-        return match results.into_iter().next() {
-            Some(Ok(o)) => {
-                let status = match &o {
-                    Ingested::Stored(s) if s.created => StatusCode::CREATED,
-                    Ingested::Stored(_) => StatusCode::OK,
-                    Ingested::Quarantined(_) => StatusCode::ACCEPTED,
-                };
-                (status, Json(outcome_json(&o))).into_response()
-            }
-            Some(Err(p)) => p.into_response(),
-            None => Problem::server_error("internal", "no result").into_response(),
+        let o = results
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(Problem::server_error("internal", "no result")))?;
+        let status = match &o {
+            Ingested::Stored(s) if s.created => StatusCode::CREATED,
+            Ingested::Stored(_) => StatusCode::OK,
+            Ingested::Quarantined(_) => StatusCode::ACCEPTED,
         };
+        return Ok((status, Json(outcome_json(&o))).into_response());
     }
     let items: Vec<Value> = results
         .iter()
@@ -66,7 +61,7 @@ pub(crate) async fn assert(
             Err(p) => json!({ "error": p }),
         })
         .collect();
-    (StatusCode::OK, Json(json!({ "results": items }))).into_response()
+    Ok(Json(json!({ "results": items })).into_response())
 }
 
 /// Parses the body once, then decodes, checks and verifies every envelope one at a time off the
@@ -118,7 +113,7 @@ async fn ingest(
                     {
                         state.breaker_changed(t);
                     }
-                    results[i] = Some(o.map(Ingested::Stored).map_err(|e| store_problem(&e)));
+                    results[i] = Some(o.map(Ingested::Stored).map_err(Problem::from));
                 }
             }
             Err(_) => {
@@ -136,18 +131,11 @@ async fn ingest(
 pub(crate) async fn get_assertion(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-) -> Response {
-    let id = match id {
-        Ok(Path(s)) => match parse_id(&s) {
-            Ok(id) => id,
-            Err(p) => return p.into_response(),
-        },
-        Err(_) => {
-            return Problem::bad_request("bad_id", "missing or unreadable id").into_response();
-        }
-    };
+) -> Result<Json<Value>, Problem> {
+    let Path(id) = id.map_err(|_| Problem::bad_request("bad_id", "missing or unreadable id"))?;
+    let id = parse_id(&id)?;
     let store = state.store_arc();
-    let found = blocking(move || {
+    let (logged, held) = blocking(move || {
         let logged = store.get(&id)?;
         let held = match logged {
             Some(_) => false,
@@ -155,41 +143,32 @@ pub(crate) async fn get_assertion(
         };
         Ok((logged, held))
     })
-    .await;
+    .await?;
     // Only the log's assertions are served; a quarantined one is named as such, not shown.
-    let found = match found {
-        Ok((None, true)) => {
-            return Problem::missing(
+    let a = match logged {
+        Some(a) => a,
+        None if held => {
+            return Err(Problem::missing(
                 "quarantined",
                 format!("{id} is held in quarantine until an operator releases or rejects it"),
-            )
-            .into_response();
+            ));
         }
-        Ok((logged, _)) => Ok(logged),
-        Err(p) => Err(p),
+        None => return Err(Problem::missing("not_found", format!("no assertion {id}"))),
     };
-    match found {
-        Ok(Some(a)) => {
-            let envelope = String::from_utf8(a.envelope)
-                .ok()
-                .and_then(|s| RawValue::from_string(s).ok());
-            let Some(envelope) = envelope else {
-                tracing::error!(id = %id, "stored envelope is not JSON");
-                return Problem::server_error("internal", "stored envelope unreadable")
-                    .into_response();
-            };
-            Json(json!({
-                "id": a.id.to_hex(),
-                "log_index": a.log_index,
-                "status": "logged",
-                "received_at": a.received_at_ms,
-                "envelope": envelope,
-            }))
-            .into_response()
-        }
-        Ok(None) => Problem::missing("not_found", format!("no assertion {id}")).into_response(),
-        Err(p) => p.into_response(),
-    }
+    let envelope = String::from_utf8(a.envelope)
+        .ok()
+        .and_then(|s| RawValue::from_string(s).ok())
+        .ok_or_else(|| {
+            tracing::error!(id = %id, "stored envelope is not JSON");
+            Problem::server_error("internal", "stored envelope unreadable")
+        })?;
+    Ok(Json(json!({
+        "id": a.id.to_hex(),
+        "log_index": a.log_index,
+        "status": "logged",
+        "received_at": a.received_at_ms,
+        "envelope": envelope,
+    })))
 }
 
 /// GET /v1/checkpoint
@@ -206,7 +185,7 @@ pub(crate) async fn checkpoint(State(state): State<AppState>) -> Response {
 }
 
 /// GET /v1/checkpoint/key
-pub(crate) async fn checkpoint_key(State(state): State<AppState>) -> Response {
+pub(crate) async fn checkpoint_key(State(state): State<AppState>) -> Json<Value> {
     let k = state.store().checkpoint_key();
     Json(json!({
         "origin": k.origin,
@@ -214,11 +193,6 @@ pub(crate) async fn checkpoint_key(State(state): State<AppState>) -> Response {
         "public_key": hex::encode(k.public_key),
         "vkey": k.vkey,
     }))
-    .into_response()
-}
-
-fn query_problem(rej: QueryRejection) -> Problem {
-    Problem::bad_request("bad_query", rej.body_text())
 }
 
 /// Query of GET /v1/proof/inclusion.
@@ -232,26 +206,17 @@ pub(crate) struct InclusionQuery {
 pub(crate) async fn inclusion(
     State(state): State<AppState>,
     q: Result<Query<InclusionQuery>, QueryRejection>,
-) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(rej) => return query_problem(rej).into_response(),
-    };
-    let id = match parse_id(&q.id) {
-        Ok(id) => id,
-        Err(p) => return p.into_response(),
-    };
+) -> Result<Json<Value>, Problem> {
+    let Query(q) = q?;
+    let id = parse_id(&q.id)?;
     let store = state.store_arc();
     let tree_size = q.tree_size;
-    match blocking(move || store.inclusion_proof(&id, tree_size)).await {
-        Ok(Some(p)) => {
-            let mut body = proof_json(&p);
-            body.insert("id".into(), id.to_hex().into());
-            Json(Value::Object(body)).into_response()
-        }
-        Ok(None) => Problem::missing("not_found", format!("no assertion {id}")).into_response(),
-        Err(p) => p.into_response(),
-    }
+    let p = blocking(move || store.inclusion_proof(&id, tree_size))
+        .await?
+        .ok_or_else(|| Problem::missing("not_found", format!("no assertion {id}")))?;
+    let mut body = proof_json(&p);
+    body.insert("id".into(), id.to_hex().into());
+    Ok(Json(Value::Object(body)))
 }
 
 /// Query of GET /v1/proof/consistency.
@@ -265,22 +230,16 @@ pub(crate) struct ConsistencyQuery {
 pub(crate) async fn consistency(
     State(state): State<AppState>,
     q: Result<Query<ConsistencyQuery>, QueryRejection>,
-) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(rej) => return query_problem(rej).into_response(),
-    };
+) -> Result<Json<Value>, Problem> {
+    let Query(q) = q?;
     let store = state.store_arc();
     let (from, to) = (q.from, q.to);
-    match blocking(move || store.consistency_proof(from, to)).await {
-        Ok(c) => Json(json!({
-            "from": c.from,
-            "to": c.to,
-            "from_root": hex::encode(c.from_root),
-            "to_root": hex::encode(c.to_root),
-            "proof": c.proof.iter().map(hex::encode).collect::<Vec<_>>(),
-        }))
-        .into_response(),
-        Err(p) => p.into_response(),
-    }
+    let c = blocking(move || store.consistency_proof(from, to)).await?;
+    Ok(Json(json!({
+        "from": c.from,
+        "to": c.to,
+        "from_root": hex::encode(c.from_root),
+        "to_root": hex::encode(c.to_root),
+        "proof": c.proof.iter().map(hex::encode).collect::<Vec<_>>(),
+    })))
 }

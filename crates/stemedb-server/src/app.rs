@@ -42,6 +42,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/assertions/{id}"),
     ("GET", "/v1/query"),
     ("POST", "/v1/query"),
+    ("GET", "/v1/history"),
     ("GET", "/v1/checkpoint"),
     ("GET", "/v1/checkpoint/key"),
     ("GET", "/v1/proof/inclusion"),
@@ -147,6 +148,10 @@ pub fn app(state: AppState) -> Router {
             ),
         )
         .route(
+            "/v1/history",
+            limiters.limit(get(query::history), rates.query_per_sec, &ip),
+        )
+        .route(
             "/v1/assertions/{id}",
             limiters.limit(get(api::get_assertion), rates.read_per_sec, &ip),
         )
@@ -214,17 +219,18 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
-async fn ready(State(state): State<AppState>) -> Response {
+async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
     if !state.accepting() {
-        return Problem::unavailable("shutting_down", "the server is shutting down")
-            .into_response();
+        return Err(Problem::unavailable(
+            "shutting_down",
+            "the server is shutting down",
+        ));
     }
     if let Some(why) = state.store().read_only() {
-        return crate::problem::store_problem(&stemedb_store::StoreError::ReadOnly(why))
-            .into_response();
+        return Err(stemedb_store::StoreError::ReadOnly(why).into());
     }
     let head = state.store().head();
-    Json(json!({"status": "ready", "tree_size": head.size})).into_response()
+    Ok(Json(json!({"status": "ready", "tree_size": head.size})))
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

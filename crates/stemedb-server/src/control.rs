@@ -13,8 +13,9 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use stemedb_store::Store;
+use stemedb_store::control::{ControlReply, ControlRequest};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -77,9 +78,9 @@ async fn handle(stream: UnixStream, store: Arc<Store>) -> std::io::Result<()> {
     let mut line = Vec::new();
     let mut reader = BufReader::new(read).take(MAX_LINE as u64);
     reader.read_until(b'\n', &mut line).await?;
-    let answer = match serde_json::from_slice::<Value>(&line) {
+    let answer = match serde_json::from_slice::<ControlRequest>(&line) {
         Ok(req) => run(req, store).await,
-        Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+        Err(e) => ControlReply::refused(format!("bad request: {e}")),
     };
     let mut out = serde_json::to_vec(&answer).unwrap_or_default();
     out.push(b'\n');
@@ -87,19 +88,11 @@ async fn handle(stream: UnixStream, store: Arc<Store>) -> std::io::Result<()> {
     write.shutdown().await
 }
 
-async fn run(req: Value, store: Arc<Store>) -> Value {
-    let op = req
-        .get("op")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let result = match op.as_str() {
-        "snapshot" => {
-            let Some(dest) = req.get("dest").and_then(Value::as_str).map(PathBuf::from) else {
-                return json!({"ok": false, "error": "snapshot needs \"dest\""});
-            };
+async fn run(req: ControlRequest, store: Arc<Store>) -> ControlReply {
+    let result = match req {
+        ControlRequest::Snapshot { dest } => {
             if !dest.is_absolute() {
-                return json!({"ok": false, "error": "\"dest\" must be an absolute path"});
+                return ControlReply::refused("\"dest\" must be an absolute path");
             }
             tracing::info!(dest = %dest.display(), "snapshot requested on the control socket");
             tokio::task::spawn_blocking(move || {
@@ -112,12 +105,13 @@ async fn run(req: Value, store: Arc<Store>) -> Value {
             })
             .await
         }
-        "seal" => tokio::task::spawn_blocking(move || store.seal_wal().map(Value::from)).await,
-        other => return json!({"ok": false, "error": format!("unknown op {other:?}")}),
+        ControlRequest::Seal => {
+            tokio::task::spawn_blocking(move || store.seal_wal().map(Value::from)).await
+        }
     };
     match result {
-        Ok(Ok(v)) => json!({"ok": true, "result": v}),
-        Ok(Err(e)) => json!({"ok": false, "error": e.to_string()}),
-        Err(e) => json!({"ok": false, "error": format!("task failed: {e}")}),
+        Ok(Ok(v)) => ControlReply::done(v),
+        Ok(Err(e)) => ControlReply::refused(e.to_string()),
+        Err(e) => ControlReply::refused(format!("task failed: {e}")),
     }
 }

@@ -1,12 +1,10 @@
 //! Ownership of the data directory: created if absent, and locked so that a second server on the
 //! same directory fails with a clear error instead of corrupting it.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Name of the lock file inside the data directory.
-pub const LOCK_FILE: &str = "LOCK";
+use stemedb_store::DirLock;
 
 /// Why the data directory could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +28,8 @@ pub enum DataDirError {
 #[derive(Debug)]
 pub struct DataDir {
     path: PathBuf,
-    // Invariant: holds an exclusive lock on `path/LOCK` for the lifetime of this value.
-    _lock: File,
+    // Invariant: holds the exclusive lock on `path/LOCK` for the lifetime of this value.
+    _lock: DirLock,
 }
 
 impl DataDir {
@@ -42,39 +40,16 @@ impl DataDir {
             source,
         };
         fs::create_dir_all(path).map_err(io)?;
-        let mut lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path.join(LOCK_FILE))
-            .map_err(io)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = lock.read_to_string(&mut pid);
-                let pid = pid.trim();
-                let holder = if pid.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (pid {pid})")
-                };
-                return Err(DataDirError::Locked {
-                    dir: path.to_path_buf(),
-                    holder,
-                });
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(io(e)),
+        match DirLock::try_take(path).map_err(io)? {
+            Ok(lock) => Ok(DataDir {
+                path: path.to_path_buf(),
+                _lock: lock,
+            }),
+            Err(pid) => Err(DataDirError::Locked {
+                dir: path.to_path_buf(),
+                holder: pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+            }),
         }
-        // Record who holds the lock, for the error message a second process prints.
-        lock.set_len(0).map_err(io)?;
-        lock.seek(SeekFrom::Start(0)).map_err(io)?;
-        writeln!(lock, "{}", std::process::id()).map_err(io)?;
-        Ok(DataDir {
-            path: path.to_path_buf(),
-            _lock: lock,
-        })
     }
 
     /// The directory's path.

@@ -19,7 +19,7 @@ use stemedb_store::{AgentRecord, AgentStatus, StoreError};
 
 use stemedb_store::now_ms;
 
-use crate::problem::{Problem, store_problem};
+use crate::problem::Problem;
 
 /// How much each agent's word counts in the lenses.
 pub trait AgentWeights: Send + Sync {
@@ -360,7 +360,7 @@ impl Defense {
                     hex::encode(owner)
                 )),
                 Ok(_) => {}
-                Err(e) => return Verdict::Refuse(store_problem(&e)),
+                Err(e) => return Verdict::Refuse(Problem::from(e)),
             }
         }
         if reasons.is_empty() {
@@ -773,7 +773,12 @@ mod tests {
         let d = std::sync::Arc::new(breakers(3));
         let st = statement(json!({"supersedes": ["cd".repeat(32)]}));
         // A storage error while looking up a supersedes target refuses the statement.
-        let broken = |_: &AssertionId| Err(StoreError::Db("disk on fire".into()));
+        let broken = |_: &AssertionId| {
+            Err(StoreError::Io {
+                path: "db/stemedb.redb".into(),
+                source: std::io::Error::other("disk on fire"),
+            })
+        };
         assert!(matches!(d.screen(&st, 10, &broken), Verdict::Refuse(p) if p.status >= 500));
         // A poisoned breaker lock refuses every write instead of skipping the breakers.
         let d2 = d.clone();

@@ -8,7 +8,7 @@ use serde_json::Value;
 use stemedb_core::AssertionId;
 use stemedb_store::StoreError;
 
-use crate::problem::{Problem, store_problem};
+use crate::problem::{Problem, body_rejection};
 
 pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     let Some(ct) = headers
@@ -44,17 +44,6 @@ pub(crate) fn json_body(
     body.map_err(|rej| body_rejection(rej, limit))
 }
 
-pub(crate) fn body_rejection(rej: BytesRejection, limit: usize) -> Problem {
-    if rej.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        Problem::too_large(
-            "too_large",
-            format!("request body is larger than {limit} bytes"),
-        )
-    } else {
-        Problem::bad_request("bad_body", rej.body_text())
-    }
-}
-
 pub(crate) fn parse_id(s: &str) -> Result<AssertionId, Problem> {
     AssertionId::parse(s).map_err(|_| {
         Problem::bad_request("bad_id", "an assertion id is 64 lowercase hex characters")
@@ -64,7 +53,7 @@ pub(crate) fn parse_id(s: &str) -> Result<AssertionId, Problem> {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Problem> {
-    off_async(move || f().map_err(|e| store_problem(&e))).await
+    off_async(move || f().map_err(Problem::from)).await
 }
 
 /// Runs `f` on a blocking thread (store reads, verification); a failed task is a 500.

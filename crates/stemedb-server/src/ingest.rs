@@ -12,7 +12,7 @@ use stemedb_store::{Entry, Outcome, QuarantineEntry, StoreError, now_ms};
 
 use crate::config::MAX_BATCH_ITEMS;
 use crate::defense::Verdict;
-use crate::problem::{Problem, store_problem};
+use crate::problem::Problem;
 use crate::state::AppState;
 
 /// What a `/v1/assert` body holds.
@@ -248,7 +248,7 @@ pub(crate) fn screen(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        results[i] = Some(Err(store_problem(&e)));
+                        results[i] = Some(Err(Problem::from(e)));
                         continue;
                     }
                 }
@@ -290,7 +290,7 @@ pub(crate) fn screen(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
                 st.refresh_quarantine_size();
             }
             Err(e) => {
-                let p = store_problem(&e);
+                let p = Problem::from(e);
                 for i in held_positions {
                     results[i] = Some(Err(p.clone()));
                 }

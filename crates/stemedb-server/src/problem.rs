@@ -162,6 +162,36 @@ pub fn store_problem(e: &StoreError) -> Problem {
     }
 }
 
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Problem {
+        store_problem(&e)
+    }
+}
+
+impl From<stemedb_core::Error> for Problem {
+    fn from(e: stemedb_core::Error) -> Problem {
+        Problem::from_core(&e)
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for Problem {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Problem {
+        Problem::bad_request("bad_query", e.body_text())
+    }
+}
+
+/// The problem for a request body that could not be read: 413 past `limit`, else 400.
+pub fn body_rejection(rej: axum::extract::rejection::BytesRejection, limit: usize) -> Problem {
+    if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::too_large(
+            "too_large",
+            format!("request body is larger than {limit} bytes"),
+        )
+    } else {
+        Problem::bad_request("bad_body", rej.body_text())
+    }
+}
+
 /// The HTTP status for each class of core error.
 pub fn status_of(class: ErrorClass) -> StatusCode {
     match class {

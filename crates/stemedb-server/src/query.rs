@@ -16,7 +16,6 @@ use stemedb_store::{Answer, DEFAULT_LIMIT, Lens, MAX_LIMIT, Query, QueryError, S
 
 use crate::extract::{json_body, off_async, proof_json};
 use crate::problem::Problem;
-use crate::problem::store_problem;
 use crate::state::AppState;
 
 /// Largest `POST /v1/query` body, bytes.
@@ -36,6 +35,8 @@ pub(crate) struct Params {
     since: Option<i64>,
     until: Option<i64>,
     include_superseded: Option<bool>,
+    valid_at: Option<i64>,
+    current: Option<bool>,
     limit: Option<u64>,
     cursor: Option<String>,
     proof: Option<bool>,
@@ -78,6 +79,8 @@ impl Params {
                 "since" => p.since = Some(parse_num(&k, &v)?),
                 "until" => p.until = Some(parse_num(&k, &v)?),
                 "include_superseded" => p.include_superseded = Some(parse_bool(&k, &v)?),
+                "valid_at" => p.valid_at = Some(parse_num(&k, &v)?),
+                "current" => p.current = Some(parse_bool(&k, &v)?),
                 "limit" => p.limit = Some(parse_num(&k, &v)?),
                 "cursor" => p.cursor = Some(v),
                 "proof" => p.proof = Some(parse_bool(&k, &v)?),
@@ -116,6 +119,10 @@ impl Params {
             None => None,
             Some(a) => Some(stemedb_core::parse_agent(a).map_err(|e| bad(format!("agent: {e}")))?),
         };
+        let current = self.current.unwrap_or(false);
+        if current && self.valid_at.is_some() {
+            return Err(bad("give valid_at or current=true, not both"));
+        }
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT as u64);
         if limit == 0 || limit > MAX_LIMIT as u64 {
             return Err(bad(format!(
@@ -132,6 +139,8 @@ impl Params {
             since: self.since,
             until: self.until,
             include_superseded: self.include_superseded.unwrap_or(false),
+            valid_at: self.valid_at,
+            current,
             limit: limit as usize,
             cursor: self.cursor,
             scan_budget: None,
@@ -141,14 +150,11 @@ impl Params {
 }
 
 /// GET /v1/query
-pub(crate) async fn get(State(state): State<AppState>, uri: Uri) -> Response {
+pub(crate) async fn get(State(state): State<AppState>, uri: Uri) -> Result<Response, Problem> {
     let pairs: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    match Params::from_pairs(pairs) {
-        Ok(p) => run(state, p).await,
-        Err(p) => p.into_response(),
-    }
+    run(state, Params::from_pairs(pairs)?).await
 }
 
 /// POST /v1/query
@@ -156,25 +162,50 @@ pub(crate) async fn post(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match json_body(&headers, body, QUERY_BODY_LIMIT_BYTES, "the query") {
-        Ok(b) => b,
-        Err(p) => return p.into_response(),
-    };
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return Problem::bad_request("malformed_json", format!("the body is not JSON: {e}"))
-                .into_response();
-        }
-    };
+) -> Result<Response, Problem> {
+    let body = json_body(&headers, body, QUERY_BODY_LIMIT_BYTES, "the query")?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request("malformed_json", format!("the body is not JSON: {e}"))
+    })?;
     if !value.is_object() {
-        return bad("the body must be a JSON object of query parameters").into_response();
+        return Err(bad("the body must be a JSON object of query parameters"));
     }
-    match serde_json::from_value::<Params>(value) {
-        Ok(p) => run(state, p).await,
-        Err(e) => bad(e.to_string()).into_response(),
-    }
+    let params = serde_json::from_value::<Params>(value).map_err(|e| bad(e.to_string()))?;
+    run(state, params).await
+}
+
+/// Parameters of `GET /v1/history`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryParams {
+    subject: String,
+    predicate: String,
+    as_of: Option<u64>,
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// GET /v1/history?subject=&predicate=[&as_of=&after=&limit=]: every assertion of one
+/// (subject, predicate) group in log order, with what became of each (decision 0020).
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    params: Result<axum::extract::Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let axum::extract::Query(p) = params?;
+    stemedb_core::validate_subject(&p.subject).map_err(|e| bad(format!("subject: {e}")))?;
+    stemedb_core::validate_predicate(&p.predicate).map_err(|e| bad(format!("predicate: {e}")))?;
+    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
+    let budget = state.limits().scan_budget.max(1);
+    let store = state.store_arc();
+    let body = off_async(move || {
+        let h = store.history(&p.subject, &p.predicate, p.as_of, p.after, limit, budget)?;
+        serde_json::to_vec(&h).map_err(|e| {
+            tracing::error!(error = %e, "cannot serialize a history");
+            Problem::internal()
+        })
+    })
+    .await?;
+    json_response(body)
 }
 
 /// Index rows an exact-subject query may read on the async worker before it is moved to a
@@ -191,11 +222,8 @@ impl Drop for CancelOnDrop {
     }
 }
 
-async fn run(state: AppState, params: Params) -> Response {
-    let (mut query, proof) = match params.into_query() {
-        Ok(q) => q,
-        Err(p) => return p.into_response(),
-    };
+async fn run(state: AppState, params: Params) -> Result<Response, Problem> {
+    let (mut query, proof) = params.into_query()?;
     query.scan_budget = Some(state.limits().scan_budget.max(1));
     let store = state.store_arc();
     let weights = state.weights();
@@ -203,18 +231,15 @@ async fn run(state: AppState, params: Params) -> Response {
     // so it runs here; if its subject has a long history it stops on the budget and moves
     // (decision 0010).
     if !proof && query.match_mode == SubjectMatch::Exact && query.subject.is_some() {
-        match store.query_within(&query, &|a| weights.weight(a), Some(INLINE_SCAN_ROWS)) {
-            Ok(Some(answer)) => return json_response(&answer_body(&answer, None)),
-            Ok(None) => {}
-            Err(e) => return query_problem(&e).into_response(),
+        let inline = store.query_within(&query, &|a| weights.weight(a), Some(INLINE_SCAN_ROWS))?;
+        if let Some(answer) = inline {
+            return json_response(serialize(&answer_body(&answer, None))?);
         }
     }
     let cancelled = Arc::new(AtomicBool::new(false));
     let _cancel = CancelOnDrop(cancelled.clone());
     let work = move || -> Result<Vec<u8>, Problem> {
-        let answer = store
-            .query_cancellable(&query, &|agent| weights.weight(agent), &cancelled)
-            .map_err(|e| query_problem(&e))?;
+        let answer = store.query_cancellable(&query, &|agent| weights.weight(agent), &cancelled)?;
         let proofs = if proof {
             Some(proofs(&store, &answer)?)
         } else {
@@ -222,10 +247,7 @@ async fn run(state: AppState, params: Params) -> Response {
         };
         serialize(&answer_body(&answer, proofs.as_ref()))
     };
-    match off_async(work).await {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(p) => p.into_response(),
-    }
+    json_response(off_async(work).await?)
 }
 
 fn serialize(body: &AnswerBody<'_>) -> Result<Vec<u8>, Problem> {
@@ -235,22 +257,22 @@ fn serialize(body: &AnswerBody<'_>) -> Result<Vec<u8>, Problem> {
     })
 }
 
-fn json_response(body: &AnswerBody<'_>) -> Response {
-    match serialize(body) {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(p) => p.into_response(),
-    }
+fn json_response(bytes: Vec<u8>) -> Result<Response, Problem> {
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
-fn query_problem(e: &QueryError) -> Problem {
-    match e {
-        QueryError::BadCursor(m) => Problem::bad_request("bad_cursor", m.clone()),
-        QueryError::BadParameter(m) => bad(m.clone()),
-        QueryError::Store(s) => store_problem(s),
-        QueryError::Cancelled => {
-            Problem::unavailable("cancelled", "the query was abandoned before it finished")
+impl From<QueryError> for Problem {
+    fn from(e: QueryError) -> Problem {
+        match e {
+            QueryError::BadCursor(m) => Problem::bad_request("bad_cursor", m),
+            QueryError::BadParameter(m) => bad(m),
+            QueryError::Store(s) => s.into(),
+            QueryError::GroupTooLarge(m) => Problem::unprocessable("group_too_large", m),
+            QueryError::Cancelled => {
+                Problem::unavailable("cancelled", "the query was abandoned before it finished")
+            }
+            other => bad(other.to_string()),
         }
-        other => bad(other.to_string()),
     }
 }
 
@@ -297,6 +319,10 @@ struct WinnerBody<'a> {
     log_index: u64,
     object: &'a Value,
     ts: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_from: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_until: Option<i64>,
 }
 
 /// With proofs, each result carries its winner's proof and the answer the checkpoint they lead
@@ -321,6 +347,8 @@ fn answer_body<'a>(a: &'a Answer, proofs: Option<&'a (Vec<Value>, String)>) -> A
                 log_index: r.winner.log_index,
                 object: &r.winner.object,
                 ts: r.winner.ts,
+                valid_from: r.winner.valid_from,
+                valid_until: r.winner.valid_until,
             },
         })
         .collect();
@@ -339,8 +367,7 @@ fn proofs(store: &stemedb_store::Store, answer: &Answer) -> Result<(Vec<Value>, 
     let mut proofs = Vec::with_capacity(answer.results.len());
     for r in &answer.results {
         let p = store
-            .inclusion_proof(&r.winner.id, Some(head.size))
-            .map_err(|e| store_problem(&e))?
+            .inclusion_proof(&r.winner.id, Some(head.size))?
             .ok_or_else(|| {
                 tracing::error!(id = %r.winner.id, "query winner has no inclusion proof");
                 Problem::internal()
@@ -377,6 +404,8 @@ mod tests {
                 ("until", "9"),
                 ("proof", "true"),
             ],
+            &[("valid_at", "1700000000000"), ("as_of", "3")],
+            &[("current", "true")],
         ];
         for q in ok {
             assert!(
@@ -396,6 +425,8 @@ mod tests {
             (&[("limit", "-1")], "bad_query"),
             (&[("as_of", "x")], "bad_query"),
             (&[("proof", "yes")], "bad_query"),
+            (&[("valid_at", "soon")], "bad_query"),
+            (&[("valid_at", "5"), ("current", "true")], "bad_query"),
             (&[("agent", "AB")], "bad_query"),
             (&[("colour", "red")], "bad_query"),
             (&[("lens", "raw"), ("lens", "latest")], "bad_query"),

@@ -769,7 +769,7 @@ impl Writer {
                             created: matches!(slot, Slot::New(_)),
                         }),
                     },
-                    Slot::Failed(why) => Err(StoreError::Db(why)),
+                    Slot::Failed(why) => Err(StoreError::Unchecked(why)),
                 })
                 .collect();
             reply(results);
@@ -862,6 +862,9 @@ fn stage_rows(
                 pointer: *p,
                 value: r.fields.value,
                 superseded_at,
+                valid_from: r.fields.valid_from,
+                valid_until: r.fields.valid_until,
+                validity_known: true,
             },
         );
         for kind in KINDS {

@@ -253,12 +253,18 @@ impl AssertionRecord {
 
 /// Flag bit: the assertion is a retraction.
 const FLAG_RETRACT: u8 = 1;
+const FLAG_VALID_FROM: u8 = 2;
+const FLAG_VALID_UNTIL: u8 = 4;
 
 /// The `by_seq` value of an assertion: what a lens needs to choose and rank live assertions
-/// without reading the envelope. Layout (113 bytes, little-endian): id `[32]`, agent `[32]`,
-/// confidence `f64`, flags `u8` (bit 0: retract), value-log segment `u32`, offset `u64`, length
-/// `u32`, the object's value key `[16]`, and the log index of the first assertion that
-/// supersedes this one (`u64::MAX`: none).
+/// without reading the envelope. Layout (129 bytes, little-endian): id `[32]`, agent `[32]`,
+/// confidence `f64`, flags `u8` (bit 0: retract, bit 1: `valid_from` present, bit 2:
+/// `valid_until` present), value-log segment `u32`, offset `u64`, length `u32`, the object's
+/// value key `[16]`, the log index of the first assertion that supersedes this one (`u64::MAX`:
+/// none), `valid_from` `i64` and `valid_until` `i64` (0 when absent).
+///
+/// Rows written before valid time was indexed are 113 bytes (no validity fields); they decode
+/// with `validity_known` false and a `valid_at` query reads their statement instead.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IndexValue {
     /// The assertion id.
@@ -276,32 +282,64 @@ pub struct IndexValue {
     /// Log index of the earliest assertion that supersedes this one (`NOT_SUPERSEDED`: none),
     /// so "superseded as of tree size N" is `superseded_at < N`.
     pub superseded_at: u64,
+    /// Start of the validity interval (inclusive), Unix ms; `None`: open.
+    pub valid_from: Option<i64>,
+    /// End of the validity interval (exclusive), Unix ms; `None`: open.
+    pub valid_until: Option<i64>,
+    /// False for a row of the older 113-byte layout, which does not record validity.
+    pub validity_known: bool,
 }
 
 /// Bytes of an encoded [`IndexValue`].
-pub const INDEX_VALUE_BYTES: usize = 113;
+pub const INDEX_VALUE_BYTES: usize = 129;
+/// Bytes of a row of the layout before valid time was indexed.
+const INDEX_VALUE_BYTES_V1: usize = 113;
+
+/// Whether `[from, until)` (a missing bound is open) contains `t` (design §6).
+pub fn interval_contains(from: Option<i64>, until: Option<i64>, t: i64) -> bool {
+    from.is_none_or(|f| f <= t) && until.is_none_or(|u| t < u)
+}
 
 impl IndexValue {
+    /// Whether the assertion holds at `t` (valid time); `None` when the row does not record
+    /// its validity (an older row: read the statement).
+    pub fn valid_at(&self, t: i64) -> Option<bool> {
+        self.validity_known
+            .then(|| interval_contains(self.valid_from, self.valid_until, t))
+    }
+
     /// Encodes the value.
     pub fn encode(&self) -> [u8; INDEX_VALUE_BYTES] {
         let mut b = [0u8; INDEX_VALUE_BYTES];
         b[..32].copy_from_slice(self.id.as_bytes());
         b[32..64].copy_from_slice(&self.agent);
         b[64..72].copy_from_slice(&self.confidence.to_le_bytes());
-        b[72] = if self.retract { FLAG_RETRACT } else { 0 };
+        let mut flags = if self.retract { FLAG_RETRACT } else { 0 };
+        if self.valid_from.is_some() {
+            flags |= FLAG_VALID_FROM;
+        }
+        if self.valid_until.is_some() {
+            flags |= FLAG_VALID_UNTIL;
+        }
+        b[72] = flags;
         b[73..77].copy_from_slice(&self.pointer.segment.to_le_bytes());
         b[77..85].copy_from_slice(&self.pointer.offset.to_le_bytes());
         b[85..89].copy_from_slice(&self.pointer.len.to_le_bytes());
         b[89..105].copy_from_slice(&self.value);
         b[105..113].copy_from_slice(&self.superseded_at.to_le_bytes());
+        b[113..121].copy_from_slice(&self.valid_from.unwrap_or(0).to_le_bytes());
+        b[121..129].copy_from_slice(&self.valid_until.unwrap_or(0).to_le_bytes());
         b
     }
 
-    /// Decodes a value.
+    /// Decodes a value (either layout).
     pub fn decode(b: &[u8]) -> Result<IndexValue, StoreError> {
-        let b: &[u8; INDEX_VALUE_BYTES] = b.try_into().map_err(|_| {
-            StoreError::Corrupt(format!("index value is not {INDEX_VALUE_BYTES} bytes"))
-        })?;
+        if b.len() != INDEX_VALUE_BYTES && b.len() != INDEX_VALUE_BYTES_V1 {
+            return Err(StoreError::Corrupt(format!(
+                "index value is {} bytes, not {INDEX_VALUE_BYTES} (or {INDEX_VALUE_BYTES_V1})",
+                b.len()
+            )));
+        }
         let mut id = [0u8; 32];
         id.copy_from_slice(&b[..32]);
         let mut agent = [0u8; 32];
@@ -318,18 +356,26 @@ impl IndexValue {
         };
         let mut value = [0u8; 16];
         value.copy_from_slice(&b[89..105]);
+        let flags = b[72];
+        let validity_known = b.len() == INDEX_VALUE_BYTES;
+        let bound = |flag: u8, at: usize| {
+            (validity_known && flags & flag != 0).then(|| i64::from_le_bytes(arr8(at)))
+        };
         Ok(IndexValue {
             value,
             superseded_at: u64::from_le_bytes(arr8(105)),
             id: AssertionId::from_bytes(id),
             agent,
             confidence: f64::from_le_bytes(arr8(64)),
-            retract: b[72] & FLAG_RETRACT != 0,
+            retract: flags & FLAG_RETRACT != 0,
             pointer: Pointer {
                 segment: u32::from_le_bytes(arr4(73)),
                 offset: u64::from_le_bytes(arr8(77)),
                 len: u32::from_le_bytes(arr4(85)),
             },
+            valid_from: bound(FLAG_VALID_FROM, 113),
+            valid_until: bound(FLAG_VALID_UNTIL, 121),
+            validity_known,
         })
     }
 }
@@ -431,8 +477,29 @@ mod tests {
             },
             value: [5; 16],
             superseded_at: 12,
+            valid_from: Some(-3),
+            valid_until: None,
+            validity_known: true,
         };
         assert_eq!(IndexValue::decode(&v.encode()).expect("decodes"), v);
+        let closed = IndexValue {
+            valid_from: None,
+            valid_until: Some(1_700_000_000_000),
+            ..v
+        };
+        assert_eq!(
+            IndexValue::decode(&closed.encode()).expect("decodes"),
+            closed
+        );
         assert!(IndexValue::decode(&[0u8; 10]).is_err());
+        // A row of the older layout: the same fields, validity unknown.
+        let old = IndexValue::decode(&v.encode()[..113]).expect("decodes the old layout");
+        assert_eq!(old.superseded_at, 12);
+        assert!(!old.validity_known);
+        assert_eq!(old.valid_at(0), None);
+        assert_eq!(v.valid_at(-3), Some(true));
+        assert_eq!(v.valid_at(-4), Some(false));
+        assert_eq!(closed.valid_at(1_700_000_000_000), Some(false));
+        assert_eq!(closed.valid_at(1_699_999_999_999), Some(true));
     }
 }

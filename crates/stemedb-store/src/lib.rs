@@ -17,8 +17,10 @@
 
 mod admin;
 mod commit;
+pub mod control;
 mod entry;
 mod files;
+mod history;
 pub mod keys;
 pub mod lens;
 mod memtable;
@@ -43,7 +45,8 @@ use stemedb_wal::{WalError, WalOptions};
 pub use admin::{AgentRecord, AgentStatus, AuditRecord, QuarantineEntry};
 pub use commit::{Reply, Submission};
 pub use entry::{Entry, Fields};
-pub use files::{now_ms, write_atomically};
+pub use files::{DirLock, now_ms, write_atomically};
+pub use history::{History, HistoryEntry, HistoryStatus};
 pub use query::{
     Answer, DEFAULT_LIMIT, DEFAULT_SCAN_BUDGET, GroupResult, Lens, MAX_LIMIT, Query, QueryError,
     SubjectMatch, Winner,
@@ -80,9 +83,13 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    /// redb failed.
+    /// redb failed (the index database under `db/`); the source is redb's own error.
     #[error("database error: {0}")]
-    Db(String),
+    Db(#[source] Box<redb::Error>),
+    /// A write could not be checked against what the store holds (the read deduplicating it
+    /// failed), so it was not written: retrying is safe.
+    #[error("cannot check the write against the store: {0}")]
+    Unchecked(String),
     /// The WAL failed to open or recover.
     #[error(transparent)]
     Wal(#[from] WalError),
@@ -109,7 +116,7 @@ pub enum StoreError {
 }
 
 pub(crate) fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
-    StoreError::Db(e.into().to_string())
+    StoreError::Db(Box::new(e.into()))
 }
 
 pub(crate) fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -424,6 +431,8 @@ pub struct Layout {
     /// `control.sock`: the Unix socket through which a running server takes snapshots and
     /// seals WAL segments for `stemedb backup` and `stemedb wal-archive`.
     pub control_socket: PathBuf,
+    /// `LOCK`: the exclusive lock a server or an offline operation holds ([`DirLock`]).
+    pub lock: PathBuf,
 }
 
 impl Layout {
@@ -440,6 +449,7 @@ impl Layout {
             server_key: data_dir.join("server.key"),
             metadata: data_dir.join("metadata.json"),
             control_socket: data_dir.join("control.sock"),
+            lock: data_dir.join("LOCK"),
             db,
         }
     }
@@ -584,11 +594,7 @@ impl Store {
         let Some(rec) = self.view()?.assertion(id)? else {
             return Ok(None);
         };
-        let envelope = self
-            .shared
-            .vlog
-            .read(rec.pointer)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let envelope = self.shared.vlog.read(rec.pointer)?;
         Ok(Some(StoredAssertion {
             id: *id,
             log_index: rec.log_index,
@@ -946,7 +952,11 @@ mod tests {
         }
         txn.commit().expect("commit");
         let again = submit(&store, vec![entry(1), entry(2)]);
-        assert!(matches!(again[0], Err(StoreError::Db(_))), "{:?}", again[0]);
+        assert!(
+            matches!(again[0], Err(StoreError::Unchecked(_))),
+            "{:?}",
+            again[0]
+        );
         assert_eq!(again[1].as_ref().map(|o| o.log_index).ok(), Some(1));
         assert_eq!(store.head().size, 2, "no second log index for one id");
     }

@@ -148,6 +148,13 @@ pub struct Query {
     pub until: Option<i64>,
     /// Keep superseded assertions (and every agent's older ones) in the live set.
     pub include_superseded: bool,
+    /// Valid time, Unix ms: only assertions whose validity interval `[valid_from, valid_until)`
+    /// contains it (a missing bound is open). Applied to every row before a lens resolves its
+    /// group, so each agent's newest assertion *that held then* is its belief (design §6).
+    pub valid_at: Option<i64>,
+    /// `valid_at` is "now" (set by `current=true`): the server's clock when each page runs. A
+    /// cursor continues a `current` query as such, not at the first page's instant.
+    pub current: bool,
     /// Results per page, 1..=`MAX_LIMIT`.
     pub limit: usize,
     /// Where the previous page stopped.
@@ -168,6 +175,9 @@ pub enum QueryError {
     /// A parameter is out of range.
     #[error("{0}")]
     BadParameter(String),
+    /// The (subject, predicate) group holds more assertions than one request may read.
+    #[error("{0}")]
+    GroupTooLarge(String),
     /// The request was abandoned (its caller went away) and the scan stopped.
     #[error("the query was cancelled")]
     Cancelled,
@@ -191,6 +201,10 @@ pub struct Winner {
     pub ts: i64,
     /// Claimed confidence.
     pub confidence: f64,
+    /// Start of its validity interval, Unix ms (inclusive; `None`: open).
+    pub valid_from: Option<i64>,
+    /// End of its validity interval, Unix ms (exclusive; `None`: open).
+    pub valid_until: Option<i64>,
 }
 
 /// One result: a resolved group, or with `raw` one assertion.
@@ -226,14 +240,14 @@ pub struct Answer {
 /// One index row: `ts`, log index, value.
 type Row = (i64, u64, IndexValue);
 
-struct Plan {
+pub(crate) struct Plan {
     kind: IndexKind,
     prefix: Vec<u8>,
     // Check each group's predicate (the index does not narrow by it).
     filter_predicate: Option<Vec<u8>>,
 }
 
-fn plan(q: &Query) -> Plan {
+pub(crate) fn plan(q: &Query) -> Plan {
     let pred = q.predicate.as_deref();
     match q.subject.as_deref() {
         // One agent's assertions at or below a subject: the agent index holds exactly them, in
@@ -312,7 +326,7 @@ pub(crate) fn table_of(kind: IndexKind) -> TableDefinition<'static, &'static [u8
 }
 
 /// The smallest key greater than every key starting with `prefix` (`None`: no bound).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xFF {
@@ -326,7 +340,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 /// 8 bytes naming the query's filters; a cursor only continues the query it came from.
 fn query_hash(q: &Query) -> [u8; 8] {
     let text = format!(
-        "{:?}|{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}",
+        "{:?}|{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}|{}",
         q.subject,
         q.match_mode.name(),
         q.predicate,
@@ -335,12 +349,26 @@ fn query_hash(q: &Query) -> [u8; 8] {
         q.as_of,
         q.since,
         q.until,
-        q.include_superseded
+        q.include_superseded,
+        if q.current { None } else { q.valid_at },
+        q.current
     );
     let h = blake3::hash(text.as_bytes());
     let mut out = [0u8; 8];
     out.copy_from_slice(&h.as_bytes()[..8]);
     out
+}
+
+/// The fields of a stored statement a result shows beyond its index row.
+#[derive(serde::Deserialize)]
+pub(crate) struct StoredObject {
+    pub(crate) object: Value,
+    #[serde(default)]
+    pub(crate) valid_from: Option<i64>,
+    #[serde(default)]
+    pub(crate) valid_until: Option<i64>,
+    #[serde(default)]
+    pub(crate) supersedes: Vec<AssertionId>,
 }
 
 struct Cursor {
@@ -439,6 +467,16 @@ impl Store {
                 "since ({since}) is after until ({until})"
             )));
         }
+        if q.current && q.valid_at.is_some() {
+            return Err(QueryError::BadParameter(
+                "give valid_at or current, not both".into(),
+            ));
+        }
+        let valid_at = if q.current {
+            Some(crate::now_ms())
+        } else {
+            q.valid_at
+        };
         let head = self.head();
         let plan = plan(q);
         // Only a cursor needs the filters' hash (most queries have one page).
@@ -567,6 +605,11 @@ impl Store {
             if q.agent.is_some_and(|a| a != value.agent) {
                 continue;
             }
+            if let Some(t) = valid_at
+                && !self.holds_at(&value, t)?
+            {
+                continue;
+            }
             if q.lens == Lens::Raw {
                 if !q.include_superseded && (value.retract || value.superseded_at < tree_size) {
                     continue;
@@ -593,41 +636,47 @@ impl Store {
         }))
     }
 
-    /// The object of a stored assertion. The envelope was fully checked on the way in, so this
-    /// reads only the two fields it needs instead of validating it again.
-    fn load_object(&self, value: &IndexValue) -> Result<Value, StoreError> {
+    /// The object and validity interval of a stored assertion. The envelope was fully checked
+    /// on the way in, so this reads only the fields it needs instead of validating it again.
+    pub(crate) fn load_object(&self, value: &IndexValue) -> Result<StoredObject, StoreError> {
         #[derive(serde::Deserialize)]
         struct Env<'a> {
             #[serde(borrow)]
             payload: std::borrow::Cow<'a, str>,
         }
-        #[derive(serde::Deserialize)]
-        struct Payload {
-            object: Value,
-        }
         let corrupt = |what: &str| StoreError::Corrupt(format!("stored {what} {}", value.id));
-        let bytes = self
-            .shared
-            .vlog
-            .read(value.pointer)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let bytes = self.shared.vlog.read(value.pointer)?;
         let env: Env<'_> = serde_json::from_slice(&bytes).map_err(|_| corrupt("envelope"))?;
         let payload = base64::engine::general_purpose::STANDARD
             .decode(env.payload.as_bytes())
             .map_err(|_| corrupt("payload"))?;
-        let p: Payload = serde_json::from_slice(&payload).map_err(|_| corrupt("statement"))?;
-        Ok(p.object)
+        serde_json::from_slice(&payload).map_err(|_| corrupt("statement"))
+    }
+
+    /// Whether the assertion behind `value` holds at valid time `t`: from the index row, or
+    /// for a row of the older layout from its statement.
+    fn holds_at(&self, value: &IndexValue, t: i64) -> Result<bool, StoreError> {
+        match value.valid_at(t) {
+            Some(holds) => Ok(holds),
+            None => {
+                let o = self.load_object(value)?;
+                Ok(keys::interval_contains(o.valid_from, o.valid_until, t))
+            }
+        }
     }
 
     /// The assertion behind an index row, with its object read from the value log.
     fn winner(&self, ts: i64, li: u64, value: &IndexValue) -> Result<Winner, StoreError> {
+        let o = self.load_object(value)?;
         Ok(Winner {
             id: value.id,
             log_index: li,
-            object: self.load_object(value)?,
+            object: o.object,
             agent: value.agent,
             ts,
             confidence: value.confidence,
+            valid_from: o.valid_from,
+            valid_until: o.valid_until,
         })
     }
 

@@ -9,6 +9,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use crate::StoreError;
+
 /// Roll to a new value-log segment past this size.
 pub const VLOG_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 const RECORD_HEADER: u64 = 8;
@@ -188,23 +190,26 @@ impl VlogReader {
         Ok(f)
     }
 
-    /// Reads and checks one envelope.
-    pub fn read(&self, p: Pointer) -> io::Result<Vec<u8>> {
-        let f = self.file(p.segment)?;
+    /// Reads and checks one envelope: an I/O failure is [`StoreError::Io`] naming the segment;
+    /// a record that fails its length or checksum is [`StoreError::Corrupt`].
+    pub fn read(&self, p: Pointer) -> Result<Vec<u8>, StoreError> {
+        let path = || seg_path(&self.dir, p.segment);
+        let io = |source| StoreError::Io {
+            path: path(),
+            source,
+        };
+        let f = self.file(p.segment).map_err(io)?;
         let mut buf = vec![0u8; RECORD_HEADER as usize + p.len as usize];
-        f.read_exact_at(&mut buf, p.offset)?;
+        f.read_exact_at(&mut buf, p.offset).map_err(io)?;
         let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
         let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
         let body = buf.split_off(RECORD_HEADER as usize);
         if len != p.len || crc32c::crc32c(&body) != crc {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "value log record at {}:{} fails its checksum",
-                    seg_path(&self.dir, p.segment).display(),
-                    p.offset
-                ),
-            ));
+            return Err(StoreError::Corrupt(format!(
+                "value log record at {}:{} fails its checksum",
+                path().display(),
+                p.offset
+            )));
         }
         Ok(body)
     }

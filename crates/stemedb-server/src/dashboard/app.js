@@ -97,6 +97,14 @@ async function runQuery(q, append = false) {
   $("query-status").textContent = "Searching…";
   const body = { subject: q.subject, match: q.match, lens: q.lens, limit: 50 };
   if (append && nextCursor) body.cursor = nextCursor;
+  let when;
+  try {
+    when = validTime(q.valid_at);
+  } catch (e) {
+    $("query-status").textContent = e.message;
+    return;
+  }
+  Object.assign(body, when.params);
   try {
     const a = await api("/v1/query", { method: "POST", body });
     lastQuery = q;
@@ -107,14 +115,14 @@ async function runQuery(q, append = false) {
     if (q.lens !== "raw" && a.results.some((r) => (r.alternatives || []).length)) {
       try {
         const raw = await api("/v1/query", { method: "POST",
-          body: { subject: q.subject, match: q.match, lens: "raw", as_of: a.tree_size, limit: 1000 } });
+          body: { subject: q.subject, match: q.match, lens: "raw", as_of: a.tree_size, limit: 1000, ...when.params } });
         for (const r of raw.results) details.set(r.winner.id, r.winner);
       } catch { /* ids alone still link to each alternative */ }
     }
     renderRows(a.results, append, details);
     const n = $("results").querySelector("tbody").children.length;
     $("results-caption").textContent =
-      `${q.match} match on ${q.subject}, lens ${q.lens}, at tree size ${a.tree_size}`;
+      `${q.match} match on ${q.subject}, lens ${q.lens}${when.label}, at tree size ${a.tree_size}`;
     $("query-status").textContent = n ? `${n} result${n === 1 ? "" : "s"}` : "No results";
     $("more").hidden = !nextCursor;
   } catch (e) {
@@ -122,12 +130,32 @@ async function runQuery(q, append = false) {
   }
 }
 
+/** The valid-time parameters of the "Valid at" field: empty (no filter), "now" (current=true),
+ * Unix ms, or a date and time (UTC unless it names a zone). Throws on anything else. */
+function validTime(text) {
+  const t = (text || "").trim();
+  if (!t) return { params: {}, label: "" };
+  if (t.toLowerCase() === "now") return { params: { current: true }, label: ", holding now" };
+  let ms;
+  if (/^-?\d+$/.test(t)) ms = Number(t);
+  else {
+    // A date-time without a zone is read as UTC, the same on every machine.
+    const iso = /^\d{4}-\d{2}-\d{2}(T[\d:.]+)?$/.test(t) ? `${t.includes("T") ? t : t + "T00:00"}Z` : t;
+    ms = Date.parse(iso);
+  }
+  if (!Number.isFinite(ms)) throw new Error(`Valid at: "${t}" is not a date, Unix ms or "now"`);
+  return { params: { valid_at: ms }, label: `, valid at ${new Date(ms).toISOString()}` };
+}
+
 function formQuery() {
-  return { subject: $("subject").value.trim(), match: $("match").value, lens: $("lens").value };
+  return { subject: $("subject").value.trim(), match: $("match").value, lens: $("lens").value,
+    valid_at: $("valid-at").value.trim() };
 }
 
 function queryUrl(q) {
-  return `/?${new URLSearchParams({ subject: q.subject, match: q.match, lens: q.lens })}`;
+  const p = { subject: q.subject, match: q.match, lens: q.lens };
+  if (q.valid_at) p.valid_at = q.valid_at;
+  return `/?${new URLSearchParams(p)}`;
 }
 
 // ---- assertions and proofs --------------------------------------------------------------
@@ -311,6 +339,7 @@ function route() {
     for (const k of ["match", "lens"]) {
       if (p.get(k) && [...$(k).options].some((o) => o.value === p.get(k))) $(k).value = p.get(k);
     }
+    $("valid-at").value = p.get("valid_at") || (p.get("current") === "true" ? "now" : "");
     runQuery(formQuery());
   }
 }

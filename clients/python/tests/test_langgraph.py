@@ -1,0 +1,152 @@
+"""`stemedb.langgraph.StemeStore` with `langgraph` from PyPI, against a real server: put, get,
+search, delete and list_namespaces (sync and async), and a LangGraph graph that stores a memory
+in one node and recalls it in another through the store."""
+import asyncio
+import operator
+import uuid
+from typing import Annotated, TypedDict
+
+import pytest
+from langgraph.graph import END, START, StateGraph
+from langgraph.store.base import BaseStore
+
+from stemedb import Client, generate_key
+from stemedb.langgraph import (StemeStore, key_to_predicate, namespace_to_subject,
+                               predicate_to_key, subject_to_namespace)
+
+
+def root() -> str:
+    return "lg-" + uuid.uuid4().hex[:12]
+
+
+def test_names_round_trip_through_concept_paths():
+    for ns in [("users", "ana", "memories"), ("a b", "ü", "+", "x/y", "."), ("..", "ok")]:
+        subject = namespace_to_subject(ns)
+        assert subject_to_namespace(subject) == ns
+        assert len(subject.split("/")) == len(ns)
+    for key in ["m1", "a key with spaces", "k/with/slash", "+plus", "ключ"]:
+        assert predicate_to_key(key_to_predicate(key)) == key
+    with pytest.raises(ValueError):
+        namespace_to_subject(())
+
+
+def test_put_get_search_delete_and_list_namespaces(server):
+    client = Client(server, key=generate_key())
+    store = StemeStore(client)
+    r = root()
+    ns = (r, "ana", "memories")
+    assert store.get(ns, "m1") is None
+    store.put(ns, "m1", {"text": "likes green tea", "kind": "pref", "n": 3})
+    store.put(ns, "m2", {"text": "works on apollo", "kind": "fact", "n": 7})
+    store.put((r, "bo", "memories"), "m1", {"text": "prefers coffee", "kind": "pref", "n": 1})
+    item = store.get(ns, "m1")
+    assert item is not None and item.value == {"text": "likes green tea", "kind": "pref", "n": 3}
+    assert item.key == "m1" and item.namespace == ns
+    assert item.updated_at.year >= 2024
+
+    # Overwriting corrects the agent's own memory; the history keeps both.
+    store.put(ns, "m1", {"text": "likes oolong", "kind": "pref", "n": 4})
+    assert store.get(ns, "m1").value["text"] == "likes oolong"
+    h = client.history(namespace_to_subject(ns), "m1")
+    assert [e["status"] for e in h["entries"]] == ["superseded", "live"]
+
+    # search: prefix, filter, query, limit and offset.
+    everything = store.search((r,))
+    assert {(i.namespace, i.key) for i in everything} == {
+        (ns, "m1"), (ns, "m2"), ((r, "bo", "memories"), "m1")}
+    prefs = store.search((r,), filter={"kind": "pref"})
+    assert sorted(i.value["text"] for i in prefs) == ["likes oolong", "prefers coffee"]
+    assert [i.value["n"] for i in store.search((r,), filter={"n": {"$gt": 4}})] == [7]
+    assert [i.key for i in store.search((r, "ana"), filter={"kind": {"$ne": "pref"}})] == ["m2"]
+    ranked = store.search((r,), query="coffee")
+    assert [i.value["text"] for i in ranked] == ["prefers coffee"] and ranked[0].score == 1.0
+    assert len(store.search((r,), limit=2)) == 2
+    assert len(store.search((r,), limit=2, offset=2)) == 1
+
+    # list_namespaces, with prefix, suffix, wildcards and max_depth.
+    assert store.list_namespaces(prefix=(r,)) == [(r, "ana", "memories"), (r, "bo", "memories")]
+    assert store.list_namespaces(prefix=(r, "*", "memories"), suffix=("memories",)) == [
+        (r, "ana", "memories"), (r, "bo", "memories")]
+    assert store.list_namespaces(prefix=(r,), max_depth=2) == [(r, "ana"), (r, "bo")]
+    assert store.list_namespaces(prefix=(r,), limit=1, offset=1) == [(r, "bo", "memories")]
+
+    # delete: a signed retraction of one's own memory.
+    store.delete(ns, "m1")
+    assert store.get(ns, "m1") is None
+    h = client.history(namespace_to_subject(ns), "m1")
+    assert [e["status"] for e in h["entries"]] == ["superseded", "retracted", "retraction"]
+    assert {i.key for i in store.search((r, "ana"))} == {"m2"}
+    store.put(ns, "m2", None)
+    assert store.get(ns, "m2") is None
+    assert store.list_namespaces(prefix=(r,)) == [(r, "bo", "memories")]
+    # Deleting what is not there is a no-op.
+    store.delete(ns, "never-written")
+
+    with pytest.raises(ValueError):
+        store.put(ns, "bad", ["not", "a", "dict"])
+
+
+def test_another_agents_memory_shows_through_the_lens_and_cannot_be_deleted(server):
+    r = root()
+    ns = (r, "shared")
+    mine = StemeStore(Client(server, key=generate_key()))
+    theirs = StemeStore(Client(server, key=generate_key()))
+    theirs.put(ns, "fact", {"v": "theirs"})
+    assert mine.get(ns, "fact").value == {"v": "theirs"}
+    mine.delete(ns, "fact")  # not mine: nothing to retract
+    assert mine.get(ns, "fact").value == {"v": "theirs"}
+    mine.put(ns, "fact", {"v": "mine"})
+    assert mine.get(ns, "fact").value == {"v": "mine"}  # the newest belief wins under latest
+    mine.delete(ns, "fact")
+    assert mine.get(ns, "fact").value == {"v": "theirs"}
+
+
+def test_async_methods(server):
+    store = StemeStore(Client(server, key=generate_key()))
+    r = root()
+
+    async def run():
+        await store.aput((r, "x"), "k", {"a": 1})
+        got = await store.aget((r, "x"), "k")
+        assert got.value == {"a": 1}
+        found = await store.asearch((r,))
+        assert [i.key for i in found] == ["k"]
+        assert await store.alist_namespaces(prefix=(r,)) == [(r, "x")]
+        await store.adelete((r, "x"), "k")
+        assert await store.aget((r, "x"), "k") is None
+
+    asyncio.run(run())
+
+
+class State(TypedDict):
+    user: str
+    log: Annotated[list, operator.add]
+
+
+def test_a_langgraph_graph_remembers_and_recalls_through_the_store(server):
+    store = StemeStore(Client(server, key=generate_key()))
+    r = root()
+
+    def remember(state: State, store: BaseStore) -> dict:
+        store.put((r, state["user"], "memories"), "drink", {"text": "likes green tea"})
+        return {"log": ["remembered"]}
+
+    def recall(state: State, store: BaseStore) -> dict:
+        hits = store.search((r, state["user"]), query="tea", limit=3)
+        return {"log": [h.value["text"] for h in hits]}
+
+    builder = StateGraph(State)
+    builder.add_node("remember", remember)
+    builder.add_node("recall", recall)
+    builder.add_edge(START, "remember")
+    builder.add_edge("remember", "recall")
+    builder.add_edge("recall", END)
+    graph = builder.compile(store=store)
+    out = graph.invoke({"user": "ana", "log": []})
+    assert out["log"] == ["remembered", "likes green tea"]
+    # A second graph run (a new "session") recalls what the first stored.
+    recall_only = StateGraph(State)
+    recall_only.add_node("recall", recall)
+    recall_only.add_edge(START, "recall")
+    recall_only.add_edge("recall", END)
+    assert recall_only.compile(store=store).invoke({"user": "ana", "log": []})["log"] == ["likes green tea"]
