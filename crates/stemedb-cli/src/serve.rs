@@ -37,5 +37,5 @@ pub(crate) fn serve(args: Box<ServeArgs>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(stemedb_server::serve(config))
+    Ok(runtime.block_on(stemedb_server::serve(config))?)
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context as _, anyhow, bail};
+use crate::error::{Context as _, refusal, refuse};
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use serde::{Deserialize, Serialize};
@@ -71,7 +71,7 @@ fn sidecar_name(segment: u32) -> String {
 }
 
 /// Runs a future on a private single-threaded runtime (the operations are synchronous).
-pub(crate) fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> crate::Result<F::Output> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -80,11 +80,11 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output
 
 impl Target {
     /// `s3://bucket/prefix`, `file:///path`, or a plain path.
-    pub fn parse(s: &str) -> anyhow::Result<Target> {
+    pub fn parse(s: &str) -> crate::Result<Target> {
         if let Some(rest) = s.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                bail!("{s}: no bucket name");
+                refuse!("{s}: no bucket name");
             }
             let store = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
@@ -98,7 +98,7 @@ impl Target {
         }
         let path = s.strip_prefix("file://").unwrap_or(s);
         if path.contains("://") {
-            bail!("{s}: only s3:// and directories are supported");
+            refuse!("{s}: only s3:// and directories are supported");
         }
         Ok(Target::Dir(std::path::absolute(path)?))
     }
@@ -121,7 +121,7 @@ impl Target {
     }
 
     /// Reads one object, `None` when absent.
-    pub async fn get(&self, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    pub async fn get(&self, name: &str) -> crate::Result<Option<Vec<u8>>> {
         match self {
             Target::Dir(dir) => match std::fs::read(dir.join(name)) {
                 Ok(b) => Ok(Some(b)),
@@ -131,13 +131,13 @@ impl Target {
             Target::Object { store, url, .. } => match store.get(&self.key(name)).await {
                 Ok(r) => Ok(Some(r.bytes().await?.to_vec())),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(anyhow!("{url}/{name}: {e}")),
+                Err(e) => Err(refusal!("{url}/{name}: {e}")),
             },
         }
     }
 
     /// Writes one object (a directory target: temp file, fsync, rename, fsync the directory).
-    pub async fn put(&self, name: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+    pub async fn put(&self, name: &str, bytes: Vec<u8>) -> crate::Result<()> {
         match self {
             Target::Dir(dir) => {
                 std::fs::create_dir_all(dir)?;
@@ -154,14 +154,14 @@ impl Target {
                 store
                     .put(&self.key(name), bytes.into())
                     .await
-                    .map_err(|e| anyhow!("{url}/{name}: {e}"))?;
+                    .map_err(|e| refusal!("{url}/{name}: {e}"))?;
                 Ok(())
             }
         }
     }
 
     /// Names of the objects under the target (one level).
-    pub async fn list(&self) -> anyhow::Result<Vec<String>> {
+    pub async fn list(&self) -> crate::Result<Vec<String>> {
         match self {
             Target::Dir(dir) => {
                 if !dir.exists() {
@@ -179,7 +179,7 @@ impl Target {
                 let listed = store
                     .list_with_delimiter(p.as_ref())
                     .await
-                    .map_err(|e| anyhow!("list {url}: {e}"))?;
+                    .map_err(|e| refusal!("list {url}: {e}"))?;
                 Ok(listed
                     .objects
                     .into_iter()
@@ -190,7 +190,7 @@ impl Target {
     }
 
     /// Every archived segment's sidecar, by segment number.
-    pub async fn segments(&self) -> anyhow::Result<BTreeMap<u32, SegmentRecord>> {
+    pub async fn segments(&self) -> crate::Result<BTreeMap<u32, SegmentRecord>> {
         let mut out = BTreeMap::new();
         for name in self.list().await? {
             let Some(seg) = name.strip_suffix(".json").and_then(stemedb_wal::segment_id) else {
@@ -202,7 +202,7 @@ impl Target {
             let rec: SegmentRecord = serde_json::from_slice(&bytes)
                 .with_context(|| format!("{}: bad sidecar {name}", self.describe()))?;
             if rec.segment != seg {
-                bail!(
+                refuse!(
                     "{}: sidecar {name} describes segment {}",
                     self.describe(),
                     rec.segment
@@ -214,17 +214,17 @@ impl Target {
     }
 
     /// Downloads segment `rec` and checks it against its sidecar.
-    pub async fn fetch(&self, rec: &SegmentRecord) -> anyhow::Result<Vec<u8>> {
+    pub async fn fetch(&self, rec: &SegmentRecord) -> crate::Result<Vec<u8>> {
         let name = stemedb_wal::segment_name(rec.segment);
         let bytes = self.get(&name).await?.ok_or_else(|| {
-            anyhow!(
+            refusal!(
                 "{}: {name} is missing (its sidecar exists)",
                 self.describe()
             )
         })?;
         let h = blake3::hash(&bytes).to_hex().to_string();
         if h != rec.blake3 || bytes.len() as u64 != rec.bytes {
-            bail!(
+            refuse!(
                 "{}: {name} is damaged (BLAKE3 {h}, {} bytes; its sidecar says {}, {} bytes)",
                 self.describe(),
                 bytes.len(),
@@ -277,10 +277,10 @@ pub fn archive(
     data_dir: &Path,
     target: &Target,
     opts: &ArchiveOptions,
-) -> anyhow::Result<ArchiveReport> {
+) -> crate::Result<ArchiveReport> {
     let wal_dir = data_dir.join("wal");
     if !wal_dir.is_dir() {
-        bail!("{} has no wal/ directory", data_dir.display());
+        refuse!("{} has no wal/ directory", data_dir.display());
     }
     // Sealing: the running server does it; offline, this process holds the lock and does.
     let _lock = match try_lock(data_dir)? {
@@ -309,7 +309,7 @@ pub fn archive(
     for (id, path) in sealed {
         let scan = stemedb_wal::scan(path, |_, _, _| {})?;
         if let Some(why) = scan.bad {
-            bail!(
+            refuse!(
                 "sealed segment {} is damaged at byte {} ({why}); not archived",
                 path.display(),
                 scan.good_end
@@ -330,7 +330,7 @@ pub fn archive(
                 archived_ok.insert(*id, existing.clone());
                 continue;
             }
-            bail!(
+            refuse!(
                 "{} already holds a different {} (first record {}, BLAKE3 {}; local first record \
                  {}, BLAKE3 {}). It is another history of this log, e.g. from before a restore: \
                  archive to a new prefix",

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context as _, bail};
+use crate::error::{Context as _, refuse};
 use serde::{Deserialize, Serialize};
 use stemedb_store::snapshot::SnapshotInfo;
 
@@ -85,13 +85,13 @@ pub struct BackupReport {
     pub seconds: f64,
 }
 
-fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+fn absolute(p: &Path) -> crate::Result<PathBuf> {
     Ok(std::path::absolute(p)?)
 }
 
 /// Lists every regular file under `dir`, relative, sorted.
-pub fn list_files(dir: &Path) -> anyhow::Result<Vec<String>> {
-    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) -> anyhow::Result<()> {
+pub fn list_files(dir: &Path) -> crate::Result<Vec<String>> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) -> crate::Result<()> {
         for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
             let entry = entry?;
             let path = entry.path();
@@ -111,19 +111,19 @@ pub fn list_files(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-fn ensure_empty_target(dest: &Path) -> anyhow::Result<()> {
+fn ensure_empty_target(dest: &Path) -> crate::Result<()> {
     if dest.exists() {
         let mut entries = std::fs::read_dir(dest)
             .with_context(|| format!("{} exists and is not a directory", dest.display()))?;
         if entries.next().is_some() {
-            bail!("{} is not empty; choose a new destination", dest.display());
+            refuse!("{} is not empty; choose a new destination", dest.display());
         }
     }
     Ok(())
 }
 
 /// A sibling staging directory for `dest`.
-pub(crate) fn staging_for(dest: &Path, what: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn staging_for(dest: &Path, what: &str) -> crate::Result<PathBuf> {
     let name = dest
         .file_name()
         .and_then(|n| n.to_str())
@@ -132,7 +132,7 @@ pub(crate) fn staging_for(dest: &Path, what: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Renames the finished `staging` to `dest` (an empty `dest` is removed first) and fsyncs.
-pub(crate) fn swap_in(staging: &Path, dest: &Path) -> anyhow::Result<()> {
+pub(crate) fn swap_in(staging: &Path, dest: &Path) -> crate::Result<()> {
     if dest.exists() {
         std::fs::remove_dir(dest).with_context(|| format!("remove empty {}", dest.display()))?;
     }
@@ -145,16 +145,16 @@ pub(crate) fn swap_in(staging: &Path, dest: &Path) -> anyhow::Result<()> {
 }
 
 /// Takes a backup of `data_dir` into `dest` (absent or empty).
-pub fn backup(data_dir: &Path, dest: &Path) -> anyhow::Result<BackupReport> {
+pub fn backup(data_dir: &Path, dest: &Path) -> crate::Result<BackupReport> {
     let started = Instant::now();
     let data_dir = absolute(data_dir)?;
     let dest = absolute(dest)?;
     if !data_dir.join("db").is_dir() {
-        bail!("{} holds no store (no db/ directory)", data_dir.display());
+        refuse!("{} holds no store (no db/ directory)", data_dir.display());
     }
     ensure_empty_target(&dest)?;
     if dest.starts_with(&data_dir) {
-        bail!("the backup destination must be outside the data directory");
+        refuse!("the backup destination must be outside the data directory");
     }
     let staging = staging_for(&dest, "partial")?;
     if staging.exists() {
@@ -173,7 +173,7 @@ pub fn backup(data_dir: &Path, dest: &Path) -> anyhow::Result<BackupReport> {
     let (info, online): (SnapshotInfo, bool) = match try_lock(&data_dir)? {
         Some(_lock) => {
             if !data_dir.join("server.key").exists() {
-                bail!(
+                refuse!(
                     "{} has no server.key (the checkpoint key is configured elsewhere): take the \
                      backup while the server runs",
                     data_dir.display()

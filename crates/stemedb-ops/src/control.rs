@@ -7,12 +7,12 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
+use crate::error::{Context as _, OpsError};
 use serde_json::Value;
 use stemedb_store::control::{ControlReply, ControlRequest};
 
 /// Sends one request to the server running on `data_dir` and returns its `result`.
-pub fn request(data_dir: &Path, req: &ControlRequest, timeout: Duration) -> anyhow::Result<Value> {
+pub fn request(data_dir: &Path, req: &ControlRequest, timeout: Duration) -> crate::Result<Value> {
     let path = stemedb_store::Layout::new(data_dir).control_socket;
     let mut stream = UnixStream::connect(&path).with_context(|| {
         format!(
@@ -35,8 +35,10 @@ pub fn request(data_dir: &Path, req: &ControlRequest, timeout: Duration) -> anyh
         ControlReply {
             ok: true, result, ..
         } => Ok(result.unwrap_or(Value::Null)),
-        ControlReply { error: Some(e), .. } => bail!("the server refused: {e}"),
-        _ => Err(anyhow!("the server answered {answer:?}")),
+        ControlReply { error: Some(e), .. } => {
+            Err(OpsError::Server(format!("the server refused: {e}")))
+        }
+        _ => Err(OpsError::Server(format!("the server answered {answer:?}"))),
     }
 }
 
@@ -44,7 +46,7 @@ pub fn request(data_dir: &Path, req: &ControlRequest, timeout: Duration) -> anyh
 pub fn snapshot(
     data_dir: &Path,
     dest: &Path,
-) -> anyhow::Result<stemedb_store::snapshot::SnapshotInfo> {
+) -> crate::Result<stemedb_store::snapshot::SnapshotInfo> {
     let v = request(
         data_dir,
         &ControlRequest::Snapshot {
@@ -57,8 +59,8 @@ pub fn snapshot(
 
 /// Asks the running server to seal its active WAL segment; returns the sequence number every
 /// sealed segment now ends before.
-pub fn seal(data_dir: &Path) -> anyhow::Result<u64> {
+pub fn seal(data_dir: &Path) -> crate::Result<u64> {
     let v = request(data_dir, &ControlRequest::Seal, Duration::from_secs(60))?;
     v.as_u64()
-        .ok_or_else(|| anyhow!("the server answered {v} to seal"))
+        .ok_or_else(|| OpsError::Server(format!("the server answered {v} to seal")))
 }

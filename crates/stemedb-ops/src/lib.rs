@@ -17,6 +17,7 @@
 pub mod archive;
 pub mod backup;
 pub mod control;
+mod error;
 pub mod restore;
 pub mod verify;
 
@@ -24,7 +25,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use anyhow::Context as _;
+use crate::error::Context as _;
 use serde::Serialize;
 
 /// Marker written into the data directory after each successful backup; the server exports its
@@ -33,6 +34,7 @@ pub const BACKUP_MARKER: &str = "last-backup.json";
 /// Marker written into the data directory after each successful WAL archive run; the server
 /// exports `stemedb_last_wal_archive_timestamp_seconds` and the sealed segments past it.
 pub const ARCHIVE_MARKER: &str = "wal-archive.json";
+pub use error::{OpsError, Result};
 pub use stemedb_store::now_ms;
 
 /// BLAKE3 of a file's contents, hex, and its length.
@@ -53,20 +55,20 @@ pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
 }
 
 /// Writes `value` as JSON to `path` atomically: temp file, fsync, rename, fsync the directory.
-pub fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+pub fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> crate::Result<()> {
     let bytes = serde_json::to_vec_pretty(value)?;
     write_atomically(path, &bytes)
 }
 
 /// Writes `bytes` to `path` atomically (the store's `write_atomically`).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> crate::Result<()> {
     Ok(stemedb_store::write_atomically(path, bytes)?)
 }
 
 /// Takes the data directory's lock (the store's [`stemedb_store::DirLock`]) for an offline
 /// operation, so no server starts meanwhile; `None` when another process (a running server)
 /// holds it.
-pub fn try_lock(data_dir: &Path) -> anyhow::Result<Option<stemedb_store::DirLock>> {
+pub fn try_lock(data_dir: &Path) -> crate::Result<Option<stemedb_store::DirLock>> {
     let taken = stemedb_store::DirLock::try_take(data_dir).with_context(|| {
         format!(
             "lock {}",

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context as _, bail};
+use crate::error::{Context as _, refusal, refuse};
 use serde::Serialize;
 
 use crate::archive::{Target, block_on};
@@ -52,7 +52,7 @@ pub fn restore(
     archive: Option<&Target>,
     to_tree_size: Option<u64>,
     trusted_key: Option<[u8; 32]>,
-) -> anyhow::Result<RestoreReport> {
+) -> crate::Result<RestoreReport> {
     let started = Instant::now();
     let data_dir = std::path::absolute(data_dir)?;
     if data_dir.exists()
@@ -61,22 +61,22 @@ pub fn restore(
             .next()
             .is_some()
     {
-        bail!(
+        refuse!(
             "{} is not empty: restore only into an empty or absent directory",
             data_dir.display()
         );
     }
     if to_tree_size.is_some() && archive.is_none() {
-        bail!("--to-tree-size needs --wal-archive (the segments to replay)");
+        refuse!("--to-tree-size needs --wal-archive (the segments to replay)");
     }
     let manifest =
         read_manifest(from).context("the backup does not verify; nothing was restored")?;
     let manifest_key: [u8; 32] = hex::decode(&manifest.public_key)
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| anyhow::anyhow!("the manifest's public_key is not 32 bytes of hex"))?;
+        .ok_or_else(|| refusal!("the manifest's public_key is not 32 bytes of hex"))?;
     let signer = match trusted_key {
-        Some(k) if k != manifest_key => bail!(
+        Some(k) if k != manifest_key => refuse!(
             "the backup's checkpoint is signed by {}, not by the trusted key {}; nothing was \
              restored",
             manifest.public_key,
@@ -89,7 +89,7 @@ pub fn restore(
     if let Some(t) = to_tree_size
         && t < base
     {
-        bail!("tree size {t} is before the backup's {base}: restore an older backup");
+        refuse!("tree size {t} is before the backup's {base}: restore an older backup");
     }
     let staging = staging_for(&data_dir, "restoring")?;
     if staging.exists() {
@@ -106,8 +106,8 @@ pub fn restore(
     // From here on a failure removes the staging directory, unless it is kept for inspection.
     let mut cleanup = RemoveOnDrop(Some(staging.clone()));
     for entry in &manifest.files {
-        let rel = safe_relative(&entry.path)
-            .map_err(|e| anyhow::anyhow!("the backup does not verify: {e}"))?;
+        let rel =
+            safe_relative(&entry.path).map_err(|e| refusal!("the backup does not verify: {e}"))?;
         let dst = staging.join(&rel);
         if let Some(p) = dst.parent() {
             std::fs::create_dir_all(p)?;
@@ -116,7 +116,7 @@ pub fn restore(
         // The copy is what gets verified and restored: it must be the file the manifest names.
         let (h, len) = crate::hash_file(&dst)?;
         if h != entry.blake3 || len != entry.bytes {
-            bail!(
+            refuse!(
                 "the backup does not verify: the copy of {} does not match its manifest \
                  (length or BLAKE3); nothing was restored",
                 entry.path
@@ -133,7 +133,7 @@ pub fn restore(
         }),
     );
     if !copied.ok() || copied.tree_size != base || copied.root != manifest.root {
-        bail!(
+        refuse!(
             "the backup does not verify (checked as copied); nothing was restored: tree size {} \
              root {} against the manifest's {} {}; {:?}",
             copied.tree_size,
@@ -165,13 +165,13 @@ pub fn restore(
                 break;
             }
             match expected {
-                None if rec.first_seq > base => bail!(
+                None if rec.first_seq > base => refuse!(
                     "the archive {} has no segment holding record {base} (the backup's tree \
                      size); the first later one starts at {}",
                     target.describe(),
                     rec.first_seq
                 ),
-                Some(e) if rec.first_seq != e => bail!(
+                Some(e) if rec.first_seq != e => refuse!(
                     "the archive {} is missing records {e}..{} (before {})",
                     target.describe(),
                     rec.first_seq,
@@ -196,7 +196,7 @@ pub fn restore(
         if let Some(t) = to_tree_size
             && reached < t
         {
-            bail!(
+            refuse!(
                 "the archive {} reaches tree size {reached}, not {t}",
                 target.describe()
             );
@@ -234,14 +234,14 @@ pub fn restore(
     };
     if !check.ok() {
         cleanup.0 = None;
-        bail!(
+        refuse!(
             "the restored store does not verify; {} left in place for inspection: {:?}",
             staging.display(),
             check.findings
         );
     }
     if check.tree_size != head.size {
-        bail!(
+        refuse!(
             "the restored store holds {} assertions, replay reached {}",
             check.tree_size,
             head.size

@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::bail;
+use crate::error::{refusal, refuse};
 use serde::Serialize;
 use stemedb_store::verify::{ExpectedCheckpoint, Finding, check_store};
 
@@ -97,9 +97,9 @@ impl Report {
 }
 
 /// Verifies `path`: a backup when it holds `manifest.json`, else a stopped data directory.
-pub fn verify(path: &Path) -> anyhow::Result<Report> {
+pub fn verify(path: &Path) -> crate::Result<Report> {
     if !path.is_dir() {
-        bail!("{} is not a directory", path.display());
+        refuse!("{} is not a directory", path.display());
     }
     if path.join(MANIFEST).exists() || path.join(MANIFEST_HASH).exists() {
         Ok(verify_backup(path))
@@ -131,21 +131,21 @@ pub fn safe_relative(path: &str) -> Result<PathBuf, String> {
 
 /// Reads a backup's manifest once: its bytes must match `manifest.json.b3`, it must parse, and
 /// every file path in it must be a plain relative path.
-pub fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
-    let text = std::fs::read(path.join(MANIFEST))
-        .map_err(|e| anyhow::anyhow!("cannot read {MANIFEST}: {e}"))?;
+pub fn read_manifest(path: &Path) -> crate::Result<Manifest> {
+    let text =
+        std::fs::read(path.join(MANIFEST)).map_err(|e| refusal!("cannot read {MANIFEST}: {e}"))?;
     let want = std::fs::read_to_string(path.join(MANIFEST_HASH))
-        .map_err(|e| anyhow::anyhow!("cannot read {MANIFEST_HASH}: {e}"))?;
+        .map_err(|e| refusal!("cannot read {MANIFEST_HASH}: {e}"))?;
     if want.trim() != blake3::hash(&text).to_hex().as_str() {
-        bail!("{MANIFEST}'s BLAKE3 does not match {MANIFEST_HASH} (one of the two is damaged)");
+        refuse!("{MANIFEST}'s BLAKE3 does not match {MANIFEST_HASH} (one of the two is damaged)");
     }
     let manifest: Manifest = serde_json::from_slice(&text)
-        .map_err(|e| anyhow::anyhow!("{MANIFEST} is not a backup manifest: {e}"))?;
+        .map_err(|e| refusal!("{MANIFEST} is not a backup manifest: {e}"))?;
     if manifest.format != crate::backup::FORMAT {
-        bail!("{MANIFEST}: unknown format {:?}", manifest.format);
+        refuse!("{MANIFEST}: unknown format {:?}", manifest.format);
     }
     for entry in &manifest.files {
-        safe_relative(&entry.path).map_err(|e| anyhow::anyhow!("{MANIFEST}: {e}"))?;
+        safe_relative(&entry.path).map_err(|e| refusal!("{MANIFEST}: {e}"))?;
     }
     Ok(manifest)
 }
@@ -247,9 +247,9 @@ pub fn verify_backup(path: &Path) -> Report {
 }
 
 /// Verifies a stopped data directory (takes its lock for the duration).
-pub fn verify_data_dir(path: &Path) -> anyhow::Result<Report> {
+pub fn verify_data_dir(path: &Path) -> crate::Result<Report> {
     let Some(_lock) = try_lock(path)? else {
-        bail!(
+        refuse!(
             "a server is running on {}: verify a backup of it instead (`stemedb backup --data-dir \
              {} --to DEST`, then `stemedb verify DEST`), or stop the server",
             path.display(),

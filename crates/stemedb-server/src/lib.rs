@@ -24,20 +24,65 @@ mod verifier;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 pub use app::{AppState, app};
 pub use config::{Config, ConfigLayer, LogFormat};
-pub use datadir::DataDir;
+pub use datadir::{DataDir, DataDirError};
 use stemedb_store::{Store, StoreOptions};
 use stemedb_wal::WalOptions;
 
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The data directory could not be created or is in use by another process.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The store refused to open (corruption, a recovery below the signed high-water mark, an
+    /// I/O error, a bad option) or a start-up read failed; the message says which and what to do.
+    #[error(transparent)]
+    Store(#[from] stemedb_store::StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another start-up step failed on an operating-system call.
+    #[error("{what}: {source}")]
+    Io {
+        /// Which step.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metrics registry could not be built.
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The log filter does not parse, or a logger is already installed.
+    #[error("{0}")]
+    Logging(String),
+    /// A blocking task (opening or closing the store) panicked.
+    #[error("{what} task failed: {source}")]
+    Task {
+        /// Which task.
+        what: &'static str,
+        /// Its panic.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
 /// Installs the global tracing subscriber for `format` with `filter` (tracing `EnvFilter` syntax).
-pub fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter =
-        EnvFilter::try_new(filter).with_context(|| format!("bad log filter {filter:?}"))?;
+pub fn init_tracing(format: LogFormat, filter: &str) -> Result<(), ServeError> {
+    let filter = EnvFilter::try_new(filter)
+        .map_err(|e| ServeError::Logging(format!("bad log filter {filter:?}: {e}")))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -45,13 +90,13 @@ pub fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-    result.map_err(|e| anyhow::anyhow!("cannot install logger: {e}"))
+    result.map_err(|e| ServeError::Logging(format!("cannot install logger: {e}")))
 }
 
 /// Runs the server until SIGTERM or Ctrl-C, then drains for at most the configured grace time.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(config: Config) -> Result<(), ServeError> {
     let data_dir = DataDir::open(&config.data_dir)?;
-    let metrics = metrics::Metrics::new().context("metrics registry")?;
+    let metrics = metrics::Metrics::new()?;
     let store_opts = StoreOptions {
         wal: WalOptions {
             segment_bytes: config.wal_segment_bytes,
@@ -80,14 +125,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let observer: Arc<dyn stemedb_store::Observer> = Arc::new(metrics.clone());
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, store_opts, observer))
         .await
-        .context("store open task")??;
+        .map_err(|source| ServeError::Task {
+            what: "store open",
+            source,
+        })??;
     let store = Arc::new(store);
     let head = store.head();
     metrics.tree_size.set(head.size as i64);
     let listener = TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let local = listener.local_addr().context("listener address")?;
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Io {
+        what: "listener address",
+        source,
+    })?;
     let limits = app::Limits {
         single_body: config.body_limit_bytes,
         batch_body: config.batch_body_limit_bytes,
@@ -97,7 +151,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         trusted_proxies: config.trusted_proxies.clone(),
         scan_budget: config.scan_budget,
     };
-    let agents = store.agents().context("agent registry")?;
+    let agents = store.agents()?;
     let defense = defense::Defense::new(config.policy.clone(), config.breaker, agents);
     if config.admin_token.is_none() {
         tracing::warn!(
@@ -142,7 +196,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let closing = store.clone();
     tokio::task::spawn_blocking(move || closing.close())
         .await
-        .context("store close task")?;
+        .map_err(|source| ServeError::Task {
+            what: "store close",
+            source,
+        })?;
     drop(control);
     tracing::info!("stemedb stopped");
     drop(data_dir);
@@ -151,10 +208,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// Registers the SIGTERM and Ctrl-C handlers now and returns a future that ends at the first
 /// of them.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, ServeError> {
     #[cfg(unix)]
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
+        .map_err(|source| ServeError::Io {
+            what: "cannot listen for SIGTERM",
+            source,
+        })?;
     Ok(async move {
         let ctrl_c = async {
             if let Err(e) = tokio::signal::ctrl_c().await {
