@@ -128,6 +128,19 @@ enum Cmd {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// What a `valid_at` filter costs: a fresh store of `subjects` subjects with `per_subject`
+    /// assertions each (4 agents, consecutive validity intervals), then exact-subject queries
+    /// under every lens without `valid_at`, with a `valid_at` half the rows hold at, and one no
+    /// row holds at, interleaved; medians side by side (the target: the same as without, plus
+    /// the rows it skips). No HTTP.
+    ValidTime {
+        #[arg(long, default_value_t = 2_000)]
+        subjects: u64,
+        #[arg(long, default_value_t = 16)]
+        per_subject: u64,
+        #[arg(long, default_value_t = 20_000)]
+        count: u64,
+    },
     /// Point queries (lens latest, exact subject) straight on a stopped server's data
     /// directory, one thread, no HTTP: the store's share of a query's cost.
     StoreQueries {
@@ -434,6 +447,11 @@ fn main() -> anyhow::Result<()> {
                 serde_json::json!({"threads": threads}),
             );
         }
+        Cmd::ValidTime {
+            subjects,
+            per_subject,
+            count,
+        } => valid_time(subjects, per_subject, count)?,
         Cmd::StoreQueries {
             data_dir,
             subjects,
@@ -695,4 +713,120 @@ fn mixed(
     );
     report("mixed_writes", writes.len() as usize, secs, &writes, params);
     Ok(())
+}
+
+/// The `valid-time` mode (see its help).
+fn valid_time(subjects: u64, per_subject: u64, count: u64) -> anyhow::Result<()> {
+    const HOUR: i64 = 3_600_000;
+    let tmp = tempfile::tempdir()?;
+    let store = stemedb_store::Store::open(
+        tmp.path(),
+        stemedb_store::StoreOptions::default(),
+        Arc::new(stemedb_store::NoObserver),
+    )?;
+    let keys: Vec<_> = (0..4u8).map(|a| stemedb_core::signing_key_from_seed(&[a + 1; 32])).collect();
+    let mut batch = Vec::new();
+    let flush = |batch: &mut Vec<stemedb_store::Entry>| -> anyhow::Result<()> {
+        let (tx, rx) = mpsc::channel();
+        store.submit(
+            std::mem::take(batch),
+            1,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        for r in rx.recv()? {
+            r?;
+        }
+        Ok(())
+    };
+    // Row r of a subject holds in [r, r + 1) hours: at hour per_subject / 2 + 0.5 exactly one
+    // row in `per_subject` holds, at hour -1 none.
+    for s in 0..subjects {
+        for r in 0..per_subject {
+            let key = &keys[(r % 4) as usize];
+            let st = serde_json::json!({
+                "v": 1, "subject": subject_of(s), "predicate": "status", "object": r,
+                "agent": stemedb_core::public_key_hex(key), "ts": 1_700_000_000_000i64 + r as i64,
+                "valid_from": r as i64 * HOUR, "valid_until": (r as i64 + 1) * HOUR,
+            });
+            let v = stemedb_core::sign(key, st.to_string().into_bytes())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let raw = v.envelope().encode();
+            batch.push(stemedb_store::Entry::new(v, raw));
+            if batch.len() >= 1000 {
+                flush(&mut batch)?;
+            }
+        }
+    }
+    flush(&mut batch)?;
+    store.checkpoint()?;
+    let at_half = (per_subject as i64 / 2) * HOUR + HOUR / 2;
+    let variants: [(&str, Option<i64>); 3] = [("none", None), ("one_row_holds", Some(at_half)), ("no_row_holds", Some(-HOUR))];
+    let lenses = [
+        stemedb_store::Lens::Latest,
+        stemedb_store::Lens::Trusted,
+        stemedb_store::Lens::Consensus,
+        stemedb_store::Lens::Confidence,
+        stemedb_store::Lens::Raw,
+    ];
+    let mut hists: Vec<Histogram<u64>> = (0..variants.len())
+        .map(|_| Histogram::<u64>::new(3))
+        .collect::<Result<_, _>>()?;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let start = Instant::now();
+    for i in 0..count {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let lens = lenses[(i % lenses.len() as u64) as usize];
+        for (v, (_, valid_at)) in variants.iter().enumerate() {
+            let q = stemedb_store::Query {
+                subject: Some(subject_of(x % subjects)),
+                lens,
+                valid_at: *valid_at,
+                limit: 100,
+                ..stemedb_store::Query::default()
+            };
+            let t = Instant::now();
+            let a = store.query(&q, &|_| 1.0)?;
+            hists[v].record(t.elapsed().as_nanos() as u64)?;
+            let expect = match (v, lens) {
+                (2, _) => 0,
+                (0, stemedb_store::Lens::Raw) => per_subject as usize,
+                _ => 1,
+            };
+            anyhow::ensure!(
+                a.results.len() == expect,
+                "{lens:?} valid_at {valid_at:?}: {} results, expected {expect}",
+                a.results.len()
+            );
+        }
+    }
+    let base = hists[0].value_at_quantile(0.5) as f64;
+    for (v, (name, _)) in variants.iter().enumerate() {
+        let h = &hists[v];
+        report(
+            &format!("valid_time_{name}"),
+            count as usize,
+            start.elapsed().as_secs_f64(),
+            &h_us(h)?,
+            serde_json::json!({
+                "subjects": subjects, "per_subject": per_subject,
+                "median_ns": h.value_at_quantile(0.5), "p99_ns": h.value_at_quantile(0.99),
+                "median_vs_none": h.value_at_quantile(0.5) as f64 / base,
+            }),
+        );
+    }
+    store.close();
+    Ok(())
+}
+
+/// A nanosecond histogram in microseconds (what `report` prints).
+fn h_us(h: &Histogram<u64>) -> anyhow::Result<Histogram<u64>> {
+    let mut out = Histogram::<u64>::new(3)?;
+    for v in h.iter_recorded() {
+        out.record_n((v.value_iterated_to() / 1000).max(1), v.count_at_value())?;
+    }
+    Ok(out)
 }
