@@ -724,7 +724,9 @@ fn valid_time(subjects: u64, per_subject: u64, count: u64) -> anyhow::Result<()>
         stemedb_store::StoreOptions::default(),
         Arc::new(stemedb_store::NoObserver),
     )?;
-    let keys: Vec<_> = (0..4u8).map(|a| stemedb_core::signing_key_from_seed(&[a + 1; 32])).collect();
+    let keys: Vec<_> = (0..4u8)
+        .map(|a| stemedb_core::signing_key_from_seed(&[a + 1; 32]))
+        .collect();
     let mut batch = Vec::new();
     let flush = |batch: &mut Vec<stemedb_store::Entry>| -> anyhow::Result<()> {
         let (tx, rx) = mpsc::channel();
@@ -762,7 +764,11 @@ fn valid_time(subjects: u64, per_subject: u64, count: u64) -> anyhow::Result<()>
     flush(&mut batch)?;
     store.checkpoint()?;
     let at_half = (per_subject as i64 / 2) * HOUR + HOUR / 2;
-    let variants: [(&str, Option<i64>); 3] = [("none", None), ("one_row_holds", Some(at_half)), ("no_row_holds", Some(-HOUR))];
+    let variants: [(&str, Option<i64>); 3] = [
+        ("none", None),
+        ("one_row_holds", Some(at_half)),
+        ("no_row_holds", Some(-HOUR)),
+    ];
     let lenses = [
         stemedb_store::Lens::Latest,
         stemedb_store::Lens::Trusted,

@@ -30,6 +30,15 @@ pub enum OpsError {
         #[source]
         source: StoreError,
     },
+    /// The store refused to open (corruption, below the signed high-water mark, a bad option).
+    #[error("{what}: {source}")]
+    Open {
+        /// What was being done.
+        what: String,
+        /// Why the store did not open.
+        #[source]
+        source: stemedb_store::OpenError,
+    },
     /// The write-ahead log could not be opened, read or sealed.
     #[error("{what}: {source}")]
     Wal {
@@ -82,6 +91,12 @@ impl IntoOps for StoreError {
     }
 }
 
+impl IntoOps for stemedb_store::OpenError {
+    fn into_ops(self, what: String) -> OpsError {
+        OpsError::Open { what, source: self }
+    }
+}
+
 impl IntoOps for stemedb_wal::WalError {
     fn into_ops(self, what: String) -> OpsError {
         OpsError::Wal { what, source: self }
@@ -110,6 +125,10 @@ impl IntoOps for OpsError {
                 source,
             },
             OpsError::Store { what: w, source } => OpsError::Store {
+                what: format!("{what}: {w}"),
+                source,
+            },
+            OpsError::Open { what: w, source } => OpsError::Open {
                 what: format!("{what}: {w}"),
                 source,
             },

@@ -41,7 +41,10 @@ pub enum ServeError {
     #[error(transparent)]
     DataDir(#[from] DataDirError),
     /// The store refused to open (corruption, a recovery below the signed high-water mark, an
-    /// I/O error, a bad option) or a start-up read failed; the message says which and what to do.
+    /// I/O error, a bad option); the message says which and what to do.
+    #[error(transparent)]
+    Open(#[from] stemedb_store::OpenError),
+    /// A start-up read of the store (the agent registry) failed.
     #[error(transparent)]
     Store(#[from] stemedb_store::StoreError),
     /// The listen address could not be bound.

@@ -110,9 +110,51 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the store is shutting down")]
     Closed,
-    /// An option the store was opened with is not acceptable.
+}
+
+/// Why [`Store::open`] failed. Apart from [`StoreError`] (what a request can meet) because each
+/// of these needs its own action from an operator before the store can serve at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// An option the store was opened with is not acceptable: fix the configuration.
     #[error("bad store option: {0}")]
     BadOption(String),
+    /// The WAL is corrupt, not torn (or could not be opened): the message names the segment,
+    /// the offset and the way out; nothing was cut.
+    #[error(transparent)]
+    Wal(WalError),
+    /// The stored state contradicts itself, or recovery would come back below the signed
+    /// high-water mark: restore from a backup (`stemedb verify` says what is wrong).
+    #[error("data directory is inconsistent: {0}")]
+    Corrupt(String),
+    /// A file of the data directory could not be read or written (permissions, a full or
+    /// failing disk).
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// redb could not open or recover its database.
+    #[error("database error: {0}")]
+    Db(#[source] Box<redb::Error>),
+}
+
+impl From<StoreError> for OpenError {
+    fn from(e: StoreError) -> OpenError {
+        match e {
+            StoreError::Io { path, source } => OpenError::Io { path, source },
+            StoreError::Db(e) => OpenError::Db(e),
+            StoreError::Wal(e) => OpenError::Wal(e),
+            StoreError::Corrupt(m) => OpenError::Corrupt(m),
+            // Request-time errors do not arise while opening; if one ever does, the store is
+            // not usable, which is what Corrupt tells the operator.
+            other => OpenError::Corrupt(other.to_string()),
+        }
+    }
 }
 
 pub(crate) fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
@@ -497,9 +539,9 @@ impl Store {
         data_dir: &Path,
         opts: StoreOptions,
         observer: Arc<dyn Observer>,
-    ) -> Result<Store, StoreError> {
+    ) -> Result<Store, OpenError> {
         stemedb_merkle::validate_origin(&opts.origin)
-            .map_err(|e| StoreError::BadOption(format!("log origin: {e}")))?;
+            .map_err(|e| OpenError::BadOption(format!("log origin: {e}")))?;
         let layout = Layout::new(data_dir);
         stemedb_wal::create_dir_durable(&layout.db).map_err(io_at(&layout.db))?;
         let key = match &opts.key_path {
