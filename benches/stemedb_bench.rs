@@ -729,15 +729,7 @@ fn valid_time(subjects: u64, per_subject: u64, count: u64) -> anyhow::Result<()>
         .collect();
     let mut batch = Vec::new();
     let flush = |batch: &mut Vec<stemedb_store::Entry>| -> anyhow::Result<()> {
-        let (tx, rx) = mpsc::channel();
-        store.submit(
-            std::mem::take(batch),
-            1,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        for r in rx.recv()? {
+        for r in store.submit(std::mem::take(batch), 1).wait() {
             r?;
         }
         Ok(())

@@ -104,24 +104,15 @@ async fn ingest(
         ..
     } = screened;
     if let Some(sub) = submitted {
-        match sub.outcomes.await {
-            Ok(outcomes) => {
-                let defense = state.defense();
-                for ((i, o), agent) in sub.positions.into_iter().zip(outcomes).zip(sub.agents) {
-                    if o.is_ok()
-                        && let Some(t) = defense.record(&agent, None, false)
-                    {
-                        state.breaker_changed(t);
-                    }
-                    results[i] = Some(o.map(Ingested::Stored).map_err(Problem::from));
-                }
+        let outcomes = sub.outcomes.await;
+        let defense = state.defense();
+        for ((i, o), agent) in sub.positions.into_iter().zip(outcomes).zip(sub.agents) {
+            if o.is_ok()
+                && let Some(t) = defense.record(&agent, None, false)
+            {
+                state.breaker_changed(t);
             }
-            Err(_) => {
-                tracing::error!("the store dropped a submission without answering");
-                for i in sub.positions {
-                    results[i] = Some(Err(Problem::internal()));
-                }
-            }
+            results[i] = Some(o.map(Ingested::Stored).map_err(Problem::from));
         }
     }
     (fill(results), single)

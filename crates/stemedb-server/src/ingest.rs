@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use stemedb_core::{AssertionId, Envelope, Prepared};
-use stemedb_store::{Entry, Outcome, QuarantineEntry, StoreError, now_ms};
+use stemedb_store::{Completion, Entry, Outcome, QuarantineEntry, now_ms};
 
 use crate::config::MAX_BATCH_ITEMS;
 use crate::defense::Verdict;
@@ -139,27 +139,25 @@ pub(crate) struct Screened {
 pub(crate) struct Submitted {
     pub(crate) positions: Vec<usize>,
     pub(crate) agents: Vec<[u8; 32]>,
-    pub(crate) outcomes: tokio::sync::oneshot::Receiver<Vec<Result<Outcome, StoreError>>>,
+    pub(crate) outcomes: Completion,
 }
 
 impl Screened {
-    /// Takes the entries to submit, leaving where their outcomes go and who signed them; the
-    /// outcomes arrive on the returned sender.
-    pub(crate) fn take_entries(
-        &mut self,
-    ) -> (
-        Vec<Entry>,
-        tokio::sync::oneshot::Sender<Vec<Result<Outcome, StoreError>>>,
-    ) {
+    /// Takes the entries to submit, with who signed each; [`Screened::attach`] then gives them
+    /// their outcomes.
+    pub(crate) fn take_entries(&mut self) -> (Vec<Entry>, Vec<[u8; 32]>) {
         let entries = std::mem::take(&mut self.entries);
         let agents = entries.iter().map(|e| *e.agent()).collect();
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        (entries, agents)
+    }
+
+    /// Where the submitted entries' outcomes come from.
+    pub(crate) fn attach(&mut self, agents: Vec<[u8; 32]>, outcomes: Completion) {
         self.submitted = Some(Submitted {
             positions: std::mem::take(&mut self.positions),
             agents,
-            outcomes: rx,
+            outcomes,
         });
-        (entries, tx)
     }
 }
 
@@ -168,14 +166,9 @@ pub(crate) fn submit_screened(st: &AppState, screened: &mut Screened) {
     if screened.entries.is_empty() {
         return;
     }
-    let (entries, tx) = screened.take_entries();
-    st.store().submit(
-        entries,
-        now_ms(),
-        Box::new(move |outcomes| {
-            let _ = tx.send(outcomes);
-        }),
-    );
+    let (entries, agents) = screened.take_entries();
+    let outcomes = st.store().submit(entries, now_ms());
+    screened.attach(agents, outcomes);
 }
 
 /// Parses, decodes, verifies and screens one body (blocking: run it off the async workers);

@@ -124,34 +124,42 @@ fn run(state: &Weak<Inner>, rx: &Receiver<Pending>) {
 /// outcomes back to the requests in order.
 fn screen_and_submit_together(st: &AppState, batch: Vec<Pending>) {
     let mut entries = Vec::new();
-    let mut parts = Vec::new();
+    let mut done = Vec::with_capacity(batch.len());
     for p in batch {
         match screen(st, &p.body) {
             Ok(mut s) => {
-                if !s.entries.is_empty() {
-                    let (mine, tx) = s.take_entries();
-                    parts.push((mine.len(), tx));
-                    entries.extend(mine);
-                }
-                let _ = p.reply.send(Ok(s));
+                let (mine, agents) = s.take_entries();
+                let n = mine.len();
+                entries.extend(mine);
+                done.push((p.reply, Ok((s, agents, n))));
             }
-            Err(problem) => {
-                let _ = p.reply.send(Err(problem));
-            }
+            Err(problem) => done.push((p.reply, Err(problem))),
         }
     }
-    if entries.is_empty() {
-        return;
+    // One submission for everything accepted; each request awaits its own part of it.
+    let lens: Vec<usize> = done
+        .iter()
+        .map(|(_, r)| r.as_ref().map_or(0, |(_, _, n)| *n))
+        .collect();
+    // One part per request, in order (empty for a refused one or one with nothing to log).
+    let mut parts = if entries.is_empty() {
+        Vec::new()
+    } else {
+        st.store()
+            .submit(entries, stemedb_store::now_ms())
+            .split(&lens)
     }
-    st.store().submit(
-        entries,
-        stemedb_store::now_ms(),
-        Box::new(move |outcomes| {
-            let mut it = outcomes.into_iter();
-            for (n, tx) in parts {
-                let mine: Vec<_> = it.by_ref().take(n).collect();
-                let _ = tx.send(mine);
+    .into_iter();
+    for (reply, r) in done {
+        let part = parts.next();
+        let answer = r.map(|(mut s, agents, n)| {
+            if let Some(part) = part
+                && n > 0
+            {
+                s.attach(agents, part);
             }
-        }),
-    );
+            s
+        });
+        let _ = reply.send(answer);
+    }
 }

@@ -23,9 +23,6 @@ use crate::{
     StoreOptions, db_err, io_at, keys,
 };
 
-/// Called once with one result per submitted item, in order.
-pub type Reply = Box<dyn FnOnce(Vec<Result<Outcome, StoreError>>) + Send>;
-
 /// Work for the commit thread: writes, and the few operations that must see a quiet writer.
 pub(crate) enum Job {
     Write(Submission),
@@ -54,8 +51,8 @@ pub struct Submission {
     pub items: Vec<Entry>,
     /// When the server received them, Unix ms.
     pub received_at_ms: i64,
-    /// Called once with one result per item, in order.
-    pub reply: Reply,
+    /// Answers the submission's [`crate::Completion`] once, one result per item, in order.
+    pub(crate) reply: crate::completion::Completer,
     /// The queue bytes this submission holds; released when it is dropped (answered).
     pub(crate) permit: Option<crate::BytePermit>,
 }
@@ -642,7 +639,7 @@ impl Writer {
         if let Some(why) = self.read_only_reason() {
             for s in group {
                 let n = s.items.len();
-                (s.reply)(
+                s.reply.complete(
                     (0..n)
                         .map(|_| Err(StoreError::ReadOnly(why.clone())))
                         .collect(),
@@ -772,7 +769,7 @@ impl Writer {
                     Slot::Failed(why) => Err(StoreError::Unchecked(why)),
                 })
                 .collect();
-            reply(results);
+            reply.complete(results);
             drop(permit);
         }
     }

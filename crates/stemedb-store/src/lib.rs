@@ -17,6 +17,7 @@
 
 mod admin;
 mod commit;
+mod completion;
 pub mod control;
 mod entry;
 mod files;
@@ -43,7 +44,8 @@ use stemedb_merkle::{Checkpoint, Hash, NoteSigner};
 use stemedb_wal::{WalError, WalOptions};
 
 pub use admin::{AgentRecord, AgentStatus, AuditRecord, QuarantineEntry};
-pub use commit::{Reply, Submission};
+pub use commit::Submission;
+pub use completion::{Completion, Outcomes};
 pub use entry::{Entry, Fields};
 pub use files::{DirLock, now_ms, write_atomically};
 pub use history::{History, HistoryEntry, HistoryStatus};
@@ -583,37 +585,36 @@ impl Store {
         Ok(store)
     }
 
-    /// Queues verified assertions (each with its envelope bytes as received). `reply` is called
-    /// from the commit thread once every item is durable and applied, or failed. Blocks while the
-    /// queue is full (by submissions or by bytes).
-    pub fn submit(&self, items: Vec<Entry>, received_at_ms: i64, reply: Reply) {
+    /// Queues verified assertions (each with its envelope bytes as received) and returns their
+    /// [`Completion`]: one outcome per item, once every item is durable and applied, or failed.
+    /// Blocks while the queue is full (by submissions or by bytes).
+    pub fn submit(&self, items: Vec<Entry>, received_at_ms: i64) -> Completion {
+        let (completer, completion) = completion::pair(items.len());
         if let Some(why) = self.read_only() {
             let n = items.len();
-            reply(
+            completer.complete(
                 (0..n)
                     .map(|_| Err(StoreError::ReadOnly(why.clone())))
                     .collect(),
             );
-            return;
+            return completion;
         }
         let sender = self.tx.lock().ok().and_then(|g| g.clone());
         let Some(sender) = sender else {
-            reply(items.iter().map(|_| Err(StoreError::Closed)).collect());
-            return;
+            // Dropping the completer answers every item `Closed`.
+            return completion;
         };
         let bytes = items.iter().map(Entry::len).sum();
         let permit = ByteBudget::acquire(&self.shared, bytes);
         let submission = Submission {
             items,
             received_at_ms,
-            reply,
+            reply: completer,
             permit: Some(permit),
         };
-        if let Err(e) = sender.send(commit::Job::Write(submission))
-            && let commit::Job::Write(s) = e.0
-        {
-            (s.reply)(s.items.iter().map(|_| Err(StoreError::Closed)).collect());
-        }
+        // A send error hands the submission back; dropping it answers `Closed`.
+        let _ = sender.send(commit::Job::Write(submission));
+        completion
     }
 
     /// Why the store is read-only, if it is (a poisoned lock counts as read-only).
@@ -802,17 +803,12 @@ impl Store {
         let verified = stemedb_core::check(entry.envelope.as_bytes()).map_err(|e| {
             StoreError::Corrupt(format!("quarantined {id} no longer verifies: {e}"))
         })?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.submit(
-            vec![Entry::new(verified, entry.envelope.into_bytes())],
-            entry.received_at_ms,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        let outcome = rx
-            .recv()
-            .map_err(|_| StoreError::Closed)?
+        let outcome = self
+            .submit(
+                vec![Entry::new(verified, entry.envelope.into_bytes())],
+                entry.received_at_ms,
+            )
+            .wait()
             .into_iter()
             .next()
             .ok_or(StoreError::Closed)??;
@@ -949,7 +945,6 @@ mod tests {
     //! the signed high-water mark.
 
     use super::*;
-    use std::sync::mpsc::channel;
 
     fn entry(n: u64) -> Entry {
         let key = stemedb_core::signing_key_from_seed(&[9; 32]);
@@ -963,15 +958,7 @@ mod tests {
     }
 
     fn submit(store: &Store, items: Vec<Entry>) -> Vec<Result<Outcome, StoreError>> {
-        let (tx, rx) = channel();
-        store.submit(
-            items,
-            1,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        rx.recv().expect("reply")
+        store.submit(items, 1).wait()
     }
 
     fn open(dir: &Path, opts: StoreOptions) -> Store {

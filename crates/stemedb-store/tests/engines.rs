@@ -5,7 +5,6 @@
 //! after a restart that rebuilds the memtable from the WAL.
 
 use std::sync::Arc;
-use std::sync::mpsc::channel;
 
 use serde_json::json;
 use stemedb_core::{AssertionId, SigningKey, sign, signing_key_from_seed};
@@ -72,16 +71,9 @@ fn statement(rng: &mut Lcg, n: u64, ids: &[(AssertionId, u64)]) -> Entry {
 }
 
 fn submit(store: &Store, items: Vec<Entry>) -> Vec<(AssertionId, u64)> {
-    let (tx, rx) = channel();
-    store.submit(
-        items,
-        1,
-        Box::new(move |r| {
-            let _ = tx.send(r);
-        }),
-    );
-    rx.recv()
-        .expect("reply")
+    store
+        .submit(items, 1)
+        .wait()
         .into_iter()
         .map(|r| {
             let o = r.expect("stored");

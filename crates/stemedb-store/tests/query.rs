@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::channel;
 
 use serde_json::{Value, json};
 use stemedb_core::{AssertionId, SigningKey, Verified, sign, signing_key_from_seed};
@@ -65,16 +64,9 @@ impl Db {
                 stemedb_store::Entry::new(v, raw)
             })
             .collect();
-        let (tx, rx) = channel();
-        self.store.submit(
-            items,
-            1,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        rx.recv()
-            .expect("reply")
+        self.store
+            .submit(items, 1)
+            .wait()
             .into_iter()
             .map(|r| r.expect("stored").id)
             .collect()

@@ -1,7 +1,6 @@
 //! The store on real files: submit, read back, prove, reopen.
 
 use std::sync::Arc;
-use std::sync::mpsc::channel;
 
 use stemedb_core::{AssertionId, Verified, sign, signing_key_from_seed};
 use stemedb_merkle::{leaf_hash, verify_consistency, verify_inclusion, verify_note};
@@ -20,18 +19,15 @@ fn assertion(n: u64) -> (Verified, Vec<u8>) {
 }
 
 fn submit(store: &Store, items: Vec<(Verified, Vec<u8>)>) -> Vec<Result<Outcome, StoreError>> {
-    let (tx, rx) = channel();
-    store.submit(
-        items
-            .into_iter()
-            .map(|(v, raw)| Entry::new(v, raw))
-            .collect(),
-        1,
-        Box::new(move |r| {
-            let _ = tx.send(r);
-        }),
-    );
-    rx.recv().expect("reply")
+    store
+        .submit(
+            items
+                .into_iter()
+                .map(|(v, raw)| Entry::new(v, raw))
+                .collect(),
+            1,
+        )
+        .wait()
 }
 
 #[test]
