@@ -246,6 +246,44 @@ def test_a_pinned_key_that_does_not_match_refuses_every_proof(world):
     asyncio.run(asyncio.wait_for(run(), 60))
 
 
+def test_retracting_a_past_fact_keeps_the_agents_current_one(world):
+    """Decision 0020: a retraction holds when the memory it withdraws did."""
+    server, ((key, _), _) = world
+
+    async def run():
+        async with stdio_client(stdio_params(server, key)) as (r, w):
+            async with ClientSession(r, w) as s:
+                await s.initialize()
+                _, old = await call(s, "remember", {"subject": "org/acme", "predicate": "ceo", "object": "alice",
+                                                    "valid_from": 1000, "valid_until": 2000})
+                _, new = await call(s, "remember", {"subject": "org/acme", "predicate": "ceo", "object": "bob",
+                                                    "valid_from": 2000})
+                err, x = await call(s, "retract", {"id": old["id"]})
+                assert not err, x
+                err, q = await call(s, "recall", {"subject": "org/acme", "current": True})
+                assert [r["winner"]["object"] for r in q["results"]] == ["bob"], q
+                err, q = await call(s, "recall", {"subject": "org/acme", "valid_at": 1500})
+                assert q["results"] == [], q
+                err, h = await call(s, "history", {"subject": "org/acme", "predicate": "ceo"})
+                assert [e["status"] for e in h["entries"]] == ["retracted", "live", "retraction"], h
+                assert (h["entries"][2]["valid_from"], h["entries"][2]["valid_until"]) == (1000, 2000)
+                # A proof whose id is another assertion's is refused, not rewritten.
+                p = json.loads(server.get(f"/v1/proof/inclusion?id={new['id']}"))
+                err, v = await call(s, "verify", {"id": old["id"], "proof": p})
+                assert err and v["code"] == "verification_failed", v
+
+    asyncio.run(asyncio.wait_for(run(), 60))
+
+
+def test_an_empty_token_is_refused(world):
+    server, ((key, _), _) = world
+    env = clean_env()
+    env["STEMEDB_MCP_TOKEN"] = " "
+    out = subprocess.run([BIN, "mcp", "--key", str(key), "--server", server.url, "--http", "127.0.0.1:0"],
+                         capture_output=True, text=True, env=env, timeout=30)
+    assert out.returncode != 0 and "empty" in out.stderr, out.stderr
+
+
 def start_http(server, key, token=None, bind="127.0.0.1"):
     port = free_port()
     env = clean_env()

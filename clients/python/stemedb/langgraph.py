@@ -20,7 +20,12 @@ The mapping (design §12):
   JSON (StemeDB has no embeddings: `index` arguments are ignored).
 
 Labels and keys may hold any characters: those a concept path does not allow (and `+` itself)
-are written `+XX` (hex of each UTF-8 byte), so every label maps to one segment and back.
+are written `+XX` (uppercase hex of each UTF-8 byte), so every label maps to one segment and
+back. A segment another writer made that is not in that form reads back as it is (so it can
+coincide with a label this store would write as `+XX`).
+
+`search(query=…)` and `list_namespaces` read every group under their prefix (page by page):
+their cost grows with what the prefix holds, so give them a narrow prefix.
 
 The store is thread-safe (one lock around the client, which keeps one connection); the async
 methods run the same calls in a worker thread.
@@ -58,16 +63,23 @@ def _escape(text: str, extra_ok: str = "") -> str:
 
 
 def _unescape(text: str) -> str:
+    """Inverse of `_escape` for what it wrote: `+XX` (uppercase hex) runs that decode as UTF-8.
+    A segment not in that form (another writer's `a+b`, a lowercase `+2b`) is returned as it is,
+    so no two segments this store writes map to one label."""
     raw = bytearray()
     i = 0
     while i < len(text):
-        if text[i] == "+" and i + 2 < len(text) and all(c in "0123456789ABCDEFabcdef" for c in text[i + 1:i + 3]):
+        if text[i] == "+" and i + 2 < len(text) and all(c in "0123456789ABCDEF" for c in text[i + 1:i + 3]):
             raw.append(int(text[i + 1:i + 3], 16))
             i += 3
         else:
             raw.extend(text[i].encode("utf-8"))
             i += 1
-    return raw.decode("utf-8", "replace")
+    try:
+        label = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return text
+    return label if _escape(label, "/") == text or _escape(label) == text else text
 
 
 def namespace_to_subject(namespace: tuple) -> str:
@@ -190,23 +202,34 @@ class StemeStore(BaseStore):
         return None
 
     def _own_live(self, subject: str, predicate: str) -> list:
-        """Ids of this agent's live (not superseded, not retracted) assertions of the key."""
-        answer = self.client.query(subject, predicate=predicate, agent=self.agent, lens="raw",
-                                   limit=_PAGE)
-        return [r.winner.id for r in answer.results]
+        """This agent's live (not superseded, not retracted) assertions of the key, every page."""
+        out, cursor = [], None
+        while True:
+            answer = self.client.query(subject, predicate=predicate, agent=self.agent, lens="raw",
+                                       limit=_PAGE, cursor=cursor)
+            out.extend(r.winner for r in answer.results)
+            cursor = answer.next_cursor
+            if cursor is None:
+                return out
 
     def _put(self, namespace: tuple, key: str, value: dict) -> None:
         if not isinstance(value, dict):
             raise ValueError(f"a LangGraph store value is a dict, not {type(value).__name__}")
         subject, predicate = namespace_to_subject(namespace), key_to_predicate(key)
-        previous = self._own_live(subject, predicate)
+        previous = [w.id for w in self._own_live(subject, predicate)]
         self.client.assert_(subject, predicate, value, supersedes=previous)
 
     def _delete(self, namespace: tuple, key: str) -> None:
         subject, predicate = namespace_to_subject(namespace), key_to_predicate(key)
         previous = self._own_live(subject, predicate)
-        if previous:
-            self.client.assert_(subject, predicate, None, supersedes=previous, retract=True)
+        if not previous:
+            return
+        # A retraction holds when what it withdraws did (decision 0020): with one interval
+        # shared by every target, the retraction states it.
+        intervals = {(w.valid_from, w.valid_until) for w in previous}
+        valid_from, valid_until = intervals.pop() if len(intervals) == 1 else (None, None)
+        self.client.assert_(subject, predicate, None, supersedes=[w.id for w in previous],
+                            retract=True, valid_from=valid_from, valid_until=valid_until)
 
     def _groups(self, subject: Optional[str]):
         """Every (subject, predicate) group at or below `subject` (all when None), resolved by

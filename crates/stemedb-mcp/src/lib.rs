@@ -115,14 +115,12 @@ impl Agent {
         &self.agent_hex
     }
 
-    /// The checkpoint key: pinned on first contact (checked against `--trust-key` when given),
-    /// and afterwards every answer of `/v1/checkpoint/key` must name the same key.
+    /// The checkpoint key: pinned on first contact (checked against `--trust-key` when given)
+    /// for the life of the process. Every checkpoint is then verified with the pinned key, so
+    /// a server that changes its key fails verification instead of being believed.
     pub(crate) fn checkpoint_key(&self) -> Result<CheckpointKey, ToolFailure> {
-        let pinned = self
-            .pinned
-            .lock()
-            .map_err(|_| ToolFailure::new("unexpected", "the pinned key's lock is poisoned"))?
-            .clone();
+        let poisoned = || ToolFailure::new("unexpected", "the pinned key's lock is poisoned");
+        let pinned = self.pinned.lock().map_err(|_| poisoned())?.clone();
         if let Some(k) = pinned {
             return Ok(k);
         }
@@ -141,18 +139,44 @@ impl Agent {
                 ),
             ));
         }
-        tracing::info!(public_key = %key.public_key, key_name = %key.key_name, "checkpoint key pinned");
-        let mut slot = self
-            .pinned
-            .lock()
-            .map_err(|_| ToolFailure::new("unexpected", "the pinned key's lock is poisoned"))?;
-        Ok(slot.get_or_insert(key).clone())
+        let mut slot = self.pinned.lock().map_err(|_| poisoned())?;
+        match &*slot {
+            // Another call pinned first: the two answers must agree.
+            Some(first) if first.public_key != key.public_key || first.origin != key.origin => {
+                Err(ToolFailure::new(
+                    "checkpoint_key_mismatch",
+                    format!(
+                        "the server at {} named two checkpoint keys ({} and {})",
+                        self.server, first.public_key, key.public_key
+                    ),
+                ))
+            }
+            Some(first) => Ok(first.clone()),
+            None => {
+                tracing::info!(public_key = %key.public_key, key_name = %key.key_name, "checkpoint key pinned");
+                *slot = Some(key.clone());
+                Ok(key)
+            }
+        }
+    }
+
+    /// Pins the checkpoint key now (first contact), so a key the server shows later cannot
+    /// replace it; if the server cannot be reached yet, the first proof pins it.
+    async fn pin_at_start(self: &Arc<Self>) {
+        let agent = self.clone();
+        match tokio::task::spawn_blocking(move || agent.checkpoint_key()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(f)) => tracing::warn!(code = %f.code, detail = %f.detail,
+                "checkpoint key not pinned at start; the first proof pins it"),
+            Err(e) => tracing::warn!(error = %e, "checkpoint key not pinned at start"),
+        }
     }
 }
 
 /// Serves MCP over standard input and output until the client closes it.
 pub async fn serve_stdio(agent: Arc<Agent>) -> Result<(), Box<dyn std::error::Error>> {
     use rmcp::ServiceExt as _;
+    agent.pin_at_start().await;
     let running = Memory::new(agent).serve(rmcp::transport::stdio()).await?;
     running.waiting().await?;
     Ok(())
@@ -170,12 +194,18 @@ pub async fn serve_http(
     use rmcp::transport::streamable_http_server::{
         StreamableHttpServerConfig, StreamableHttpService,
     };
+    if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        return Err(
+            "the bearer token is empty: set a real one (--token or STEMEDB_MCP_TOKEN)".into(),
+        );
+    }
     if token.is_none() && !addr.ip().is_loopback() {
         return Err(format!(
             "{addr} is not a loopback address: set a bearer token (--token or STEMEDB_MCP_TOKEN)"
         )
         .into());
     }
+    agent.pin_at_start().await;
     let mut config = StreamableHttpServerConfig::default();
     if !addr.ip().is_loopback() {
         // Reached by any name; the bearer token is what admits a client.

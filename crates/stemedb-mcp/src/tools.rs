@@ -201,21 +201,29 @@ impl Agent {
         Ok(out)
     }
 
-    /// The statement of one of this agent's own assertions.
+    /// The statement of one of this agent's own assertions, from an envelope checked here (its
+    /// signature, and that its id is `id`): the server is not trusted to say what `id` said.
     fn own_statement(&self, id: &str) -> Result<Value, ToolFailure> {
         check_id(id)?;
         let stored = self
             .client
             .assertion(id)?
             .ok_or_else(|| ToolFailure::new("not_found", format!("no assertion {id}")))?;
-        let payload = stored["envelope"]["payload"]
-            .as_str()
-            .ok_or_else(|| ToolFailure::new("unexpected", "the stored envelope has no payload"))?;
-        use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(payload)
-            .map_err(|e| ToolFailure::new("unexpected", format!("payload: {e}")))?;
-        let st: Value = serde_json::from_slice(&bytes)
+        let envelope = serde_json::to_vec(&stored["envelope"])
+            .map_err(|e| ToolFailure::new("unexpected", format!("envelope: {e}")))?;
+        let verified = stemedb_core::check(&envelope).map_err(|e| {
+            ToolFailure::new(
+                "verification_failed",
+                format!("the server's envelope for {id} does not verify: {e}"),
+            )
+        })?;
+        if verified.id().to_hex() != id {
+            return Err(ToolFailure::new(
+                "verification_failed",
+                format!("the server answered {id} with assertion {}", verified.id()),
+            ));
+        }
+        let st: Value = serde_json::from_slice(verified.envelope().payload())
             .map_err(|e| ToolFailure::new("unexpected", format!("statement: {e}")))?;
         if st["agent"].as_str() != Some(self.agent_hex()) {
             return Err(ToolFailure::new(
@@ -265,7 +273,17 @@ impl Agent {
         let proof = match a.proof {
             Some(mut p) => {
                 if let Some(m) = p.as_object_mut() {
-                    m.insert("id".into(), a.id.clone().into());
+                    match m.get("id") {
+                        Some(given) if given.as_str() != Some(a.id.as_str()) => {
+                            return Err(ToolFailure::new(
+                                "verification_failed",
+                                format!("the proof is for {given}, not {}", a.id),
+                            ));
+                        }
+                        _ => {
+                            m.insert("id".into(), a.id.clone().into());
+                        }
+                    }
                 }
                 serde_json::from_value::<InclusionProof>(p).map_err(|e| {
                     ToolFailure::new(
@@ -384,7 +402,7 @@ impl Memory {
     }
 
     #[tool(
-        description = "Every memory ever recorded for one subject and predicate, in log order, by every agent: agent, time, confidence, validity interval, and status (live, superseded, retracted, or retraction) with the id that superseded it.",
+        description = "Every memory ever recorded for one subject and predicate, in log order, by every agent: agent, time, confidence, validity interval, and status (live, superseded, retracted, or retraction) with the id that superseded it. For the next page pass after = next_after and as_of = the answer's tree_size, so every page describes the same log.",
         input_schema = schema_for_type::<HistoryArgs>()
     )]
     async fn history(&self, Parameters(args): Parameters<JsonObject>) -> ToolResult {
@@ -445,10 +463,14 @@ impl Memory {
             blocking(move || {
                 let a: RetractArgs = parse(args)?;
                 let old = agent.own_statement(&a.id)?;
-                let st = json!({
+                // The retraction holds when the memory did, so it withdraws only that: at other
+                // valid times the agent's other memories of the group still count.
+                let mut st = json!({
                     "subject": old["subject"], "predicate": old["predicate"],
                     "object": null, "retract": true, "supersedes": [a.id],
                 });
+                put(&mut st, "valid_from", old["valid_from"].as_i64());
+                put(&mut st, "valid_until", old["valid_until"].as_i64());
                 agent.assert(&st)
             })
             .await,

@@ -255,16 +255,20 @@ impl AssertionRecord {
 const FLAG_RETRACT: u8 = 1;
 const FLAG_VALID_FROM: u8 = 2;
 const FLAG_VALID_UNTIL: u8 = 4;
+// The row does not record validity (it was rewritten from a 113-byte row, e.g. to mark it
+// superseded): read the statement.
+const FLAG_VALIDITY_UNKNOWN: u8 = 8;
 
 /// The `by_seq` value of an assertion: what a lens needs to choose and rank live assertions
 /// without reading the envelope. Layout (129 bytes, little-endian): id `[32]`, agent `[32]`,
 /// confidence `f64`, flags `u8` (bit 0: retract, bit 1: `valid_from` present, bit 2:
-/// `valid_until` present), value-log segment `u32`, offset `u64`, length `u32`, the object's
+/// `valid_until` present, bit 3: validity not recorded), value-log segment `u32`, offset `u64`, length `u32`, the object's
 /// value key `[16]`, the log index of the first assertion that supersedes this one (`u64::MAX`:
 /// none), `valid_from` `i64` and `valid_until` `i64` (0 when absent).
 ///
 /// Rows written before valid time was indexed are 113 bytes (no validity fields); they decode
-/// with `validity_known` false and a `valid_at` query reads their statement instead.
+/// with `validity_known` false and a `valid_at` query reads their statement instead. Such a
+/// row rewritten later (a correction marks it superseded) keeps `validity_known` false (bit 3).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IndexValue {
     /// The assertion id.
@@ -321,6 +325,9 @@ impl IndexValue {
         if self.valid_until.is_some() {
             flags |= FLAG_VALID_UNTIL;
         }
+        if !self.validity_known {
+            flags |= FLAG_VALIDITY_UNKNOWN;
+        }
         b[72] = flags;
         b[73..77].copy_from_slice(&self.pointer.segment.to_le_bytes());
         b[77..85].copy_from_slice(&self.pointer.offset.to_le_bytes());
@@ -357,7 +364,7 @@ impl IndexValue {
         let mut value = [0u8; 16];
         value.copy_from_slice(&b[89..105]);
         let flags = b[72];
-        let validity_known = b.len() == INDEX_VALUE_BYTES;
+        let validity_known = b.len() == INDEX_VALUE_BYTES && flags & FLAG_VALIDITY_UNKNOWN == 0;
         let bound = |flag: u8, at: usize| {
             (validity_known && flags & flag != 0).then(|| i64::from_le_bytes(arr8(at)))
         };
@@ -497,6 +504,15 @@ mod tests {
         assert_eq!(old.superseded_at, 12);
         assert!(!old.validity_known);
         assert_eq!(old.valid_at(0), None);
+        // Rewritten (marked superseded) it stays unknown, not "always valid".
+        let rewritten = IndexValue {
+            superseded_at: 99,
+            ..old
+        };
+        let again = IndexValue::decode(&rewritten.encode()).expect("decodes");
+        assert!(!again.validity_known);
+        assert_eq!(again.valid_at(0), None);
+        assert_eq!(again.superseded_at, 99);
         assert_eq!(v.valid_at(-3), Some(true));
         assert_eq!(v.valid_at(-4), Some(false));
         assert_eq!(closed.valid_at(1_700_000_000_000), Some(false));
