@@ -9,7 +9,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
@@ -20,7 +20,7 @@ use stemedb_store::now_ms;
 
 use crate::defense::{BreakerState, BreakerView};
 use crate::extract::{blocking, json_body, parse_id};
-use crate::problem::Problem;
+use crate::problem::{Done, Problem};
 use crate::state::AppState;
 
 /// Who the audit trail names for actions taken with the admin token.
@@ -290,7 +290,7 @@ pub(crate) async fn agent_put(
     Path(key): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<AgentRecord>), Problem> {
+) -> Result<Response, Problem> {
     let key = parse_key(&key)?;
     let bytes = json_body(&headers, body, ADMIN_BODY_LIMIT_BYTES, "the agent record")?;
     let body: AgentBody = serde_json::from_slice(&bytes).map_err(|e| {
@@ -317,19 +317,19 @@ pub(crate) async fn agent_put(
     let previous = blocking(move || store.put_agent(&key, &stored, ACTOR)).await?;
     state.defense().set_agent(key, Some(rec.clone()));
     tracing::info!(target: "stemedb::admin", agent = %rec.agent, status = ?rec.status, trust = rec.trust, "agent record saved");
-    let status = if previous.is_some() {
-        StatusCode::OK
+    let done = if previous.is_some() {
+        Done::Ok
     } else {
-        StatusCode::CREATED
+        Done::Created
     };
-    Ok((status, Json(rec)))
+    Ok((done.status(), Json(rec)).into_response())
 }
 
 /// DELETE /v1/admin/agents/{pubkey}
 pub(crate) async fn agent_delete(
     State(state): State<AppState>,
     Path(key): Path<String>,
-) -> Result<StatusCode, Problem> {
+) -> Result<Done, Problem> {
     let key = parse_key(&key)?;
     let store = state.store_arc();
     if !blocking(move || store.delete_agent(&key, ACTOR)).await? {
@@ -337,7 +337,7 @@ pub(crate) async fn agent_delete(
     }
     state.defense().set_agent(key, None);
     tracing::info!(target: "stemedb::admin", agent = %hex::encode(key), "agent record deleted");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Done::NoContent)
 }
 
 #[derive(Debug, Default, Deserialize)]

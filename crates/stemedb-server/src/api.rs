@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use stemedb_store::StoreError;
 
 use crate::extract::{blocking, json_body, parse_id, proof_json};
-use crate::ingest::{Ingested, Screened, fill, outcome_json, screen, submit_screened};
-use crate::problem::Problem;
+use crate::ingest::{Ingested, outcome_json, screen, submit_screened};
+use crate::problem::{Done, Problem};
 use crate::state::AppState;
 use crate::verifier::{STAGE_MAX_BODY_BYTES, Verifier};
 
@@ -47,12 +47,12 @@ pub(crate) async fn assert(
             .into_iter()
             .next()
             .unwrap_or_else(|| Err(Problem::server_error("internal", "no result")))?;
-        let status = match &o {
-            Ingested::Stored(s) if s.created => StatusCode::CREATED,
-            Ingested::Stored(_) => StatusCode::OK,
-            Ingested::Quarantined(_) => StatusCode::ACCEPTED,
+        let done = match &o {
+            Ingested::Stored(s) if s.created => Done::Created,
+            Ingested::Stored(_) => Done::Ok,
+            Ingested::Quarantined(_) => Done::Accepted,
         };
-        return Ok((status, Json(outcome_json(&o))).into_response());
+        return Ok((done.status(), Json(outcome_json(&o))).into_response());
     }
     let items: Vec<Value> = results
         .iter()
@@ -97,25 +97,8 @@ async fn ingest(
             }
         }
     };
-    let Screened {
-        mut results,
-        single,
-        submitted,
-        ..
-    } = screened;
-    if let Some(sub) = submitted {
-        let outcomes = sub.outcomes.await;
-        let defense = state.defense();
-        for ((i, o), agent) in sub.positions.into_iter().zip(outcomes).zip(sub.agents) {
-            if o.is_ok()
-                && let Some(t) = defense.record(&agent, None, false)
-            {
-                state.breaker_changed(t);
-            }
-            results[i] = Some(o.map(Ingested::Stored).map_err(Problem::from));
-        }
-    }
-    (fill(results), single)
+    let single = screened.single;
+    (screened.answers(state).await, single)
 }
 
 /// GET /v1/assertions/{id}

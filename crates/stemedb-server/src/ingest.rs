@@ -123,52 +123,79 @@ pub(crate) fn outcome_json(o: &Ingested) -> Value {
     }
 }
 
-/// One result per envelope, filled in as the pipeline decides.
-pub(crate) type Slots = Vec<Option<Result<Ingested, Problem>>>;
-
-/// What screening a body decided: the results decided so far, the entries still to submit and
-/// their positions, and, once submitted, the answer to wait for.
-pub(crate) struct Screened {
-    pub(crate) results: Slots,
-    pub(crate) single: bool,
-    pub(crate) entries: Vec<Entry>,
-    positions: Vec<usize>,
-    pub(crate) submitted: Option<Submitted>,
+/// What the pipeline has decided about one envelope of a body.
+pub(crate) enum Item {
+    /// Nothing yet (only while screening; an item left so answers an internal error).
+    Open,
+    /// Refused, quarantined, or already in the log: its answer is known.
+    Done(Result<Ingested, Problem>),
+    /// Accepted for the log: its answer is the store's outcome for its entry (the entries are
+    /// in the order of these items).
+    Accepted {
+        /// Who signed it (a stored write counts as a success for the agent's breaker).
+        agent: [u8; 32],
+    },
 }
 
-pub(crate) struct Submitted {
-    pub(crate) positions: Vec<usize>,
-    pub(crate) agents: Vec<[u8; 32]>,
-    pub(crate) outcomes: Completion,
+/// What screening a body decided: one [`Item`] per envelope, the entries of the accepted ones,
+/// and, once they are submitted, their outcomes.
+pub(crate) struct Screened {
+    pub(crate) items: Vec<Item>,
+    pub(crate) single: bool,
+    entries: Vec<Entry>,
+    outcomes: Option<Completion>,
 }
 
 impl Screened {
-    /// Takes the entries to submit, with who signed each; [`Screened::attach`] then gives them
-    /// their outcomes.
-    pub(crate) fn take_entries(&mut self) -> (Vec<Entry>, Vec<[u8; 32]>) {
-        let entries = std::mem::take(&mut self.entries);
-        let agents = entries.iter().map(|e| *e.agent()).collect();
-        (entries, agents)
+    /// Takes the accepted entries to submit; [`Screened::attach`] then gives them their
+    /// outcomes.
+    pub(crate) fn take_entries(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.entries)
     }
 
-    /// Where the submitted entries' outcomes come from.
-    pub(crate) fn attach(&mut self, agents: Vec<[u8; 32]>, outcomes: Completion) {
-        self.submitted = Some(Submitted {
-            positions: std::mem::take(&mut self.positions),
-            agents,
-            outcomes,
-        });
+    /// Where the accepted entries' outcomes come from.
+    pub(crate) fn attach(&mut self, outcomes: Completion) {
+        self.outcomes = Some(outcomes);
+    }
+
+    /// Waits for the store and answers every item, in order; a stored write counts as a
+    /// success for its agent's breaker.
+    pub(crate) async fn answers(self, st: &AppState) -> Vec<Result<Ingested, Problem>> {
+        let mut outcomes = match self.outcomes {
+            Some(c) => c.await,
+            None => Vec::new(),
+        }
+        .into_iter();
+        let defense = st.defense();
+        self.items
+            .into_iter()
+            .map(|item| match item {
+                Item::Done(r) => r,
+                Item::Open => Err(Problem::server_error("internal", "no result")),
+                Item::Accepted { agent } => {
+                    let o = outcomes
+                        .next()
+                        .unwrap_or(Err(stemedb_store::StoreError::Closed));
+                    if o.is_ok()
+                        && let Some(t) = defense.record(&agent, None, false)
+                    {
+                        st.breaker_changed(t);
+                    }
+                    o.map(Ingested::Stored).map_err(Problem::from)
+                }
+            })
+            .collect()
     }
 }
 
 /// Submits a screened body's entries to the store on its own (one submission).
 pub(crate) fn submit_screened(st: &AppState, screened: &mut Screened) {
-    if screened.entries.is_empty() {
+    let entries = screened.take_entries();
+    if entries.is_empty() {
         return;
     }
-    let (entries, agents) = screened.take_entries();
     let outcomes = st.store().submit(entries, now_ms());
-    screened.attach(agents, outcomes);
+    screened.attach(outcomes);
 }
 
 /// Parses, decodes, verifies and screens one body (blocking: run it off the async workers);
@@ -188,9 +215,8 @@ pub(crate) fn screen(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
     };
     let defense = st.defense();
     let n = ranges.len();
-    let mut results: Slots = (0..n).map(|_| None).collect();
+    let mut items: Vec<Item> = (0..n).map(|_| Item::Open).collect();
     let mut entries = Vec::with_capacity(n);
-    let mut positions = Vec::with_capacity(n);
     let mut held: Vec<QuarantineEntry> = Vec::new();
     let mut held_positions = Vec::new();
     let received = now_ms();
@@ -200,7 +226,7 @@ pub(crate) fn screen(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
         let prepared = match Envelope::decode(raw).and_then(Prepared::new) {
             Ok(p) => p,
             Err(e) => {
-                results[i] = Some(Err(Problem::from_core(&e)));
+                items[i] = Item::Done(Err(Problem::from_core(&e)));
                 continue;
             }
         };
@@ -209,14 +235,14 @@ pub(crate) fn screen(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
             Ok(Some(t)) => st.breaker_changed(t),
             Ok(None) => {}
             Err(problem) => {
-                results[i] = Some(Err(problem));
+                items[i] = Item::Done(Err(problem));
                 continue;
             }
         }
         let verified = match prepared.verify() {
             Ok(v) => v,
             Err(e) => {
-                results[i] = Some(Err(Problem::from_core(&e)));
+                items[i] = Item::Done(Err(Problem::from_core(&e)));
                 continue;
             }
         };
@@ -225,14 +251,14 @@ pub(crate) fn screen(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
         match defense.screen(verified.statement(), payload_len, &agent_of) {
             Verdict::Accept => {
                 entries.push(Entry::new(verified, raw.to_vec()));
-                positions.push(i);
+                items[i] = Item::Accepted { agent };
             }
             Verdict::Quarantine(reasons) => {
                 // Already released into the log: it is a duplicate, not news (and not held
                 // against the agent).
                 match store.log_index_of(&verified.id()) {
                     Ok(Some(log_index)) => {
-                        results[i] = Some(Ok(Ingested::Stored(Outcome {
+                        items[i] = Item::Done(Ok(Ingested::Stored(Outcome {
                             id: verified.id(),
                             log_index,
                             created: false,
@@ -241,7 +267,7 @@ pub(crate) fn screen(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        results[i] = Some(Err(Problem::from(e)));
+                        items[i] = Item::Done(Err(Problem::from(e)));
                         continue;
                     }
                 }
@@ -260,7 +286,7 @@ pub(crate) fn screen(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
                 if let Some(t) = defense.record(&agent, Some(verified.id()), true) {
                     st.breaker_changed(t);
                 }
-                results[i] = Some(Err(problem));
+                items[i] = Item::Done(Err(problem));
             }
         }
     }
@@ -278,30 +304,22 @@ pub(crate) fn screen(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
                             st.breaker_changed(t);
                         }
                     }
-                    results[i] = Some(Ok(Ingested::Quarantined(e.id)));
+                    items[i] = Item::Done(Ok(Ingested::Quarantined(e.id)));
                 }
                 st.refresh_quarantine_size();
             }
             Err(e) => {
                 let p = Problem::from(e);
                 for i in held_positions {
-                    results[i] = Some(Err(p.clone()));
+                    items[i] = Item::Done(Err(p.clone()));
                 }
             }
         }
     }
     Ok(Screened {
-        results,
+        items,
         single,
         entries,
-        positions,
-        submitted: None,
+        outcomes: None,
     })
-}
-
-pub(crate) fn fill(results: Slots) -> Vec<Result<Ingested, Problem>> {
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(Problem::server_error("internal", "no result"))))
-        .collect()
 }

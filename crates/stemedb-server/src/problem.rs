@@ -192,6 +192,38 @@ pub fn body_rejection(rej: axum::extract::rejection::BytesRejection, limit: usiz
     }
 }
 
+/// The success statuses handlers answer with. With the error mapping in this file, every
+/// status the API sends is chosen here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Done {
+    /// 200.
+    Ok,
+    /// 201: a new assertion or record.
+    Created,
+    /// 202: held in quarantine.
+    Accepted,
+    /// 204.
+    NoContent,
+}
+
+impl Done {
+    /// The HTTP status.
+    pub(crate) fn status(self) -> StatusCode {
+        match self {
+            Done::Ok => StatusCode::OK,
+            Done::Created => StatusCode::CREATED,
+            Done::Accepted => StatusCode::ACCEPTED,
+            Done::NoContent => StatusCode::NO_CONTENT,
+        }
+    }
+}
+
+impl IntoResponse for Done {
+    fn into_response(self) -> Response {
+        self.status().into_response()
+    }
+}
+
 /// The HTTP status for each class of core error.
 pub fn status_of(class: ErrorClass) -> StatusCode {
     match class {

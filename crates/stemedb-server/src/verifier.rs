@@ -128,10 +128,10 @@ fn screen_and_submit_together(st: &AppState, batch: Vec<Pending>) {
     for p in batch {
         match screen(st, &p.body) {
             Ok(mut s) => {
-                let (mine, agents) = s.take_entries();
+                let mine = s.take_entries();
                 let n = mine.len();
                 entries.extend(mine);
-                done.push((p.reply, Ok((s, agents, n))));
+                done.push((p.reply, Ok((s, n))));
             }
             Err(problem) => done.push((p.reply, Err(problem))),
         }
@@ -139,7 +139,7 @@ fn screen_and_submit_together(st: &AppState, batch: Vec<Pending>) {
     // One submission for everything accepted; each request awaits its own part of it.
     let lens: Vec<usize> = done
         .iter()
-        .map(|(_, r)| r.as_ref().map_or(0, |(_, _, n)| *n))
+        .map(|(_, r)| r.as_ref().map_or(0, |(_, n)| *n))
         .collect();
     // One part per request, in order (empty for a refused one or one with nothing to log).
     let mut parts = if entries.is_empty() {
@@ -152,11 +152,11 @@ fn screen_and_submit_together(st: &AppState, batch: Vec<Pending>) {
     .into_iter();
     for (reply, r) in done {
         let part = parts.next();
-        let answer = r.map(|(mut s, agents, n)| {
+        let answer = r.map(|(mut s, n)| {
             if let Some(part) = part
                 && n > 0
             {
-                s.attach(agents, part);
+                s.attach(part);
             }
             s
         });
