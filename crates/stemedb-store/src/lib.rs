@@ -991,6 +991,42 @@ mod tests {
     }
 
     #[test]
+    fn verify_finds_a_lens_row_that_disagrees_with_its_envelope() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        {
+            let store = open(tmp.path(), StoreOptions::default());
+            submit(&store, vec![entry(1), entry(2)]);
+            store.close();
+        }
+        assert!(verify::check_store(tmp.path(), None).ok());
+        // Raise one row's confidence behind the store's back: a lens would rank it wrongly.
+        {
+            use redb::ReadableTable as _;
+            let db = redb::Database::open(Layout::new(tmp.path()).redb).expect("redb");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut t = txn.open_table(BY_SEQ).expect("by_seq");
+                let row = t
+                    .get(1)
+                    .expect("get")
+                    .map(|g| g.value().to_vec())
+                    .expect("row");
+                let mut v = keys::IndexValue::decode(&row).expect("decode");
+                v.confidence = 0.5;
+                t.insert(1, v.encode().as_slice()).expect("insert");
+            }
+            txn.commit().expect("commit");
+        }
+        let report = verify::check_store(tmp.path(), None);
+        assert!(!report.ok());
+        let text = format!("{report:?}");
+        assert!(
+            text.contains("by_seq row 1 disagrees with its envelope: confidence 0.5"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_duplicate_in_a_group_whose_fsync_failed_shares_the_failure() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let opts = StoreOptions {

@@ -16,6 +16,7 @@ use serde::Serialize;
 use stemedb_core::{AssertionId, Prepared, verify_batch};
 use stemedb_merkle::{Frontier, leaf_hash, verify_note};
 
+use crate::entry::Fields;
 use crate::keys::{AssertionRecord, IndexValue};
 use crate::vlog::VlogReader;
 use crate::{
@@ -148,7 +149,10 @@ impl NodeCheck<'_> {
 }
 
 /// Verifies envelopes on every core; per item: the content address, or why it failed.
-fn verify_chunk(chunk: Vec<(u64, Vec<u8>)>) -> Vec<(u64, Result<AssertionId, String>)> {
+/// What re-verifying one stored envelope gives: its id and the fields its `by_seq` row must hold.
+type Checked = Result<(AssertionId, Fields), String>;
+
+fn verify_chunk(chunk: Vec<(u64, Vec<u8>)>) -> Vec<(u64, Checked)> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -180,7 +184,11 @@ fn verify_chunk(chunk: Vec<(u64, Vec<u8>)>) -> Vec<(u64, Result<AssertionId, Str
                         }
                     }
                     for (index, r) in slots.into_iter().zip(verify_batch(prepared)) {
-                        out.push((index, r.map(|v| v.id()).map_err(|e| e.to_string())));
+                        out.push((
+                            index,
+                            r.map(|v| (v.id(), Fields::of(v.statement())))
+                                .map_err(|e| e.to_string()),
+                        ));
                     }
                     out
                 })
@@ -196,6 +204,32 @@ fn verify_chunk(chunk: Vec<(u64, Vec<u8>)>) -> Vec<(u64, Result<AssertionId, Str
         all.sort_by_key(|(i, _)| *i);
         all
     })
+}
+
+/// Which field of a `by_seq` row differs from the statement it was derived from, if any.
+fn row_mismatch(row: &IndexValue, f: &Fields) -> Option<String> {
+    if row.agent != f.agent {
+        return Some("agent".into());
+    }
+    if row.confidence.to_bits() != f.confidence.to_bits() {
+        return Some(format!(
+            "confidence {} (statement: {})",
+            row.confidence, f.confidence
+        ));
+    }
+    if row.retract != f.retract {
+        return Some("retract flag".into());
+    }
+    if row.value != f.value {
+        return Some("object value key".into());
+    }
+    if row.validity_known && (row.valid_from, row.valid_until) != (f.valid_from, f.valid_until) {
+        return Some(format!(
+            "validity {:?}..{:?} (statement: {:?}..{:?})",
+            row.valid_from, row.valid_until, f.valid_from, f.valid_until
+        ));
+    }
+    None
 }
 
 /// Checks the store under `dir` (a stopped data directory or a snapshot), reading only.
@@ -288,7 +322,7 @@ pub fn check_store(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> Stor
         readers: HashMap::new(),
     };
     let mut frontier = Frontier::new();
-    let mut ids: HashMap<u64, [u8; 32]> = HashMap::with_capacity(CHUNK);
+    let mut ids: HashMap<u64, IndexValue> = HashMap::with_capacity(CHUNK);
     let mut chunk: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK);
     let mut expected_index = 0u64;
     let rows = match by_seq.range(0..size) {
@@ -299,13 +333,29 @@ pub fn check_store(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> Stor
         }
     };
     let flush = |chunk: &mut Vec<(u64, Vec<u8>)>,
-                 ids: &mut HashMap<u64, [u8; 32]>,
+                 ids: &mut HashMap<u64, IndexValue>,
                  report: &mut StoreReport| {
         for (index, result) in verify_chunk(std::mem::take(chunk)) {
-            let stored = ids.get(&index).copied().unwrap_or_default();
+            let Some(row) = ids.get(&index) else {
+                report.add(
+                    "db/values",
+                    format!("log index {index}: no by_seq row to check"),
+                );
+                continue;
+            };
+            let stored = *row.id.as_bytes();
             match result {
-                Ok(id) if id.as_bytes() == &stored => report.assertions_checked += 1,
-                Ok(id) => report.add(
+                Ok((id, fields)) if id.as_bytes() == &stored => {
+                    // The row a lens reads must say what the signed statement says.
+                    match row_mismatch(row, &fields) {
+                        None => report.assertions_checked += 1,
+                        Some(what) => report.add(
+                            REDB,
+                            format!("by_seq row {index} disagrees with its envelope: {what}"),
+                        ),
+                    }
+                }
+                Ok((id, _)) => report.add(
                     "db/values",
                     format!(
                         "log index {index}: the envelope's content address is {id}, the store \
@@ -366,7 +416,7 @@ pub fn check_store(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> Stor
         }
         match vlog.read(row.pointer) {
             Ok(bytes) => {
-                ids.insert(index, id);
+                ids.insert(index, row);
                 chunk.push((index, bytes));
             }
             Err(e) => report.add(
