@@ -826,6 +826,9 @@ fn stage_rows(
     recs: &[NewRecord],
     pointers: &[Pointer],
 ) -> Result<(), StoreError> {
+    // Opened once for the whole run of records: each row reads through them.
+    let by_seq = view.by_seq()?;
+    let superseders = view.supersedes()?;
     for (r, p) in recs.iter().zip(pointers) {
         let rec = AssertionRecord {
             log_index: r.log_index,
@@ -837,8 +840,7 @@ fn stage_rows(
         // between assertions of one agent (design §8), so the earliest link from this
         // assertion's own agent counts; links from other agents are ignored for it.
         let mut superseded_at = keys::NOT_SUPERSEDED;
-        let by_seq = view.by_seq()?;
-        for by in view.superseders(r.id.as_bytes())? {
+        for by in superseders.of(r.id.as_bytes())? {
             let row = by_seq.get(by)?.ok_or_else(|| {
                 StoreError::Corrupt(format!(
                     "supersedes names log index {by}, by_seq has no row"

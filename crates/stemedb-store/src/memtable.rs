@@ -302,20 +302,36 @@ impl View {
         Ok(Merged::new(sources))
     }
 
+    /// A reader of `supersedes` links for many lookups (opens the table once).
+    pub(crate) fn supersedes(&self) -> Result<Superseders<'_>, StoreError> {
+        Ok(Superseders {
+            mems: &self.version.mems,
+            table: self.txn.open_table(SUPERSEDES).map_err(db_err)?,
+        })
+    }
+}
+
+/// Reads `supersedes` links through a view: redb and every memtable.
+pub(crate) struct Superseders<'a> {
+    mems: &'a [Arc<Memtable>],
+    table: redb::ReadOnlyTable<&'static [u8], ()>,
+}
+
+impl Superseders<'_> {
     /// Log indexes of the assertions that name `target` in `supersedes`, in log order.
-    pub(crate) fn superseders(&self, target: &[u8; 32]) -> Result<Vec<u64>, StoreError> {
+    pub(crate) fn of(&self, target: &[u8; 32]) -> Result<Vec<u64>, StoreError> {
         let lo = crate::keys::supersedes_key(target, 0);
         let hi = crate::keys::supersedes_key(target, u64::MAX);
-        let t = self.txn.open_table(SUPERSEDES).map_err(db_err)?;
         let mut out = Vec::new();
-        for r in t
+        for r in self
+            .table
             .range::<&[u8]>(lo.as_slice()..=hi.as_slice())
             .map_err(db_err)?
         {
             let (k, _) = r.map_err(db_err)?;
             out.extend(crate::keys::supersedes_key_index(k.value()));
         }
-        for m in &self.version.mems {
+        for m in self.mems {
             for e in m.supersedes.range::<[u8], _>((
                 Bound::Included(lo.as_slice()),
                 Bound::Included(hi.as_slice()),
