@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Server, start};
+use common::{BIN, Server, start};
 use serde_json::{Value, json};
 use stemedb_core::{SigningKey, sign, signing_key_from_seed};
 
@@ -190,6 +190,41 @@ fn valid_at_and_as_of_answer_bitemporal_questions_through_every_lens() {
     assert_eq!(ids("valid_at=1500"), vec![alice.clone()]);
     assert_eq!(ids("valid_at=1500&as_of=0"), Vec::<String>::new());
     assert_eq!(ids("valid_at=500"), Vec::<String>::new());
+
+    // The CLI asks the same questions.
+    let cli = |args: &[&str]| -> Value {
+        let out = std::process::Command::new(BIN)
+            .args([
+                "query",
+                "--server",
+                &url,
+                "--subject",
+                SUBJECT,
+                "--format",
+                "json",
+            ])
+            .args(args)
+            .output()
+            .expect("stemedb query");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    assert_eq!(
+        cli(&["--valid-at", "1500"])["results"][0]["winner"]["object"],
+        "alice"
+    );
+    assert_eq!(
+        cli(&["--valid-at", "2200", "--as-of", "3"])["results"][0]["winner"]["object"],
+        "bob"
+    );
+    assert_eq!(
+        cli(&["--current"])["results"][0]["winner"]["object"],
+        "carol"
+    );
 
     // The same through POST, and bad combinations are refused.
     let resp = reqwest::blocking::Client::new()
