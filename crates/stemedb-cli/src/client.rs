@@ -147,7 +147,7 @@ pub(crate) fn assert_cmd(server: &str, key: Option<&Path>, input: &str) -> ExitC
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::render(&e));
             ExitCode::from(2)
         }
     }

@@ -72,7 +72,7 @@ pub(crate) fn check_envelope(source: &str) -> ExitCode {
     let input = match read_input(source) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::render(&e));
             return ExitCode::from(2);
         }
     };

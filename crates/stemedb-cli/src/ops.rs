@@ -177,7 +177,7 @@ fn verify_cmd(path: Option<PathBuf>, json: bool) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::render(&anyhow::Error::from(e)));
             ExitCode::from(2)
         }
     }

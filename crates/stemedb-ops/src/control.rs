@@ -47,6 +47,9 @@ pub fn snapshot(
     data_dir: &Path,
     dest: &Path,
 ) -> crate::Result<stemedb_store::snapshot::SnapshotInfo> {
+    if dest.to_str().is_none() {
+        return Err(OpsError::Refused("destination path is not UTF-8".into()));
+    }
     let v = request(
         data_dir,
         &ControlRequest::Snapshot {

@@ -71,7 +71,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> crate::Result<()> {
 pub fn try_lock(data_dir: &Path) -> crate::Result<Option<stemedb_store::DirLock>> {
     let taken = stemedb_store::DirLock::try_take(data_dir).with_context(|| {
         format!(
-            "lock {}",
+            "open {}",
             stemedb_store::Layout::new(data_dir).lock.display()
         )
     })?;

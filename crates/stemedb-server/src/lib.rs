@@ -44,9 +44,15 @@ pub enum ServeError {
     /// I/O error, a bad option); the message says which and what to do.
     #[error(transparent)]
     Open(#[from] stemedb_store::OpenError),
-    /// A start-up read of the store (the agent registry) failed.
-    #[error(transparent)]
-    Store(#[from] stemedb_store::StoreError),
+    /// A start-up read of the store failed.
+    #[error("{what}: {source}")]
+    Store {
+        /// What was being read.
+        what: &'static str,
+        /// The store's error.
+        #[source]
+        source: stemedb_store::StoreError,
+    },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -154,7 +160,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         trusted_proxies: config.trusted_proxies.clone(),
         scan_budget: config.scan_budget,
     };
-    let agents = store.agents()?;
+    let agents = store.agents().map_err(|source| ServeError::Store {
+        what: "agent registry",
+        source,
+    })?;
     let defense = defense::Defense::new(config.policy.clone(), config.breaker, agents);
     if config.admin_token.is_none() {
         tracing::warn!(

@@ -124,42 +124,36 @@ fn run(state: &Weak<Inner>, rx: &Receiver<Pending>) {
 /// outcomes back to the requests in order.
 fn screen_and_submit_together(st: &AppState, batch: Vec<Pending>) {
     let mut entries = Vec::new();
-    let mut done = Vec::with_capacity(batch.len());
+    // Requests with entries to log, with how many, in submission order.
+    let mut waiting = Vec::new();
     for p in batch {
         match screen(st, &p.body) {
             Ok(mut s) => {
                 let mine = s.take_entries();
-                let n = mine.len();
+                if mine.is_empty() {
+                    // Refused, quarantined or a duplicate: its answer is known now.
+                    let _ = p.reply.send(Ok(s));
+                    continue;
+                }
+                waiting.push((p.reply, s, mine.len()));
                 entries.extend(mine);
-                done.push((p.reply, Ok((s, n))));
             }
-            Err(problem) => done.push((p.reply, Err(problem))),
+            Err(problem) => {
+                let _ = p.reply.send(Err(problem));
+            }
         }
     }
-    // One submission for everything accepted; each request awaits its own part of it.
-    let lens: Vec<usize> = done
-        .iter()
-        .map(|(_, r)| r.as_ref().map_or(0, |(_, n)| *n))
-        .collect();
-    // One part per request, in order (empty for a refused one or one with nothing to log).
-    let mut parts = if entries.is_empty() {
-        Vec::new()
-    } else {
-        st.store()
-            .submit(entries, stemedb_store::now_ms())
-            .split(&lens)
+    if waiting.is_empty() {
+        return;
     }
-    .into_iter();
-    for (reply, r) in done {
-        let part = parts.next();
-        let answer = r.map(|(mut s, n)| {
-            if let Some(part) = part
-                && n > 0
-            {
-                s.attach(part);
-            }
-            s
-        });
-        let _ = reply.send(answer);
+    // One submission for everything accepted; each request awaits its own part of it.
+    let lens: Vec<usize> = waiting.iter().map(|(_, _, n)| *n).collect();
+    let parts = st
+        .store()
+        .submit(entries, stemedb_store::now_ms())
+        .split(&lens);
+    for ((reply, mut s, _), part) in waiting.into_iter().zip(parts) {
+        s.attach(part);
+        let _ = reply.send(Ok(s));
     }
 }

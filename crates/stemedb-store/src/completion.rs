@@ -4,8 +4,8 @@
 //!
 //! A completion can be split into parts ([`Completion::split`]): the server's verifier stage
 //! submits the entries of many requests as one group and hands each request its own part.
-//! If the store drops a submission without answering it (it can only be shutting down or have
-//! crashed), every item answers [`StoreError::Closed`]: never a hang, never a success.
+//! If the store drops a submission without answering it (its commit thread stopped), every item
+//! answers [`StoreError::Dropped`]: never a hang, never a success.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -70,7 +70,7 @@ pub(crate) fn pair(len: usize) -> (Completer, Completion) {
 }
 
 impl Completer {
-    /// Answers every item (missing results answer `Closed`; extra ones are dropped).
+    /// Answers every item (missing results answer `Dropped`; extra ones are dropped).
     pub(crate) fn complete(mut self, results: Outcomes) {
         self.fill(results);
     }
@@ -80,7 +80,14 @@ impl Completer {
             return;
         };
         results.truncate(self.len);
-        results.resize_with(self.len, || Err(StoreError::Closed));
+        if results.len() < self.len {
+            tracing::error!(
+                answered = results.len(),
+                items = self.len,
+                "the store dropped a submission without answering every item"
+            );
+        }
+        results.resize_with(self.len, || Err(StoreError::Dropped));
         let wakers = {
             let mut st = shared.lock();
             st.results = Some(results.into_iter().map(Some).collect());
@@ -137,7 +144,7 @@ impl Completion {
                     results
                         .get_mut(i)
                         .and_then(Option::take)
-                        .unwrap_or(Err(StoreError::Closed))
+                        .unwrap_or(Err(StoreError::Dropped))
                 })
                 .collect(),
         )
@@ -190,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn parts_get_their_own_items_and_a_dropped_completer_answers_closed() {
+    fn parts_get_their_own_items_and_a_dropped_completer_answers_dropped() {
         let (completer, completion) = pair(5);
         let parts = completion.split(&[2, 0, 3]);
         let waiter = std::thread::spawn(move || {
@@ -206,7 +213,7 @@ mod tests {
         });
         completer.complete((0..4).map(outcome).collect());
         let got = waiter.join().expect("waiter");
-        // Four results for five items: the fifth answers Closed.
+        // Four results for five items: the fifth answers Dropped.
         assert_eq!(
             got,
             vec![vec![Some(0), Some(1)], vec![], vec![Some(2), Some(3), None]]
@@ -215,7 +222,7 @@ mod tests {
         drop(completer);
         let out = completion.wait();
         assert!(
-            out.iter().all(|r| matches!(r, Err(StoreError::Closed))),
+            out.iter().all(|r| matches!(r, Err(StoreError::Dropped))),
             "{out:?}"
         );
     }

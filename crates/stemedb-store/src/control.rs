@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// A request: `{"op": "snapshot", "dest": "/abs/path"}` or `{"op": "seal"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum ControlRequest {
     /// Write a consistent snapshot of the store into `dest` (absolute, absent or empty); the
     /// answer's `result` is a [`crate::snapshot::SnapshotInfo`].

@@ -112,6 +112,10 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the store is shutting down")]
     Closed,
+    /// The store dropped the request without answering it (its commit thread stopped): whether
+    /// it was written is unknown until a restart replays the log; retrying then is safe.
+    #[error("the store dropped the request without answering it (its commit thread stopped)")]
+    Dropped,
 }
 
 /// Why [`Store::open`] failed. Apart from [`StoreError`] (what a request can meet) because each
@@ -601,7 +605,8 @@ impl Store {
         }
         let sender = self.tx.lock().ok().and_then(|g| g.clone());
         let Some(sender) = sender else {
-            // Dropping the completer answers every item `Closed`.
+            let n = items.len();
+            completer.complete((0..n).map(|_| Err(StoreError::Closed)).collect());
             return completion;
         };
         let bytes = items.iter().map(Entry::len).sum();
@@ -612,8 +617,14 @@ impl Store {
             reply: completer,
             permit: Some(permit),
         };
-        // A send error hands the submission back; dropping it answers `Closed`.
-        let _ = sender.send(commit::Job::Write(submission));
+        // A send error hands the submission back: the commit thread has stopped taking work.
+        if let Err(e) = sender.send(commit::Job::Write(submission))
+            && let commit::Job::Write(s) = e.0
+        {
+            let n = s.items.len();
+            s.reply
+                .complete((0..n).map(|_| Err(StoreError::Closed)).collect());
+        }
         completion
     }
 
