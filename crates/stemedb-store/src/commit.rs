@@ -228,7 +228,12 @@ impl Writer {
             .create(&layout.redb)
             .map_err(db_err)?;
         {
-            let txn = db.begin_write().map_err(db_err)?;
+            let mut txn = db.begin_write().map_err(db_err)?;
+            // A durable commit like the checkpoint's, so it also saves redb's allocator state
+            // (two-phase): otherwise a crash before the first durable checkpoint after this
+            // start makes redb walk and checksum the whole file to reopen (about 1 s at 1M
+            // assertions, docs/performance.md).
+            txn.set_quick_repair(true);
             {
                 let mut meta = txn.open_table(META).map_err(db_err)?;
                 let format = meta
@@ -866,9 +871,6 @@ fn stage_rows(
                 validity_known: true,
             },
         );
-        for kind in KINDS {
-            mem.put_index(kind, keys::index_key(kind, &r.fields, r.log_index));
-        }
         for target in &r.fields.supersedes {
             mem.put_supersedes(keys::supersedes_key(target.as_bytes(), r.log_index));
             // Mark a stored target of the same agent: queries then need no supersedes lookup.
@@ -892,5 +894,33 @@ fn stage_rows(
             }
         }
     }
+    put_index_rows(mem, recs);
     Ok(())
+}
+
+/// Runs of at least this many records put their index keys from one thread per index.
+const PARALLEL_INDEX_ROWS: usize = 2_000;
+
+/// Puts the four index keys of every record into `mem`. Nothing reads the index tables while
+/// rows are staged, and a query ignores rows at or past the published tree size, so the order
+/// does not matter: a large run (a replay chunk, a big batch) fills the four skip lists from
+/// one thread each.
+fn put_index_rows(mem: &Memtable, recs: &[NewRecord]) {
+    if recs.len() < PARALLEL_INDEX_ROWS {
+        for r in recs {
+            for kind in KINDS {
+                mem.put_index(kind, keys::index_key(kind, &r.fields, r.log_index));
+            }
+        }
+        return;
+    }
+    std::thread::scope(|scope| {
+        for kind in KINDS {
+            scope.spawn(move || {
+                for r in recs {
+                    mem.put_index(kind, keys::index_key(kind, &r.fields, r.log_index));
+                }
+            });
+        }
+    });
 }

@@ -363,6 +363,86 @@ fn find_valid_after(buf: &[u8], from: usize, version: u32) -> Option<u64> {
 /// short or bad header is `Corrupt` at offset 0; a valid group frame whose sequence number or
 /// records contradict it is `Corrupt` (it verified, so it is what was written); the first group
 /// that does not verify ends the scan and is reported in `bad`.
+/// Checks that a segment starting at `first_seq` follows one that ended before `want`.
+fn check_first_seq(path: &Path, first_seq: u64, want: u64) -> Result<(), WalError> {
+    if first_seq < want {
+        return Err(WalError::Corrupt {
+            path: path.to_path_buf(),
+            offset: 16,
+            what: format!(
+                "segment starts at sequence {first_seq}, overlapping the previous one (expected {want})"
+            ),
+        });
+    }
+    if first_seq > want {
+        // Written by `advance_to` after records the store already held durably were lost
+        // from the WAL's tail; the store checks that it needs none of the missing ones.
+        tracing::warn!(
+            segment = %path.display(),
+            first_seq,
+            expected = want,
+            "WAL sequence gap before this segment"
+        );
+    }
+    Ok(())
+}
+
+/// Scans every segment (checksums of every group) on up to four threads; the results are in
+/// the order of `paths`. Segments are independent until their sequence numbers are chained,
+/// which the caller does in order afterwards.
+fn scan_all(paths: &[PathBuf]) -> Vec<Result<Scanned, WalError>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+        .min(paths.len().max(1));
+    if threads <= 1 {
+        return paths
+            .iter()
+            .map(|p| scan_segment(p, None, |_, _, _| {}))
+            .collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<Option<Result<Scanned, WalError>>> = (0..paths.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(p) = paths.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, scan_segment(p, None, |_, _, _| {})));
+                    }
+                })
+            })
+            .collect();
+        // A panicking scan leaves its slots empty: reported below, never skipped.
+        for w in workers {
+            if let Ok(results) = w.join() {
+                for (i, r) in results {
+                    out[i] = Some(r);
+                }
+            }
+        }
+    });
+    out.into_iter()
+        .zip(paths)
+        .map(|(r, p)| {
+            r.unwrap_or_else(|| {
+                Err(WalError::Corrupt {
+                    path: p.clone(),
+                    offset: 0,
+                    what: "the scan of this segment did not finish (a scanning thread panicked)"
+                        .into(),
+                })
+            })
+        })
+        .collect()
+}
+
 fn scan_segment(
     path: &Path,
     expected_first_seq: Option<u64>,
@@ -391,24 +471,7 @@ fn scan_segment(
         ));
     };
     if let Some(want) = expected_first_seq {
-        if first_seq < want {
-            return Err(corrupt(
-                16,
-                format!(
-                    "segment starts at sequence {first_seq}, overlapping the previous one (expected {want})"
-                ),
-            ));
-        }
-        if first_seq > want {
-            // Written by `advance_to` after records the store already held durably were lost
-            // from the WAL's tail; the store checks that it needs none of the missing ones.
-            tracing::warn!(
-                segment = %path.display(),
-                first_seq,
-                expected = want,
-                "WAL sequence gap before this segment"
-            );
-        }
+        check_first_seq(path, first_seq, want)?;
     }
     let mut pos = HEADER_BYTES as usize;
     let mut seq = first_seq;
@@ -493,10 +556,11 @@ impl Wal {
         let mut segments = Vec::with_capacity(ids.len().max(1));
         let mut next_seq: Option<u64> = None;
         let mut last_version = VERSION;
-        for (i, id) in ids.iter().enumerate() {
-            let path = dir.join(segment_name(*id));
+        let paths: Vec<PathBuf> = ids.iter().map(|id| dir.join(segment_name(*id))).collect();
+        let scans = scan_all(&paths);
+        for (i, (id, (path, scanned))) in ids.iter().zip(paths.into_iter().zip(scans)).enumerate() {
             let last = i + 1 == ids.len();
-            let scanned = match scan_segment(&path, next_seq, |_, _, _| {}) {
+            let scanned = match scanned {
                 Err(WalError::Corrupt { offset: 0, .. })
                     if last && file_len(&path)? <= HEADER_BYTES =>
                 {
@@ -511,6 +575,9 @@ impl Wal {
                 }
                 other => other?,
             };
+            if let Some(want) = next_seq {
+                check_first_seq(&path, scanned.first_seq, want)?;
+            }
             if let Some(bad) = &scanned.bad {
                 if !last {
                     return Err(WalError::Corrupt {
