@@ -467,9 +467,7 @@ fn main() -> anyhow::Result<()> {
             let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
             let start = Instant::now();
             for _ in 0..count {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                xorshift(&mut x);
                 let q = stemedb_store::Query {
                     subject: Some(subject_of(x % subjects)),
                     limit: 100,
@@ -662,9 +660,7 @@ fn mixed(
                     let mut x: u64 =
                         0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
                     while Instant::now() < deadline {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
+                        xorshift(&mut x);
                         if (x % 100) < u64::from(write_percent) {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(env) = envs.get(i) else { break };
@@ -774,9 +770,7 @@ fn valid_time(subjects: u64, per_subject: u64, count: u64) -> anyhow::Result<()>
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let start = Instant::now();
     for i in 0..count {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        xorshift(&mut x);
         let lens = lenses[(i % lenses.len() as u64) as usize];
         for (v, (_, valid_at)) in variants.iter().enumerate() {
             let q = stemedb_store::Query {
@@ -827,4 +821,11 @@ fn h_us(h: &Histogram<u64>) -> anyhow::Result<Histogram<u64>> {
         out.record_n((v.value_iterated_to() / 1000).max(1), v.count_at_value())?;
     }
     Ok(out)
+}
+
+/// One step of the xorshift64 generator the query modes pick subjects with.
+fn xorshift(x: &mut u64) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
 }

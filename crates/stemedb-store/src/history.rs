@@ -13,7 +13,7 @@ use serde_json::Value;
 use stemedb_core::AssertionId;
 
 use crate::keys::{self, IndexKind};
-use crate::query::{QueryError, table_of};
+use crate::query::{QueryError, as_of_size, table_of};
 use crate::{MAX_LIMIT, Store, StoreError, db_err};
 
 /// What became of an assertion, as of the answer's tree size.
@@ -90,17 +90,7 @@ impl Store {
                 "limit must be between 1 and {MAX_LIMIT}"
             )));
         }
-        let head = self.head();
-        let tree_size = match as_of {
-            Some(n) if n > head.size => {
-                return Err(QueryError::BadParameter(format!(
-                    "as_of {n} is larger than the current tree size {}",
-                    head.size
-                )));
-            }
-            Some(n) => n,
-            None => head.size,
-        };
+        let tree_size = as_of_size(as_of, self.head().size)?;
         let mut prefix = keys::subject_prefix(subject.split('/'), true);
         prefix.extend_from_slice(predicate.as_bytes());
         prefix.push(keys::SEGMENT_END);
@@ -139,11 +129,7 @@ impl Store {
         let more = indexes.len() > limit;
         indexes.truncate(limit);
         let by_seq = view.by_seq()?;
-        let row_of = |li: u64| {
-            by_seq.get(li)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("index names log index {li}, by_seq has no row"))
-            })
-        };
+        let row_of = |li: u64| by_seq.row(li);
         let mut entries = Vec::with_capacity(indexes.len());
         for &(li, ts) in &indexes {
             let row = row_of(li)?;

@@ -352,6 +352,13 @@ pub(crate) struct BySeq<'a> {
 }
 
 impl BySeq<'_> {
+    /// The row of `li`, which an index or a link names: a missing one is corruption.
+    pub(crate) fn row(&self, li: u64) -> Result<IndexValue, StoreError> {
+        self.get(li)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("index names log index {li}, by_seq has no row"))
+        })
+    }
+
     pub(crate) fn get(&self, li: u64) -> Result<Option<IndexValue>, StoreError> {
         for m in self.mems {
             if let Some(e) = m.by_seq.get(&li) {

@@ -371,6 +371,17 @@ pub(crate) struct StoredObject {
     pub(crate) supersedes: Vec<AssertionId>,
 }
 
+/// The tree size an answer describes: `as_of` (at most the head) or the head.
+pub(crate) fn as_of_size(as_of: Option<u64>, head: u64) -> Result<u64, QueryError> {
+    match as_of {
+        Some(n) if n > head => Err(QueryError::BadParameter(format!(
+            "as_of {n} is larger than the current tree size {head}"
+        ))),
+        Some(n) => Ok(n),
+        None => Ok(head),
+    }
+}
+
 struct Cursor {
     tree_size: u64,
     after: Vec<u8>,
@@ -490,25 +501,12 @@ impl Store {
                 }
                 (c.tree_size, Some(c.after))
             }
-            None => match q.as_of {
-                Some(n) if n > head.size => {
-                    return Err(QueryError::BadParameter(format!(
-                        "as_of {n} is larger than the current tree size {}",
-                        head.size
-                    )));
-                }
-                Some(n) => (n, None),
-                None => (head.size, None),
-            },
+            None => (as_of_size(q.as_of, head.size)?, None),
         };
         let view = self.view()?;
         let table = view.txn.open_table(table_of(plan.kind)).map_err(db_err)?;
         let by_seq = view.by_seq()?;
-        let row_of = |li: u64| -> Result<IndexValue, StoreError> {
-            by_seq.get(li)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("index names log index {li}, by_seq has no row"))
-            })
-        };
+        let row_of = |li: u64| by_seq.row(li);
 
         let start: Bound<&[u8]> = match &after {
             Some(a) if a.as_slice() >= plan.prefix.as_slice() => Bound::Excluded(a.as_slice()),
