@@ -207,9 +207,6 @@ pub struct StoreOptions {
     pub merge_inline: bool,
     /// Test hook: fail every durable checkpoint after this many (fault injection).
     pub fail_checkpoint_after: Option<u64>,
-    /// Test hook: the merger waits this long before each merge, so several frozen memtables
-    /// pile up and are folded in one transaction. 0 in production.
-    pub merge_delay_ms: u64,
     /// The checkpoint signing key (PKCS#8 PEM). `None`: `server.key` in the data directory,
     /// created on first start.
     pub key_path: Option<PathBuf>,
@@ -232,7 +229,6 @@ impl Default for StoreOptions {
             memtable_max_frozen_rows: 1_000_000,
             merge_inline: false,
             fail_checkpoint_after: None,
-            merge_delay_ms: 0,
             key_path: None,
         }
     }

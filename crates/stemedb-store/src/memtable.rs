@@ -228,13 +228,13 @@ impl Versions {
         });
     }
 
-    /// Drops frozen memtables whose rows are now committed to redb.
-    pub(crate) fn retire(&self, merged: &[Arc<Memtable>]) {
+    /// Drops a frozen memtable whose rows are now committed to redb.
+    pub(crate) fn retire(&self, merged: &Arc<Memtable>) {
         self.update(|v| Version {
             mems: v
                 .mems
                 .iter()
-                .filter(|m| !merged.iter().any(|g| Arc::ptr_eq(m, g)))
+                .filter(|m| !Arc::ptr_eq(m, merged))
                 .cloned()
                 .collect(),
         });

@@ -95,27 +95,17 @@ impl Merger {
 
     /// Merges frozen memtables, oldest first, until none is left (or a merge fails: then the
     /// store turns read-only and the memtables stay, so reads keep seeing every acked row).
-    ///
-    /// Every memtable frozen by the time a merge starts goes into that one write transaction.
-    /// A merge rewrites about one leaf per touched key range of each randomly keyed table, so
-    /// its cost grows with the tree more than with the rows it folds in; a merger that falls
-    /// behind a growing tree therefore folds more rows per merge, and its cost per row falls
-    /// instead of the backlog growing (docs/performance.md, the 10M run).
     fn merge_frozen(&mut self) {
         loop {
             if self.shared.read_only().is_some() {
                 return;
             }
-            if self.opts.merge_delay_ms > 0 {
-                std::thread::sleep(Duration::from_millis(self.opts.merge_delay_ms));
-            }
             let version = self.shared.versions.load();
-            let batch: Vec<Arc<Memtable>> = version.frozen_oldest_first().cloned().collect();
-            drop(version);
-            if batch.is_empty() {
+            let Some(oldest) = version.frozen_oldest_first().next().cloned() else {
                 return;
-            }
-            if let Err(e) = self.merge_batch(&batch) {
+            };
+            drop(version);
+            if let Err(e) = self.merge_one(&oldest) {
                 self.shared
                     .set_read_only(&format!("merging the memtable into redb failed: {e}"));
                 return;
@@ -123,35 +113,25 @@ impl Merger {
         }
     }
 
-    /// Folds `batch` (consecutive frozen memtables, oldest first) into redb in one write
-    /// transaction, then retires them from the readers' version.
-    fn merge_batch(&mut self, batch: &[Arc<Memtable>]) -> Result<(), StoreError> {
+    fn merge_one(&mut self, m: &Arc<Memtable>) -> Result<(), StoreError> {
         let started = Instant::now();
-        let Some(last) = batch.last() else {
-            return Ok(());
-        };
-        let rows: usize = batch.iter().map(|m| m.len()).sum();
-        if rows > 0 {
+        if !m.is_empty() {
             let mut txn = self.db.begin_write().map_err(db_err)?;
             txn.set_durability(Durability::None).map_err(db_err)?;
-            // Oldest first: a newer memtable's `by_seq` row for an older assertion (marked
-            // superseded since) overwrites the older one.
-            for m in batch {
-                m.write_to(&txn)?;
-            }
+            m.write_to(&txn)?;
             {
                 let mut meta = txn.open_table(META).map_err(db_err)?;
-                meta.insert("applied", last.end().to_le_bytes().as_slice())
+                meta.insert("applied", m.end().to_le_bytes().as_slice())
                     .map_err(db_err)?;
             }
             txn.commit().map_err(db_err)?;
-            self.applied = last.end();
-            self.applied_tail = last.tail();
+            self.applied = m.end();
+            self.applied_tail = m.tail();
         }
-        self.shared.versions.retire(batch);
+        self.shared.versions.retire(m);
         self.shared.merged.notify_all();
         self.shared.observer.merged(
-            rows,
+            m.len(),
             started.elapsed().as_secs_f64(),
             self.shared.versions.load().frozen_rows(),
         );

@@ -5,11 +5,10 @@
 //! after a restart that rebuilds the memtable from the WAL.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::json;
 use stemedb_core::{AssertionId, SigningKey, sign, signing_key_from_seed};
-use stemedb_store::{Entry, Lens, NoObserver, Observer, Query, Store, StoreOptions, SubjectMatch};
+use stemedb_store::{Entry, Lens, NoObserver, Query, Store, StoreOptions, SubjectMatch};
 
 struct Lcg(u64);
 impl Lcg {
@@ -190,53 +189,23 @@ fn the_memtable_engine_answers_exactly_as_the_inline_engine() {
                 ..StoreOptions::default()
             },
             rows as u64,
-            Arc::new(NoObserver),
         );
     }
 }
 
-/// Records the largest number of assertions one merge folded in.
-#[derive(Default)]
-struct LargestMerge(AtomicUsize);
-
-impl Observer for LargestMerge {
-    fn merged(&self, rows: usize, _secs: f64, _frozen_rows: usize) {
-        self.0.fetch_max(rows, Ordering::Relaxed);
-    }
-}
-
-#[test]
-fn a_merge_of_several_frozen_memtables_answers_as_the_inline_engine() {
-    // The merger waits before each merge, so many tiny memtables are frozen by then and go
-    // into one transaction, newer rows (a `by_seq` row marked superseded since) over older.
-    let largest = Arc::new(LargestMerge::default());
-    run(
-        StoreOptions {
-            memtable_rows: 11,
-            memtable_ms: 1,
-            checkpoint_interval_ms: 5,
-            merge_delay_ms: 40,
-            ..StoreOptions::default()
-        },
-        11,
-        largest.clone(),
-    );
-    let most = largest.0.load(Ordering::Relaxed);
-    assert!(
-        most > 11,
-        "no merge folded more than one memtable (largest: {most} rows)"
-    );
-}
-
-fn run(new_opts: StoreOptions, seed: u64, observer: Arc<dyn Observer>) {
+fn run(new_opts: StoreOptions, seed: u64) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let old_opts = StoreOptions {
         merge_inline: true,
         ..StoreOptions::default()
     };
     let old = Store::open(&tmp.path().join("old"), old_opts, Arc::new(NoObserver)).expect("old");
-    let mut new =
-        Store::open(&tmp.path().join("new"), new_opts.clone(), observer.clone()).expect("new");
+    let mut new = Store::open(
+        &tmp.path().join("new"),
+        new_opts.clone(),
+        Arc::new(NoObserver),
+    )
+    .expect("new");
     let mut rng = Lcg(seed);
     let mut ids: Vec<(AssertionId, u64)> = Vec::new();
     let mut n = 0u64;
@@ -264,8 +233,12 @@ fn run(new_opts: StoreOptions, seed: u64, observer: Arc<dyn Observer>) {
         if round == 37 {
             // A restart: the memtable is rebuilt from the WAL.
             drop(new);
-            new = Store::open(&tmp.path().join("new"), new_opts.clone(), observer.clone())
-                .expect("reopen");
+            new = Store::open(
+                &tmp.path().join("new"),
+                new_opts.clone(),
+                Arc::new(NoObserver),
+            )
+            .expect("reopen");
             compare(&old, &new, &ids, &mut rng, "after a restart");
         }
     }
