@@ -18,13 +18,23 @@ for run in $(seq "$RUNS"); do
   "$B/stemedb-bench" verify --file "$WORK/batch.jsonl"
 done
 PORT=18199
+# CPU seconds (user + system) the server has used so far, from /proc (clock ticks).
+server_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$SERVER/stat"; }
 for run in $(seq "$RUNS"); do
   rm -rf "$WORK/data"
   "$B/stemedb" serve --data-dir "$WORK/data" --listen 127.0.0.1:$PORT --log warn 2>"$WORK/server.log" &
   SERVER=$!
   until curl -sf -o /dev/null "http://127.0.0.1:$PORT/v1/ready"; do sleep 0.05; done
-  "$B/stemedb-bench" ingest --server "http://127.0.0.1:$PORT" --file "$WORK/batch.jsonl" --batch 1000 --concurrency 4
-  "$B/stemedb-bench" singles --server "http://127.0.0.1:$PORT" --file "$WORK/singles.jsonl" --concurrency 64
+  before=$(server_cpu)
+  { TIMEFORMAT='%U %S'; time "$B/stemedb-bench" ingest --server "http://127.0.0.1:$PORT" --file "$WORK/batch.jsonl" --batch 1000 --concurrency 4; } 2>"$WORK/ingest.time"
+  after=$(server_cpu)
+  # CPU per assertion, µs, while the ingest ran (the merger's work that is still pending is not in it).
+  awk -v b="$before" -v a="$after" -v run="$run" '{printf "{\"kind\":\"ingest_cpu\",\"run\":%d,\"server_cpu_us\":%.1f,\"client_cpu_us\":%.1f}\n", run, (a - b) * 1e6 / 200000, ($1 + $2) * 1e6 / 200000}' "$WORK/ingest.time"
+  before=$(server_cpu)
+  { TIMEFORMAT='%U %S'; time "$B/stemedb-bench" singles --server "http://127.0.0.1:$PORT" --file "$WORK/singles.jsonl" --concurrency 64; } 2>"$WORK/singles.time"
+  after=$(server_cpu)
+  # CPU per single POST, µs: the server's and the load generator's (both share the two cores).
+  awk -v b="$before" -v a="$after" -v run="$run" '{printf "{\"kind\":\"singles_cpu\",\"run\":%d,\"server_cpu_us\":%.1f,\"client_cpu_us\":%.1f}\n", run, (a - b) * 1e6 / 60000, ($1 + $2) * 1e6 / 60000}' "$WORK/singles.time"
   metrics=$(curl -s "http://127.0.0.1:$PORT/metrics")
   sum=$(echo "$metrics" | awk '/^stemedb_wal_group_commit_size_sum/ {print $2}')
   count=$(echo "$metrics" | awk '/^stemedb_wal_group_commit_size_count/ {print $2}')

@@ -99,6 +99,16 @@ def main():
     if point16:
         rows.append(("point query at 1M, 16 conns (/s)", "p99 ≤ 2 ms",
                      f"{f0(rate(point16))}, p99 {f2(p99(point16))} ms", "–", "–"))
+    def cpu(rows):
+        return (f"{med([r['server_cpu_us'] for r in rows]):.1f} / "
+                f"{med([r['client_cpu_us'] for r in rows]):.1f}")
+
+    costs = [(name, rows) for name, rows in (
+        ("batch, per assertion", k(s, "ingest_cpu")), ("single POST", k(s, "singles_cpu")),
+        ("point query, 32 conns", [r for r in point32 if "server_cpu_us" in r])) if rows]
+    if costs:
+        rows.append(("CPU per request while measured, server / load generator (µs)", "report",
+                     " · ".join(f"{name} {cpu(r)}" for name, r in costs), "–", "–"))
     pg_tail = k(p, "pg_tail")
     rows.append(("tail query, 100 rows, p99 (ms)", "≤ 20",
                  f"{f2(p99(tail))} (100 groups = 400 rows a page, 4 walkers)",
