@@ -255,6 +255,95 @@ fn server_rss(client: &stemedb_client::Client) -> Option<u64> {
         .map(|v| v as u64)
 }
 
+/// A minimal HTTP/1.1 keep-alive client for single POSTs: one blocking socket per worker, the
+/// request written in one call and the response read by its `Content-Length`. `reqwest`'s
+/// blocking client runs a runtime thread per client and crossed threads twice per request
+/// (67 µs of load-generator CPU per single POST, docs/performance.md); this keeps the load
+/// generator's share of the two cores small, as pgbench's is.
+struct RawHttp {
+    addr: String,
+    host: String,
+    conn: Option<BufReader<std::net::TcpStream>>,
+    request: Vec<u8>,
+}
+
+impl RawHttp {
+    fn new(server: &str) -> anyhow::Result<RawHttp> {
+        let host = server
+            .strip_prefix("http://")
+            .context("raw HTTP singles need an http:// server URL")?
+            .trim_end_matches('/')
+            .to_string();
+        Ok(RawHttp {
+            addr: host.clone(),
+            host,
+            conn: None,
+            request: Vec::new(),
+        })
+    }
+
+    /// POSTs one envelope to `/v1/assert`; an answer other than 201 (created) or 200
+    /// (a duplicate) is an error with the server's body.
+    fn assert_envelope(&mut self, body: &[u8]) -> anyhow::Result<()> {
+        self.request.clear();
+        write!(
+            self.request,
+            "POST /v1/assert HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        )?;
+        self.request.extend_from_slice(body);
+        let conn = match self.conn.as_mut() {
+            Some(c) => c,
+            None => {
+                let s = std::net::TcpStream::connect(&self.addr)
+                    .with_context(|| format!("connecting to {}", self.addr))?;
+                s.set_nodelay(true)?;
+                self.conn.insert(BufReader::new(s))
+            }
+        };
+        conn.get_mut().write_all(&self.request)?;
+        let mut line = String::new();
+        conn.read_line(&mut line)?;
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .with_context(|| format!("bad status line {line:?}"))?;
+        let mut len: Option<usize> = None;
+        let mut close = false;
+        loop {
+            line.clear();
+            if conn.read_line(&mut line)? == 0 {
+                anyhow::bail!("the server closed the connection mid-response");
+            }
+            let h = line.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = h.split_once(':') {
+                let value = value.trim();
+                if name.eq_ignore_ascii_case("content-length") {
+                    len = Some(value.parse()?);
+                } else if name.eq_ignore_ascii_case("connection") {
+                    close = value.eq_ignore_ascii_case("close");
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    anyhow::bail!("unexpected transfer-encoding {value}");
+                }
+            }
+        }
+        let mut answer = vec![0u8; len.context("a response without Content-Length")?];
+        std::io::Read::read_exact(conn, &mut answer)?;
+        if close {
+            self.conn = None;
+        }
+        if status != 201 && status != 200 {
+            anyhow::bail!("HTTP {status}: {}", String::from_utf8_lossy(&answer));
+        }
+        Ok(())
+    }
+}
+
 fn run_parallel(
     server: &str,
     items: Arc<Vec<Vec<Vec<u8>>>>,
@@ -270,13 +359,14 @@ fn run_parallel(
             let bar = bar.clone();
             std::thread::spawn(move || -> anyhow::Result<Histogram<u64>> {
                 let client = stemedb_client::Client::new(&server)?;
+                let mut raw = RawHttp::new(&server)?;
                 let mut h = Histogram::<u64>::new(3)?;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(work) = items.get(i) else { break };
                     let t = Instant::now();
                     if single {
-                        client.assert_envelope(&work[0])?;
+                        raw.assert_envelope(&work[0])?;
                     } else {
                         for r in client.assert_batch(work)? {
                             r?;
