@@ -274,8 +274,16 @@ impl RawHttp {
             .context("raw HTTP singles need an http:// server URL")?
             .trim_end_matches('/')
             .to_string();
+        if host.contains('/') {
+            anyhow::bail!("raw HTTP singles need a server URL without a path, not {server}");
+        }
+        let addr = if host.contains(':') {
+            host.clone()
+        } else {
+            format!("{host}:80")
+        };
         Ok(RawHttp {
-            addr: host.clone(),
+            addr,
             host,
             conn: None,
             request: Vec::new(),
@@ -299,12 +307,17 @@ impl RawHttp {
                 let s = std::net::TcpStream::connect(&self.addr)
                     .with_context(|| format!("connecting to {}", self.addr))?;
                 s.set_nodelay(true)?;
+                // A server that stops answering fails the run instead of hanging it (the
+                // client library's timeout is 60 s too).
+                s.set_read_timeout(Some(Duration::from_secs(60)))?;
+                s.set_write_timeout(Some(Duration::from_secs(60)))?;
                 self.conn.insert(BufReader::new(s))
             }
         };
         conn.get_mut().write_all(&self.request)?;
         let mut line = String::new();
         conn.read_line(&mut line)?;
+        let status_line = line.clone();
         let status: u16 = line
             .split(' ')
             .nth(1)
@@ -326,13 +339,22 @@ impl RawHttp {
                 if name.eq_ignore_ascii_case("content-length") {
                     len = Some(value.parse()?);
                 } else if name.eq_ignore_ascii_case("connection") {
-                    close = value.eq_ignore_ascii_case("close");
+                    close = value
+                        .split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("close"));
                 } else if name.eq_ignore_ascii_case("transfer-encoding") {
                     anyhow::bail!("unexpected transfer-encoding {value}");
                 }
             }
         }
-        let mut answer = vec![0u8; len.context("a response without Content-Length")?];
+        if !line_is_http11(&status_line) {
+            close = true;
+        }
+        let Some(len) = len else {
+            self.conn = None;
+            anyhow::bail!("HTTP {status} without Content-Length");
+        };
+        let mut answer = vec![0u8; len];
         std::io::Read::read_exact(conn, &mut answer)?;
         if close {
             self.conn = None;
@@ -342,6 +364,11 @@ impl RawHttp {
         }
         Ok(())
     }
+}
+
+/// Whether a status line is HTTP/1.1 (an HTTP/1.0 answer closes the connection after itself).
+fn line_is_http11(status_line: &str) -> bool {
+    status_line.starts_with("HTTP/1.1 ")
 }
 
 fn run_parallel(
@@ -358,7 +385,13 @@ fn run_parallel(
             let (items, next, server) = (items.clone(), next.clone(), server.to_string());
             let bar = bar.clone();
             std::thread::spawn(move || -> anyhow::Result<Histogram<u64>> {
-                let client = stemedb_client::Client::new(&server)?;
+                // Batches go through the client library; single POSTs through raw sockets (the
+                // library's blocking client starts a runtime thread, so only batches make one).
+                let client = if single {
+                    None
+                } else {
+                    Some(stemedb_client::Client::new(&server)?)
+                };
                 let mut raw = RawHttp::new(&server)?;
                 let mut h = Histogram::<u64>::new(3)?;
                 loop {
@@ -367,7 +400,7 @@ fn run_parallel(
                     let t = Instant::now();
                     if single {
                         raw.assert_envelope(&work[0])?;
-                    } else {
+                    } else if let Some(client) = &client {
                         for r in client.assert_batch(work)? {
                             r?;
                         }

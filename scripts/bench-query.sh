@@ -33,6 +33,7 @@ else
   start
 fi
 size=$(curl -s "$URL/v1/ready" | sed 's/.*"tree_size":\([0-9]*\).*/\1/')
+export LC_ALL=C  # `time` prints with a decimal point
 # CPU seconds (user + system) the server has used so far, from /proc (clock ticks).
 server_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$SERVER/stat"; }
 wrk -t2 -c32 -d10s -s benches/wrk/point_query.lua "$URL" >/dev/null  # warm-up
@@ -40,14 +41,15 @@ for conns in 32 16; do
   for run in $(seq "$RUNS"); do
     before=$(server_cpu)
     # bash's `time` reports wrk's own CPU (user + system) on stderr.
-    out=$( { TIMEFORMAT='%U %S'; time wrk -t2 -c$conns -d15s --latency -s benches/wrk/point_query.lua "$URL"; } 2>"$WORK/wrk.time")
+    out=$( { TIMEFORMAT='%U %S'; time wrk -t2 -c$conns -d15s --latency -s benches/wrk/point_query.lua "$URL" 2>&3; } 3>&2 2>"$WORK/wrk.time")
     after=$(server_cpu)
     rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
     total=$(echo "$out" | awk '/requests in/ {print $1}')
     p50=$(echo "$out" | awk '$1=="50%" {print $2}')
     p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+    [ -n "$total" ] || { echo "bench-query.sh: wrk printed no request count" >&2; exit 1; }
     # CPU per query, µs: the server's, and the load generator's (both share the two cores).
-    cpu=$(awk -v b="$before" -v a="$after" -v n="$total" '{printf "\"server_cpu_us\":%.1f,\"client_cpu_us\":%.1f", (a - b) * 1e6 / n, ($1 + $2) * 1e6 / n}' "$WORK/wrk.time")
+    cpu=$(awk -v b="$before" -v a="$after" -v n="$total" 'END {printf "\"server_cpu_us\":%.1f,\"client_cpu_us\":%.1f", (a - b) * 1e6 / n, ($1 + $2) * 1e6 / n}' "$WORK/wrk.time")
     echo "{\"kind\":\"point_query\",\"tree_size\":$size,\"connections\":$conns,\"run\":$run,\"per_second\":$rps,\"p50\":\"$p50\",\"p99\":\"$p99\",$cpu}"
   done
 done
