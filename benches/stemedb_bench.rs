@@ -387,18 +387,17 @@ fn run_parallel(
             std::thread::spawn(move || -> anyhow::Result<Histogram<u64>> {
                 // Batches go through the client library; single POSTs through raw sockets (the
                 // library's blocking client starts a runtime thread, so only batches make one).
-                let client = if single {
-                    None
+                let (client, mut raw) = if single {
+                    (None, Some(RawHttp::new(&server)?))
                 } else {
-                    Some(stemedb_client::Client::new(&server)?)
+                    (Some(stemedb_client::Client::new(&server)?), None)
                 };
-                let mut raw = RawHttp::new(&server)?;
                 let mut h = Histogram::<u64>::new(3)?;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(work) = items.get(i) else { break };
                     let t = Instant::now();
-                    if single {
+                    if let Some(raw) = raw.as_mut() {
                         raw.assert_envelope(&work[0])?;
                     } else if let Some(client) = &client {
                         for r in client.assert_batch(work)? {
