@@ -116,35 +116,19 @@ impl IntoOps for serde_json::Error {
 }
 
 impl IntoOps for OpsError {
-    fn into_ops(self, what: String) -> OpsError {
-        match self {
-            OpsError::Refused(m) => OpsError::Refused(format!("{what}: {m}")),
-            OpsError::Server(m) => OpsError::Server(format!("{what}: {m}")),
-            OpsError::Io { what: w, source } => OpsError::Io {
-                what: format!("{what}: {w}"),
-                source,
-            },
-            OpsError::Store { what: w, source } => OpsError::Store {
-                what: format!("{what}: {w}"),
-                source,
-            },
-            OpsError::Open { what: w, source } => OpsError::Open {
-                what: format!("{what}: {w}"),
-                source,
-            },
-            OpsError::Wal { what: w, source } => OpsError::Wal {
-                what: format!("{what}: {w}"),
-                source,
-            },
-            OpsError::ObjectStore { what: w, source } => OpsError::ObjectStore {
-                what: format!("{what}: {w}"),
-                source,
-            },
-            OpsError::Json { what: w, source } => OpsError::Json {
-                what: format!("{what}: {w}"),
-                source,
-            },
-        }
+    /// Prefixes the step to the message (or to the `what` an error with a source carries).
+    fn into_ops(mut self, step: String) -> OpsError {
+        let text = match &mut self {
+            OpsError::Refused(m) | OpsError::Server(m) => m,
+            OpsError::Io { what, .. }
+            | OpsError::Store { what, .. }
+            | OpsError::Open { what, .. }
+            | OpsError::Wal { what, .. }
+            | OpsError::ObjectStore { what, .. }
+            | OpsError::Json { what, .. } => what,
+        };
+        *text = format!("{step}: {text}");
+        self
     }
 }
 
