@@ -171,7 +171,15 @@ impl Frontier {
     /// Appends a leaf hash. Returns the nodes that became complete, as `(level, index, hash)`,
     /// starting with the leaf itself (level 0).
     pub fn push(&mut self, leaf: Hash) -> Vec<(u32, u64, Hash)> {
-        let mut created = vec![(0, self.size, leaf)];
+        let mut created = Vec::new();
+        self.push_into(leaf, &mut created);
+        created
+    }
+
+    /// [`Frontier::push`] that appends the completed nodes to `created` (no allocation per
+    /// leaf once `created` has room).
+    pub fn push_into(&mut self, leaf: Hash, created: &mut Vec<(u32, u64, Hash)>) {
+        created.push((0, self.size, leaf));
         let mut level = 0u32;
         let mut hash = leaf;
         let mut index = self.size;
@@ -187,7 +195,6 @@ impl Frontier {
         }
         self.stack.push((level, hash));
         self.size += 1;
-        created
     }
 
     /// The root of the current tree.

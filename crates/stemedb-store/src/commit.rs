@@ -424,7 +424,7 @@ impl Writer {
                     Ok(p) => rebuilt_last = Some((AssertionId::from_bytes(id), p)),
                     Err(e) => failure = Some(e.to_string()),
                 }
-                nodes.queue(frontier.push(leaf_hash(&id)));
+                nodes.push_leaf(frontier, leaf_hash(&id));
                 return;
             }
             tail.push((log_index, received, id, raw.to_vec()));
@@ -664,8 +664,13 @@ impl Writer {
         let mut new: Vec<NewRecord> = Vec::new();
         let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
-        let mut seen: HashMap<AssertionId, usize> = HashMap::new();
+        let items: usize = group.iter().map(|s| s.items.len()).sum();
+        let mut seen: HashMap<AssertionId, usize> = HashMap::with_capacity(items);
         let view = View::open(&self.shared.versions, &self.db).map_err(|e| e.to_string());
+        let stored = view
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|v| v.assertions().map_err(|e| e.to_string()));
         for s in group {
             let mut these = Vec::with_capacity(s.items.len());
             for entry in s.items {
@@ -674,10 +679,10 @@ impl Writer {
                     these.push(Slot::SameAs(*i));
                     continue;
                 }
-                let existing = match &view {
+                let existing = match &stored {
                     Err(why) => Err(format!("cannot read the store to deduplicate: {why}")),
-                    Ok(v) => v
-                        .assertion(&id)
+                    Ok(a) => a
+                        .get(&id)
                         .map(|r| r.map(|r| r.log_index))
                         .map_err(|e| format!("deduplicating {id}: {e}")),
                 };
@@ -704,6 +709,7 @@ impl Writer {
             slots.push(these);
             replies.push((s.reply, s.permit));
         }
+        drop(stored);
         drop(view);
         // Why the new records of this group failed, if they did.
         enum Failure {
@@ -791,7 +797,7 @@ impl Writer {
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             );
             self.nodes
-                .queue(self.frontier.push(leaf_hash(r.id.as_bytes())));
+                .push_leaf(&mut self.frontier, leaf_hash(r.id.as_bytes()));
         }
         self.vlog
             .flush()

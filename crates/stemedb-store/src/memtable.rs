@@ -50,11 +50,58 @@ fn slot(kind: IndexKind) -> usize {
     }
 }
 
+/// Words of an [`IdFilter`]: 2^21 bits (256 KiB), so a memtable of 100,000 ids answers a
+/// miss without its skip list about 99.7% of the time (three probes).
+const ID_FILTER_WORDS: usize = 1 << 15;
+
+/// A negative filter (a Bloom filter) over the assertion ids of one memtable: a clear bit
+/// proves the id is not there, so a lookup of a new id (every dedupe of an accepted write)
+/// skips the skip list. An id is a BLAKE3 hash, so its own bytes are the probes; an id ground
+/// to collide only costs the skip-list lookup the filter would have saved.
+struct IdFilter {
+    words: Box<[AtomicU64]>,
+}
+
+impl IdFilter {
+    fn new() -> IdFilter {
+        IdFilter {
+            words: (0..ID_FILTER_WORDS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// The three bits of `id`: word and bit.
+    fn probes(id: &[u8; 32]) -> [(usize, u64); 3] {
+        let probe = |i: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&id[i * 4..i * 4 + 4]);
+            let bit = u32::from_le_bytes(b) as usize % (ID_FILTER_WORDS * 64);
+            (bit / 64, 1u64 << (bit % 64))
+        };
+        [probe(0), probe(1), probe(2)]
+    }
+
+    /// Sets the bits of `id` (before its row is inserted: a reader that finds the row, or
+    /// that sees the memtable's published end, sees the bits).
+    fn insert(&self, id: &[u8; 32]) {
+        for (w, bit) in Self::probes(id) {
+            self.words[w].fetch_or(bit, Ordering::Release);
+        }
+    }
+
+    /// False only if `id` was never inserted.
+    fn may_contain(&self, id: &[u8; 32]) -> bool {
+        Self::probes(id)
+            .iter()
+            .all(|&(w, bit)| self.words[w].load(Ordering::Acquire) & bit != 0)
+    }
+}
+
 /// Rows of acknowledged assertions not yet in redb.
 pub(crate) struct Memtable {
     // One past the last log index inserted (published after the group's rows are in).
     end: AtomicU64,
     assertions: SkipMap<[u8; 32], [u8; 32]>,
+    ids: IdFilter,
     by_seq: SkipMap<u64, [u8; INDEX_VALUE_BYTES]>,
     idx: [SkipMap<Vec<u8>, ()>; 4],
     supersedes: SkipMap<Vec<u8>, ()>,
@@ -71,6 +118,7 @@ impl Memtable {
         Memtable {
             end: AtomicU64::new(first),
             assertions: SkipMap::new(),
+            ids: IdFilter::new(),
             by_seq: SkipMap::new(),
             idx: [
                 SkipMap::new(),
@@ -108,6 +156,7 @@ impl Memtable {
     }
 
     pub(crate) fn put_assertion(&self, id: &AssertionId, rec: &AssertionRecord) {
+        self.ids.insert(id.as_bytes());
         self.assertions.insert(*id.as_bytes(), rec.encode());
         self.rows.fetch_add(1, Ordering::Relaxed);
     }
@@ -260,16 +309,15 @@ impl View {
         &self,
         id: &AssertionId,
     ) -> Result<Option<AssertionRecord>, StoreError> {
-        for m in &self.version.mems {
-            if let Some(e) = m.assertions.get(id.as_bytes()) {
-                return AssertionRecord::decode(e.value()).map(Some);
-            }
-        }
-        let t = self.txn.open_table(ASSERTIONS).map_err(db_err)?;
-        match t.get(id.as_bytes().as_slice()).map_err(db_err)? {
-            Some(v) => AssertionRecord::decode(v.value()).map(Some),
-            None => Ok(None),
-        }
+        self.assertions()?.get(id)
+    }
+
+    /// An `assertions` row reader for many lookups (opens the table once).
+    pub(crate) fn assertions(&self) -> Result<Assertions<'_>, StoreError> {
+        Ok(Assertions {
+            mems: &self.version.mems,
+            table: self.txn.open_table(ASSERTIONS).map_err(db_err)?,
+        })
     }
 
     /// A `by_seq` row reader for many lookups (opens the table once).
@@ -342,6 +390,30 @@ impl Superseders<'_> {
         out.sort_unstable();
         out.dedup();
         Ok(out)
+    }
+}
+
+/// Reads `assertions` rows through a view: the memtables (each behind its id filter), then redb.
+pub(crate) struct Assertions<'a> {
+    mems: &'a [Arc<Memtable>],
+    table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+}
+
+impl Assertions<'_> {
+    /// The row of `id`, if any.
+    pub(crate) fn get(&self, id: &AssertionId) -> Result<Option<AssertionRecord>, StoreError> {
+        for m in self.mems {
+            if !m.ids.may_contain(id.as_bytes()) {
+                continue;
+            }
+            if let Some(e) = m.assertions.get(id.as_bytes()) {
+                return AssertionRecord::decode(e.value()).map(Some);
+            }
+        }
+        match self.table.get(id.as_bytes().as_slice()).map_err(db_err)? {
+            Some(v) => AssertionRecord::decode(v.value()).map(Some),
+            None => Ok(None),
+        }
     }
 }
 
@@ -431,6 +503,52 @@ impl Iterator for Merged<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn id_of(n: u64) -> [u8; 32] {
+        *blake3::hash(&n.to_le_bytes()).as_bytes()
+    }
+
+    #[test]
+    fn id_filter_never_misses_an_inserted_id_and_rejects_most_others() {
+        let f = IdFilter::new();
+        for n in 0..100_000 {
+            f.insert(&id_of(n));
+        }
+        for n in 0..100_000 {
+            assert!(f.may_contain(&id_of(n)), "inserted id {n} reported absent");
+        }
+        let false_positives = (100_000..200_000)
+            .filter(|&n| f.may_contain(&id_of(n)))
+            .count();
+        // Three probes into 2^21 bits holding 100,000 ids: about 0.25% expected.
+        assert!(
+            false_positives < 1_000,
+            "{false_positives} of 100,000 absent ids passed the filter"
+        );
+    }
+
+    #[test]
+    fn a_memtable_finds_its_assertions_and_only_them() {
+        let m = Memtable::new(0, Position::default(), [0u8; 32]);
+        let rec = |li: u64| AssertionRecord {
+            log_index: li,
+            received_at_ms: 7,
+            pointer: crate::vlog::Pointer {
+                segment: 1,
+                offset: li * 100,
+                len: 90,
+            },
+        };
+        for li in 0..5_000u64 {
+            m.put_assertion(&AssertionId::from_bytes(id_of(li)), &rec(li));
+        }
+        for li in 0..5_000u64 {
+            let got = m.assertions.get(&id_of(li)).map(|e| *e.value());
+            assert_eq!(got, Some(rec(li).encode()));
+            assert!(m.ids.may_contain(&id_of(li)));
+        }
+        assert!(m.assertions.get(&id_of(5_000)).is_none());
+    }
 
     #[test]
     fn merged_streams_give_each_key_once_in_order() {

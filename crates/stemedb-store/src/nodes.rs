@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use stemedb_merkle::{Hash, NodeSource};
+use stemedb_merkle::{Frontier, Hash, NodeSource};
 
 const LEVELS: usize = 64;
 
@@ -61,30 +61,58 @@ impl NodeWriter {
         })
     }
 
-    /// Queues nodes returned by `Frontier::push`.
-    pub fn queue(&mut self, nodes: Vec<(u32, u64, Hash)>) {
-        self.pending.extend(nodes);
+    /// Appends `leaf` to `frontier` and queues the nodes that became complete.
+    pub fn push_leaf(&mut self, frontier: &mut Frontier, leaf: Hash) {
+        frontier.push_into(leaf, &mut self.pending);
     }
 
-    /// Writes queued nodes (no fsync).
+    /// Writes queued nodes (no fsync). Nodes of one level that follow each other in index
+    /// order (a group's appends) go out in one write, not one 32-byte write each.
     pub fn flush(&mut self) -> io::Result<()> {
-        for (level, index, hash) in self.pending.drain(..) {
-            let slot = &mut self.files[level as usize];
-            if slot.is_none() {
-                let f = OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .read(true)
-                    .write(true)
-                    .open(level_path(&self.dir, level))?;
-                stemedb_wal::sync_dir(&self.dir)?;
-                *slot = Some(f);
+        let mut pending = std::mem::take(&mut self.pending);
+        // Stable: a level's nodes keep their queue order (ascending index when appended).
+        pending.sort_by_key(|&(level, index, _)| (level, index));
+        let mut run: Vec<u8> = Vec::new();
+        // Each pass writes one run of consecutive indexes of one level (at least one node; a
+        // node queued twice starts a new run, so the later copy lands last).
+        let mut i = 0;
+        while i < pending.len() {
+            let (level, start, _) = pending[i];
+            run.clear();
+            let mut next = start;
+            while let Some(&(l, index, hash)) = pending.get(i)
+                && l == level
+                && index == next
+            {
+                run.extend_from_slice(&hash);
+                next += 1;
+                i += 1;
             }
-            if let Some(f) = slot {
-                f.write_all_at(&hash, index * 32)?;
-            }
+            self.file(level)?.write_all_at(&run, start * 32)?;
         }
+        pending.clear();
+        self.pending = pending;
         Ok(())
+    }
+
+    /// The file of `level`, created (and its directory entry made durable) on first use.
+    fn file(&mut self, level: u32) -> io::Result<&File> {
+        let slot = self
+            .files
+            .get_mut(level as usize)
+            .ok_or_else(|| io::Error::other(format!("Merkle level {level} out of range")))?;
+        if slot.is_none() {
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(level_path(&self.dir, level))?;
+            stemedb_wal::sync_dir(&self.dir)?;
+            *slot = Some(f);
+        }
+        slot.as_ref()
+            .ok_or_else(|| io::Error::other("node file slot left empty"))
     }
 }
 
@@ -135,5 +163,69 @@ impl NodeSource for NodeReader {
         let mut h = [0u8; 32];
         self.file(level)?.read_exact_at(&mut h, index * 32)?;
         Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalesced_writes_land_every_node_where_the_reader_looks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = NodeWriter::open(dir.path(), 0).expect("open");
+        let mut frontier = Frontier::default();
+        let mut all = Vec::new();
+        // Groups of uneven sizes, flushed after each (as the commit thread does).
+        let mut n = 0u64;
+        for group in [1u64, 2, 3, 7, 64, 100, 1, 1000, 5, 333] {
+            for _ in 0..group {
+                let leaf = stemedb_merkle::leaf_hash(blake3::hash(&n.to_le_bytes()).as_bytes());
+                // What the frontier completes, recorded on a copy of it.
+                all.extend(frontier.clone().push(leaf));
+                w.push_leaf(&mut frontier, leaf);
+                n += 1;
+            }
+            w.flush().expect("flush");
+        }
+        let r = NodeReader::new(dir.path());
+        for (level, index, hash) in all {
+            assert_eq!(
+                r.node(level, index).expect("read"),
+                hash,
+                "level {level} index {index}"
+            );
+        }
+        // Every level file is exactly as long as the complete subtrees of that level.
+        for level in 0..12u32 {
+            let len = std::fs::metadata(level_path(dir.path(), level))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            assert_eq!(len, (n >> level) * 32, "level {level}");
+        }
+    }
+
+    #[test]
+    fn a_node_queued_twice_keeps_the_later_hash_and_levels_stay_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = NodeWriter::open(dir.path(), 0).expect("open");
+        // The level-1 node's index follows the last level-0 one: it still goes to its own file.
+        w.pending.extend([
+            (0, 0, [1; 32]),
+            (0, 1, [2; 32]),
+            (0, 0, [3; 32]),
+            (1, 2, [4; 32]),
+        ]);
+        w.flush().expect("flush");
+        let r = NodeReader::new(dir.path());
+        assert_eq!(r.node(0, 0).expect("read"), [3; 32]);
+        assert_eq!(r.node(0, 1).expect("read"), [2; 32]);
+        assert_eq!(r.node(1, 2).expect("read"), [4; 32]);
+        let len = |level| {
+            std::fs::metadata(level_path(dir.path(), level))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        assert_eq!((len(0), len(1)), (64, 96));
     }
 }
