@@ -331,6 +331,7 @@ impl Writer {
                 applied,
                 vlog_pos,
                 stemedb_merkle::empty_root(),
+                opts.memtable_rows,
             ))),
             merge_lock: Mutex::new(()),
             merged: std::sync::Condvar::new(),
@@ -573,6 +574,7 @@ impl Writer {
             self.next_index,
             self.vlog.position(),
             self.frontier.root(),
+            self.opts.memtable_rows,
         )));
         let _ = self.merge_tx.send(MergeJob::Merge);
     }
@@ -840,6 +842,7 @@ fn stage_rows(
     // Opened once for the whole run of records: each row reads through them.
     let by_seq = view.by_seq()?;
     let superseders = view.supersedes()?;
+    let stored = view.assertions()?;
     for (r, p) in recs.iter().zip(pointers) {
         let rec = AssertionRecord {
             log_index: r.log_index,
@@ -880,7 +883,7 @@ fn stage_rows(
         for target in &r.fields.supersedes {
             mem.put_supersedes(keys::supersedes_key(target.as_bytes(), r.log_index));
             // Mark a stored target of the same agent: queries then need no supersedes lookup.
-            let Some(target_rec) = view.assertion(target)? else {
+            let Some(target_rec) = stored.get(target)? else {
                 continue;
             };
             let target_index = target_rec.log_index;

@@ -50,47 +50,58 @@ fn slot(kind: IndexKind) -> usize {
     }
 }
 
-/// Words of an [`IdFilter`]: 2^21 bits (256 KiB), so a memtable of 100,000 ids answers a
-/// miss without its skip list about 99.7% of the time (three probes).
-const ID_FILTER_WORDS: usize = 1 << 15;
+/// Bits of an [`IdFilter`] per assertion the memtable is sized for: with three probes, about
+/// 0.3% of absent ids pass (2^21 bits, 256 KiB, for the default 100,000 rows).
+const ID_FILTER_BITS_PER_ROW: usize = 20;
+/// The smallest and largest filters, in 64-bit words (512 B and 2 MiB).
+const ID_FILTER_MIN_WORDS: usize = 1 << 6;
+const ID_FILTER_MAX_WORDS: usize = 1 << 18;
 
 /// A negative filter (a Bloom filter) over the assertion ids of one memtable: a clear bit
 /// proves the id is not there, so a lookup of a new id (every dedupe of an accepted write)
-/// skips the skip list. An id is a BLAKE3 hash, so its own bytes are the probes; an id ground
-/// to collide only costs the skip-list lookup the filter would have saved.
+/// almost always skips the skip list. An id is a BLAKE3 hash, so its own bytes are the probes;
+/// an id ground to collide, or a memtable grown past its size (a replayed tail), only costs the
+/// skip-list lookup the filter would have saved.
 struct IdFilter {
     words: Box<[AtomicU64]>,
 }
 
 impl IdFilter {
-    fn new() -> IdFilter {
+    /// A filter for about `rows` ids.
+    fn new(rows: usize) -> IdFilter {
+        let words = (rows.saturating_mul(ID_FILTER_BITS_PER_ROW) / 64)
+            .clamp(ID_FILTER_MIN_WORDS, ID_FILTER_MAX_WORDS)
+            .next_power_of_two();
         IdFilter {
-            words: (0..ID_FILTER_WORDS).map(|_| AtomicU64::new(0)).collect(),
+            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
     /// The three bits of `id`: word and bit.
-    fn probes(id: &[u8; 32]) -> [(usize, u64); 3] {
+    fn probes(&self, id: &[u8; 32]) -> [(usize, u64); 3] {
+        let bits = self.words.len() * 64;
         let probe = |i: usize| {
             let mut b = [0u8; 4];
             b.copy_from_slice(&id[i * 4..i * 4 + 4]);
-            let bit = u32::from_le_bytes(b) as usize % (ID_FILTER_WORDS * 64);
+            let bit = u32::from_le_bytes(b) as usize % bits;
             (bit / 64, 1u64 << (bit % 64))
         };
         [probe(0), probe(1), probe(2)]
     }
 
-    /// Sets the bits of `id` (before its row is inserted: a reader that finds the row, or
-    /// that sees the memtable's published end, sees the bits).
+    /// Sets the bits of `id`. Call it before the id's row is inserted: whoever can know of the
+    /// row (the commit thread itself, or a reader that saw the memtable's published end, the
+    /// ack, or any later row, all released after these bits) then also sees its bits. A reader
+    /// racing the insert of an unpublished row may miss it, as it may miss the row itself.
     fn insert(&self, id: &[u8; 32]) {
-        for (w, bit) in Self::probes(id) {
+        for (w, bit) in self.probes(id) {
             self.words[w].fetch_or(bit, Ordering::Release);
         }
     }
 
     /// False only if `id` was never inserted.
     fn may_contain(&self, id: &[u8; 32]) -> bool {
-        Self::probes(id)
+        self.probes(id)
             .iter()
             .all(|&(w, bit)| self.words[w].load(Ordering::Acquire) & bit != 0)
     }
@@ -114,11 +125,12 @@ pub(crate) struct Memtable {
 }
 
 impl Memtable {
-    pub(crate) fn new(first: u64, vlog: Position, root: Hash) -> Memtable {
+    /// An empty memtable for log indexes from `first`, sized for about `rows` assertions.
+    pub(crate) fn new(first: u64, vlog: Position, root: Hash, rows: usize) -> Memtable {
         Memtable {
             end: AtomicU64::new(first),
             assertions: SkipMap::new(),
-            ids: IdFilter::new(),
+            ids: IdFilter::new(rows),
             by_seq: SkipMap::new(),
             idx: [
                 SkipMap::new(),
@@ -510,7 +522,8 @@ mod tests {
 
     #[test]
     fn id_filter_never_misses_an_inserted_id_and_rejects_most_others() {
-        let f = IdFilter::new();
+        let f = IdFilter::new(100_000);
+        assert_eq!(f.words.len(), 1 << 15, "2^21 bits for 100,000 rows");
         for n in 0..100_000 {
             f.insert(&id_of(n));
         }
@@ -529,7 +542,7 @@ mod tests {
 
     #[test]
     fn a_memtable_finds_its_assertions_and_only_them() {
-        let m = Memtable::new(0, Position::default(), [0u8; 32]);
+        let m = Memtable::new(0, Position::default(), [0u8; 32], 100);
         let rec = |li: u64| AssertionRecord {
             log_index: li,
             received_at_ms: 7,
