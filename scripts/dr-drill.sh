@@ -12,7 +12,8 @@
 #      directory; count what the unarchived window lost (RPO).
 #
 # Usage: scripts/dr-drill.sh [ASSERTIONS]   (default 20000; CI runs it from scripts/test.sh)
-# Env:   STEMEDB_BIN (default target/debug/stemedb, built if missing), DRILL_DIR (default: temp),
+# Env:   STEMEDB_BIN (default target/debug/stemedb, built if missing), DRILL_DIR (default: a
+#        temp dir, removed after a pass and kept after a failure),
 #        DRILL_WAL_ARCHIVE (default DRILL_DIR/archive; any directory or s3://bucket/prefix).
 # Exit:  0 when every archived write came back and verify passed; non-zero otherwise.
 set -euo pipefail
@@ -25,14 +26,30 @@ bin=${STEMEDB_BIN:-$PWD/target/debug/stemedb}
 if [ ! -x "$bin" ]; then
   CARGO_CACHE_RUSTC_INFO=0 cargo build -q -p stemedb-cli
 fi
-work=${DRILL_DIR:-$(mktemp -d -t stemedb-drill.XXXXXX)}
+# A work dir the drill makes itself is removed after a pass and kept (and named) after a failure.
+made_work=""
+if [ -n "${DRILL_DIR:-}" ]; then
+  work=$DRILL_DIR
+else
+  work=$(mktemp -d -t stemedb-drill.XXXXXX)
+  made_work=1
+fi
 mkdir -p "$work"
 archive=${DRILL_WAL_ARCHIVE:-$work/archive}
 data=$work/data
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url=http://127.0.0.1:$port
 server_pid=""
-cleanup() { [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null || true; }
+cleanup() {
+  local status=$?
+  if [ -n "$server_pid" ]; then
+    kill -9 "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  if [ -n "$made_work" ]; then
+    if [ "$status" -eq 0 ]; then rm -rf "$work"; else echo "[drill] failed; kept $work" >&2; fi
+  fi
+}
 trap cleanup EXIT
 
 say() { printf '[drill] %s\n' "$*"; }
