@@ -84,8 +84,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MEMTABLE_ROWS: usize = 100_000;
 /// Default memtable age that hands it to the merger, ms.
 pub const DEFAULT_MEMTABLE_MS: u64 = 1_000;
-/// Default frozen assertions past which writers wait for the merger.
-pub const DEFAULT_MEMTABLE_MAX_FROZEN: usize = 1_000_000;
+/// Default frozen assertions past which writers wait for the merger. At about 1 KiB of memtable
+/// per assertion, 250,000 frozen plus a full active memtable keep the server within 1 GiB with
+/// redb's 256 MiB page cache (measured at 10M; `docs/performance.md`).
+pub const DEFAULT_MEMTABLE_MAX_FROZEN: usize = 250_000;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -236,7 +238,7 @@ config_layer! {
     /// ... or when it is this many ms old [default: 1000].
     #[arg(long, env = "STEMEDB_MEMTABLE_MS")]
     memtable_ms: u64,
-    /// Writers wait while more than this many assertions wait to be merged [default: 1000000].
+    /// Writers wait while more than this many assertions wait to be merged [default: 250000].
     #[arg(long, env = "STEMEDB_MEMTABLE_MAX_FROZEN")]
     memtable_max_frozen: usize,
     /// Test hook: fail every durable store checkpoint after this many. Never set it in production.

@@ -226,7 +226,7 @@ impl Default for StoreOptions {
             group_max_bytes: 16 * 1024 * 1024,
             memtable_rows: 100_000,
             memtable_ms: 1_000,
-            memtable_max_frozen_rows: 1_000_000,
+            memtable_max_frozen_rows: 250_000,
             merge_inline: false,
             fail_checkpoint_after: None,
             key_path: None,
