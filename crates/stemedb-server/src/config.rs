@@ -88,6 +88,10 @@ pub const DEFAULT_MEMTABLE_MS: u64 = 1_000;
 /// per assertion, 250,000 frozen plus a full active memtable keep the server within 1 GiB with
 /// redb's 256 MiB page cache (measured at 10M; `docs/performance.md`).
 pub const DEFAULT_MEMTABLE_MAX_FROZEN: usize = 250_000;
+/// Default number of index runs of one size tier compacted into one (design §4, decision 0020).
+pub const DEFAULT_COMPACTION_FANOUT: usize = 4;
+/// Default rows a compaction copies per write transaction.
+pub const DEFAULT_COMPACTION_CHUNK_ROWS: usize = 200_000;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -241,6 +245,12 @@ config_layer! {
     /// Writers wait while more than this many assertions wait to be merged [default: 250000].
     #[arg(long, env = "STEMEDB_MEMTABLE_MAX_FROZEN")]
     memtable_max_frozen: usize,
+    /// Compact this many index runs of one size into one [default: 4].
+    #[arg(long, env = "STEMEDB_COMPACTION_FANOUT")]
+    compaction_fanout: usize,
+    /// Rows a compaction copies per write transaction [default: 200000].
+    #[arg(long, env = "STEMEDB_COMPACTION_CHUNK_ROWS")]
+    compaction_chunk_rows: usize,
     /// Test hook: fail every durable store checkpoint after this many. Never set it in production.
     #[arg(long, env = "STEMEDB_FAULT_CHECKPOINT_AFTER", hide_short_help = true)]
     fault_checkpoint_after: u64,
@@ -331,6 +341,10 @@ pub struct Config {
     pub memtable_ms: u64,
     /// Frozen assertions past which writers wait.
     pub memtable_max_frozen: usize,
+    /// Index runs of one size tier merged into one (at least 2).
+    pub compaction_fanout: usize,
+    /// Rows a compaction copies per write transaction (at least 1).
+    pub compaction_chunk_rows: usize,
     /// Test hook: fail durable checkpoints after this many.
     pub fault_checkpoint_after: Option<u64>,
     /// Admin bearer token; `None`: the admin API is off.
@@ -412,6 +426,14 @@ impl Config {
             memtable_max_frozen: l
                 .memtable_max_frozen
                 .unwrap_or(DEFAULT_MEMTABLE_MAX_FROZEN)
+                .max(1),
+            compaction_fanout: l
+                .compaction_fanout
+                .unwrap_or(DEFAULT_COMPACTION_FANOUT)
+                .max(2),
+            compaction_chunk_rows: l
+                .compaction_chunk_rows
+                .unwrap_or(DEFAULT_COMPACTION_CHUNK_ROWS)
                 .max(1),
             fault_checkpoint_after: l.fault_checkpoint_after,
             admin_token: l.admin_token.filter(|t| !t.0.is_empty()),

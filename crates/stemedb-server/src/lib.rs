@@ -118,6 +118,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         memtable_rows: config.memtable_rows,
         memtable_ms: config.memtable_ms,
         memtable_max_frozen_rows: config.memtable_max_frozen,
+        compaction_fanout: config.compaction_fanout,
+        compaction_chunk_rows: config.compaction_chunk_rows,
         fail_checkpoint_after: config.fault_checkpoint_after,
         ..StoreOptions::default()
     };

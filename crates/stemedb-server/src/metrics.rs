@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The server's metrics.
@@ -50,6 +50,10 @@ pub struct Metrics {
     pub merge_duration: Histogram,
     /// `stemedb_write_stall_seconds_total`: time writers waited for the merger (backpressure).
     pub write_stall: Gauge,
+    /// `stemedb_compaction_seconds_total`: time the merger spent compacting index runs.
+    pub compaction: Gauge,
+    /// `stemedb_compacted_assertions_total`: assertions in the runs compactions replaced.
+    pub compacted: IntCounter,
 }
 
 impl Metrics {
@@ -165,6 +169,16 @@ impl Metrics {
         registry.register(Box::new(memtable_frozen.clone()))?;
         registry.register(Box::new(merge_duration.clone()))?;
         registry.register(Box::new(write_stall.clone()))?;
+        let compaction = Gauge::new(
+            "stemedb_compaction_seconds_total",
+            "Seconds the merger spent compacting index runs (design section 4)",
+        )?;
+        let compacted = IntCounter::new(
+            "stemedb_compacted_assertions_total",
+            "Assertions in the index runs that finished compactions merged",
+        )?;
+        registry.register(Box::new(compaction.clone()))?;
+        registry.register(Box::new(compacted.clone()))?;
         registry.register(Box::new(last_backup.clone()))?;
         registry.register(Box::new(last_wal_archive.clone()))?;
         registry.register(Box::new(wal_unarchived.clone()))?;
@@ -208,6 +222,8 @@ impl Metrics {
             memtable_frozen,
             merge_duration,
             write_stall,
+            compaction,
+            compacted,
         })
     }
 
@@ -273,5 +289,9 @@ impl stemedb_store::Observer for Metrics {
     }
     fn write_stalled(&self, secs: f64) {
         self.write_stall.add(secs);
+    }
+    fn compacted(&self, rows: usize, secs: f64) {
+        self.compaction.add(secs);
+        self.compacted.inc_by(rows as u64);
     }
 }

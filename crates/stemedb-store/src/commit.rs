@@ -241,7 +241,9 @@ impl Writer {
                     .map_err(db_err)?
                     .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes));
                 match format {
-                    None => {
+                    // Format 2 is format 3 with run 0 alone (`runs.rs`): it opens as it is, and
+                    // is marked 3 now, since this server writes runs an older one cannot read.
+                    None | Some(2) => {
                         meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
                             .map_err(db_err)?;
                     }
@@ -263,8 +265,19 @@ impl Writer {
                 txn.open_table(AGENT_IDX).map_err(db_err)?;
                 txn.open_table(SUPERSEDES).map_err(db_err)?;
             }
+            // Tables of a run that `meta.runs` does not name: a compaction a crash cut off.
+            let orphans = crate::runs::clean_up(&txn)?;
+            if orphans > 0 {
+                tracing::info!(
+                    tables = orphans,
+                    "dropped the tables of an unfinished compaction"
+                );
+            }
             txn.commit().map_err(db_err)?;
         }
+        let filters = Arc::new(crate::runs::Filters::load(
+            &db.begin_read().map_err(db_err)?,
+        )?);
         let (applied, durable, vlog_pos, meta_hwm) = {
             let r = db.begin_read().map_err(db_err)?;
             let applied = meta_u64(&r, "applied")?.unwrap_or(0);
@@ -335,6 +348,7 @@ impl Writer {
             ))),
             merge_lock: Mutex::new(()),
             merged: std::sync::Condvar::new(),
+            filters,
         });
         let (merge_tx, merge_rx) = std::sync::mpsc::channel();
         let root_at_durable = frontier.root();
@@ -382,6 +396,7 @@ impl Writer {
             durable,
             last_durable: Instant::now(),
             checkpoints: 0,
+            compaction: None,
         };
         Ok((w, shared, merger, merge_rx))
     }
@@ -447,10 +462,9 @@ impl Writer {
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         if let Some((id, pointer)) = rebuilt_last {
             let r = self.db.begin_read().map_err(db_err)?;
-            let t = r.open_table(ASSERTIONS).map_err(db_err)?;
-            let stored = t.get(id.as_bytes().as_slice()).map_err(db_err)?;
+            let stored = crate::runs::find_assertion(&r, id.as_bytes())?;
             let stored = match stored {
-                Some(v) => AssertionRecord::decode(v.value())?.pointer,
+                Some(rec) => rec.pointer,
                 None => {
                     return Err(StoreError::Corrupt(format!(
                         "applied assertion {id} missing"
@@ -668,7 +682,8 @@ impl Writer {
         let mut replies = Vec::with_capacity(group.len());
         let items: usize = group.iter().map(|s| s.items.len()).sum();
         let mut seen: HashMap<AssertionId, usize> = HashMap::with_capacity(items);
-        let view = View::open(&self.shared.versions, &self.db).map_err(|e| e.to_string());
+        let view = View::open(&self.shared.versions, &self.db, &self.shared.filters)
+            .map_err(|e| e.to_string());
         let stored = view
             .as_ref()
             .map_err(Clone::clone)
@@ -807,7 +822,7 @@ impl Writer {
         self.nodes
             .flush()
             .map_err(|e| StoreError::Corrupt(format!("node file write: {e}")))?;
-        let view = View::open(&self.shared.versions, &self.db)?;
+        let view = View::open(&self.shared.versions, &self.db, &self.shared.filters)?;
         let active = view.version.active().clone();
         stage_rows(&view, &active, recs, &pointers)?;
         drop(view);

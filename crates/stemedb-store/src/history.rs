@@ -13,8 +13,8 @@ use serde_json::Value;
 use stemedb_core::AssertionId;
 
 use crate::keys::{self, IndexKind};
-use crate::query::{QueryError, as_of_size, table_of};
-use crate::{MAX_LIMIT, Store, StoreError, db_err};
+use crate::query::{QueryError, as_of_size};
+use crate::{MAX_LIMIT, Store, StoreError};
 
 /// What became of an assertion, as of the answer's tree size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -96,10 +96,7 @@ impl Store {
         prefix.push(keys::SEGMENT_END);
         let end = crate::query::prefix_end(&prefix);
         let view = self.view()?;
-        let table = view
-            .txn
-            .open_table(table_of(IndexKind::Subject))
-            .map_err(db_err)?;
+        let table = view.index_tables(IndexKind::Subject)?;
         let end: Bound<&[u8]> = match &end {
             Some(e) => Bound::Excluded(e.as_slice()),
             None => Bound::Unbounded,

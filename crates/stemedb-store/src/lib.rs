@@ -28,6 +28,7 @@ mod memtable;
 mod merger;
 mod nodes;
 mod query;
+mod runs;
 pub mod snapshot;
 pub mod verify;
 mod vlog;
@@ -68,7 +69,10 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 /// On-disk format version of the data directory.
 /// Version 2 (issue 5): `by_seq` maps a log index to its `IndexValue`, and every index is
 /// grouped by (subject, predicate).
-pub const FORMAT_VERSION: u64 = 2;
+/// Version 3 (issue 17): `assertions`, the indexes and `supersedes` are kept as runs
+/// (`meta.runs`, tables `<name>@<run>`, `run_filters`); a version 2 store is run 0 alone and
+/// opens as it is.
+pub const FORMAT_VERSION: u64 = 3;
 /// WAL record kind of an accepted assertion.
 pub const KIND_ASSERTION: u8 = 1;
 /// Default origin line of signed checkpoints.
@@ -202,6 +206,10 @@ pub struct StoreOptions {
     pub memtable_ms: u64,
     /// Writers wait (backpressure) while frozen memtables hold more assertions than this.
     pub memtable_max_frozen_rows: usize,
+    /// Compact this many runs of one size tier into one (design §4, `runs.rs`).
+    pub compaction_fanout: usize,
+    /// Rows a compaction copies per write transaction (merges of new memtables go on between).
+    pub compaction_chunk_rows: usize,
     /// Merge every group into redb before answering it (the engine before issue 17: B-tree work
     /// on the acknowledgement path). For comparisons and tests.
     pub merge_inline: bool,
@@ -227,6 +235,8 @@ impl Default for StoreOptions {
             memtable_rows: 100_000,
             memtable_ms: 1_000,
             memtable_max_frozen_rows: 250_000,
+            compaction_fanout: 4,
+            compaction_chunk_rows: 200_000,
             merge_inline: false,
             fail_checkpoint_after: None,
             key_path: None,
@@ -250,6 +260,9 @@ pub trait Observer: Send + Sync {
     fn merged(&self, _rows: usize, _secs: f64, _frozen_rows: usize) {}
     /// Writers waited `secs` for the merger to catch up (backpressure).
     fn write_stalled(&self, _secs: f64) {}
+    /// The merger spent `secs` on one chunk of a compaction; `rows` is the assertions of the
+    /// input runs when this chunk finished it, else 0.
+    fn compacted(&self, _rows: usize, _secs: f64) {}
 }
 
 /// An observer that ignores everything.
@@ -346,6 +359,8 @@ pub(crate) struct Shared {
     pub queue: ByteBudget,
     /// The memtables readers merge with redb.
     pub versions: memtable::Versions,
+    /// The id filters of the runs (`runs.rs`).
+    pub filters: Arc<runs::Filters>,
     /// Signalled after each merge (the commit thread waits on it under backpressure).
     pub merge_lock: Mutex<()>,
     pub merged: Condvar,
@@ -759,7 +774,7 @@ impl Store {
 
     /// A pinned version of the memtables and a redb read transaction.
     pub(crate) fn view(&self) -> Result<memtable::View, StoreError> {
-        memtable::View::open(&self.shared.versions, &self.shared.db)
+        memtable::View::open(&self.shared.versions, &self.shared.db, &self.shared.filters)
     }
 
     /// The agent that signed `id`, if the log holds it.
@@ -983,11 +998,29 @@ mod tests {
         let first = submit(&store, vec![entry(1)]);
         assert_eq!(first[0].as_ref().map(|o| o.log_index).ok(), Some(0));
         store.checkpoint().expect("merged into redb");
-        // Damage the stored row of that id.
+        // Damage the stored row of that id, in the run that holds it.
+        let id = *entry(1).id().as_bytes();
+        let holder = {
+            use redb::ReadableDatabase as _;
+            let r = store.shared.db.begin_read().expect("read");
+            runs::runs_of(&r)
+                .expect("runs")
+                .into_iter()
+                .find(|&run| {
+                    let name = runs::table_name(runs::Part::Assertions, run);
+                    r.open_table(runs::rows_def(&name))
+                        .expect("table")
+                        .get(id.as_slice())
+                        .expect("get")
+                        .is_some()
+                })
+                .expect("a run holds the id")
+        };
         let txn = store.shared.db.begin_write().expect("txn");
         {
-            let mut t = txn.open_table(ASSERTIONS).expect("table");
-            t.insert(entry(1).id().as_bytes().as_slice(), [1u8; 5].as_slice())
+            let name = runs::table_name(runs::Part::Assertions, holder);
+            let mut t = txn.open_table(runs::rows_def(&name)).expect("table");
+            t.insert(id.as_slice(), [1u8; 5].as_slice())
                 .expect("insert");
         }
         txn.commit().expect("commit");

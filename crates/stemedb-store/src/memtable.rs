@@ -30,6 +30,10 @@ use stemedb_core::AssertionId;
 use stemedb_merkle::Hash;
 
 use crate::keys::{AssertionRecord, INDEX_VALUE_BYTES, IndexKind, IndexValue};
+use crate::runs::{
+    AssertionTables, Filters, Part, RunFilter, append_keys, append_rows, keys_def, rows_def,
+    table_name,
+};
 use crate::vlog::Position;
 use crate::{ASSERTIONS, BY_SEQ, SUPERSEDES, StoreError, db_err};
 
@@ -79,14 +83,7 @@ impl IdFilter {
 
     /// The three bits of `id`: word and bit.
     fn probes(&self, id: &[u8; 32]) -> [(usize, u64); 3] {
-        let bits = self.words.len() * 64;
-        let probe = |i: usize| {
-            let mut b = [0u8; 4];
-            b.copy_from_slice(&id[i * 4..i * 4 + 4]);
-            let bit = u32::from_le_bytes(b) as usize % bits;
-            (bit / 64, 1u64 << (bit % 64))
-        };
-        [probe(0), probe(1), probe(2)]
+        filter_probes(self.words.len(), id)
     }
 
     /// Sets the bits of `id`. Call it before the id's row is inserted: whoever can know of the
@@ -105,6 +102,19 @@ impl IdFilter {
             .iter()
             .all(|&(w, bit)| self.words[w].load(Ordering::Acquire) & bit != 0)
     }
+}
+
+/// The three bits (word, mask) of `id` in a filter of `words` 64-bit words: three 32-bit
+/// pieces of the id itself (a BLAKE3 hash), each modulo the filter's bits.
+pub(crate) fn filter_probes(words: usize, id: &[u8; 32]) -> [(usize, u64); 3] {
+    let bits = words.max(1) * 64;
+    let probe = |i: usize| {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&id[i * 4..i * 4 + 4]);
+        let bit = u32::from_le_bytes(b) as usize % bits;
+        (bit / 64, 1u64 << (bit % 64))
+    };
+    [probe(0), probe(1), probe(2)]
 }
 
 /// Rows of acknowledged assertions not yet in redb.
@@ -226,6 +236,67 @@ impl Memtable {
     }
 }
 
+impl Memtable {
+    /// Writes every row as the new run `run` (design §4, `runs.rs`): the `assertions`, index and
+    /// `supersedes` rows appended in key order to that run's empty tables (packed leaves, no
+    /// page of an older run touched), the `by_seq` rows into `by_seq`. Returns the run's id
+    /// filter.
+    pub(crate) fn write_run(
+        &self,
+        txn: &WriteTransaction,
+        run: u64,
+    ) -> Result<RunFilter, StoreError> {
+        let mut filter = RunFilter::for_rows(self.assertions.len());
+        {
+            let name = table_name(Part::Assertions, run);
+            let mut t = txn.open_table(rows_def(&name)).map_err(db_err)?;
+            let rows: Vec<_> = self.assertions.iter().collect();
+            for e in &rows {
+                filter.insert(e.key());
+            }
+            append_rows(
+                &mut t,
+                rows.iter()
+                    .map(|e| (e.key().as_slice(), e.value().as_slice())),
+            )?;
+        }
+        self.write_by_seq(txn)?;
+        for kind in KINDS {
+            let name = table_name(Part::of_kind(kind), run);
+            let mut t = txn.open_table(keys_def(&name)).map_err(db_err)?;
+            let rows: Vec<_> = self.idx[slot(kind)].iter().collect();
+            append_keys(&mut t, rows.iter().map(|e| e.key().as_slice()))?;
+        }
+        let name = table_name(Part::Supersedes, run);
+        let mut t = txn.open_table(keys_def(&name)).map_err(db_err)?;
+        let rows: Vec<_> = self.supersedes.iter().collect();
+        append_keys(&mut t, rows.iter().map(|e| e.key().as_slice()))?;
+        Ok(filter)
+    }
+
+    /// Writes the `by_seq` rows: new log indexes appended at the end of the table (packed
+    /// leaves), overrides of older rows (a correction's target marked) inserted in place.
+    fn write_by_seq(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        use redb::ReadableTable as _;
+        let mut t = txn.open_table(BY_SEQ).map_err(db_err)?;
+        let last = t.last().map_err(db_err)?.map(|(k, _)| k.value());
+        let mut appended = Vec::new();
+        for e in self.by_seq.iter() {
+            if last.is_some_and(|l| *e.key() <= l) {
+                t.insert(*e.key(), e.value().as_slice()).map_err(db_err)?;
+            } else {
+                appended.push(e);
+            }
+        }
+        let mut c = t.upper_bound_mut(Bound::<u64>::Unbounded).map_err(db_err)?;
+        for e in &appended {
+            c.insert_before(*e.key(), e.value().as_slice())
+                .map_err(db_err)?;
+        }
+        c.close().map_err(db_err)
+    }
+}
+
 /// The memtables a reader merges with redb, newest first (the active one first).
 pub(crate) struct Version {
     pub mems: Vec<Arc<Memtable>>,
@@ -302,18 +373,35 @@ impl Versions {
     }
 }
 
-/// A pinned version and a redb read transaction opened after it.
+/// A pinned version and a redb read transaction opened after it, with the runs that
+/// transaction names (newest first).
 pub(crate) struct View {
     pub version: Arc<Version>,
     pub txn: ReadTransaction,
+    runs: Vec<u64>,
+    filters: Arc<Filters>,
 }
 
+/// The tables of one index part, one per run (newest first).
+pub(crate) type IndexTables = Vec<redb::ReadOnlyTable<&'static [u8], ()>>;
+
 impl View {
-    pub(crate) fn open(versions: &Versions, db: &redb::Database) -> Result<View, StoreError> {
+    pub(crate) fn open(
+        versions: &Versions,
+        db: &redb::Database,
+        filters: &Arc<Filters>,
+    ) -> Result<View, StoreError> {
         use redb::ReadableDatabase as _;
         let version = versions.load();
         let txn = db.begin_read().map_err(db_err)?;
-        Ok(View { version, txn })
+        let mut runs = crate::runs::runs_of(&txn)?;
+        runs.reverse();
+        Ok(View {
+            version,
+            txn,
+            runs,
+            filters: filters.clone(),
+        })
     }
 
     /// The `assertions` row of `id`.
@@ -324,11 +412,11 @@ impl View {
         self.assertions()?.get(id)
     }
 
-    /// An `assertions` row reader for many lookups (opens the table once).
+    /// An `assertions` row reader for many lookups (opens the tables once).
     pub(crate) fn assertions(&self) -> Result<Assertions<'_>, StoreError> {
         Ok(Assertions {
             mems: &self.version.mems,
-            table: self.txn.open_table(ASSERTIONS).map_err(db_err)?,
+            tables: AssertionTables::open(&self.txn, &self.runs, &self.filters)?,
         })
     }
 
@@ -340,19 +428,36 @@ impl View {
         })
     }
 
-    /// Keys of index `kind` in `(start, end)`, from every memtable and redb, in order, each once.
+    /// The tables of index `kind`, one per run.
+    pub(crate) fn index_tables(&self, kind: IndexKind) -> Result<IndexTables, StoreError> {
+        let mut tables = Vec::with_capacity(self.runs.len());
+        for &run in &self.runs {
+            tables.push(
+                self.txn
+                    .open_table(keys_def(&table_name(Part::of_kind(kind), run)))
+                    .map_err(db_err)?,
+            );
+        }
+        Ok(tables)
+    }
+
+    /// Keys of index `kind` in `(start, end)`, from every memtable and every run (`tables`,
+    /// from [`View::index_tables`]), in order, each once.
     pub(crate) fn index_keys<'a>(
         &'a self,
-        table: &'a redb::ReadOnlyTable<&'static [u8], ()>,
+        tables: &'a IndexTables,
         kind: IndexKind,
         start: Bound<&[u8]>,
         end: Bound<&[u8]>,
     ) -> Result<Merged<'a>, StoreError> {
-        let mut sources: Vec<Source<'a>> = Vec::with_capacity(self.version.mems.len() + 1);
-        let range = table.range::<&[u8]>((start, end)).map_err(db_err)?;
-        sources.push(Box::new(
-            range.map(|r| r.map(|(k, _)| k.value().to_vec()).map_err(db_err)),
-        ));
+        let mut sources: Vec<Source<'a>> =
+            Vec::with_capacity(self.version.mems.len() + tables.len());
+        for table in tables {
+            let range = table.range::<&[u8]>((start, end)).map_err(db_err)?;
+            sources.push(Box::new(
+                range.map(|r| r.map(|(k, _)| k.value().to_vec()).map_err(db_err)),
+            ));
+        }
         for m in &self.version.mems {
             let it = m.idx[slot(kind)]
                 .range::<Vec<u8>, _>((owned(start), owned(end)))
@@ -362,19 +467,27 @@ impl View {
         Ok(Merged::new(sources))
     }
 
-    /// A reader of `supersedes` links for many lookups (opens the table once).
+    /// A reader of `supersedes` links for many lookups (opens the tables once).
     pub(crate) fn supersedes(&self) -> Result<Superseders<'_>, StoreError> {
+        let mut tables = Vec::with_capacity(self.runs.len());
+        for &run in &self.runs {
+            tables.push(
+                self.txn
+                    .open_table(keys_def(&table_name(Part::Supersedes, run)))
+                    .map_err(db_err)?,
+            );
+        }
         Ok(Superseders {
             mems: &self.version.mems,
-            table: self.txn.open_table(SUPERSEDES).map_err(db_err)?,
+            tables,
         })
     }
 }
 
-/// Reads `supersedes` links through a view: redb and every memtable.
+/// Reads `supersedes` links through a view: every run and every memtable.
 pub(crate) struct Superseders<'a> {
     mems: &'a [Arc<Memtable>],
-    table: redb::ReadOnlyTable<&'static [u8], ()>,
+    tables: Vec<redb::ReadOnlyTable<&'static [u8], ()>>,
 }
 
 impl Superseders<'_> {
@@ -383,13 +496,14 @@ impl Superseders<'_> {
         let lo = crate::keys::supersedes_key(target, 0);
         let hi = crate::keys::supersedes_key(target, u64::MAX);
         let mut out = Vec::new();
-        for r in self
-            .table
-            .range::<&[u8]>(lo.as_slice()..=hi.as_slice())
-            .map_err(db_err)?
-        {
-            let (k, _) = r.map_err(db_err)?;
-            out.extend(crate::keys::supersedes_key_index(k.value()));
+        for table in &self.tables {
+            for r in table
+                .range::<&[u8]>(lo.as_slice()..=hi.as_slice())
+                .map_err(db_err)?
+            {
+                let (k, _) = r.map_err(db_err)?;
+                out.extend(crate::keys::supersedes_key_index(k.value()));
+            }
         }
         for m in self.mems {
             for e in m.supersedes.range::<[u8], _>((
@@ -405,10 +519,11 @@ impl Superseders<'_> {
     }
 }
 
-/// Reads `assertions` rows through a view: the memtables (each behind its id filter), then redb.
+/// Reads `assertions` rows through a view: the memtables (each behind its id filter), then
+/// every run (each behind its own filter, when it has one).
 pub(crate) struct Assertions<'a> {
     mems: &'a [Arc<Memtable>],
-    table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    tables: AssertionTables,
 }
 
 impl Assertions<'_> {
@@ -422,10 +537,7 @@ impl Assertions<'_> {
                 return AssertionRecord::decode(e.value()).map(Some);
             }
         }
-        match self.table.get(id.as_bytes().as_slice()).map_err(db_err)? {
-            Some(v) => AssertionRecord::decode(v.value()).map(Some),
-            None => Ok(None),
-        }
+        self.tables.get(id.as_bytes())
     }
 }
 

@@ -16,6 +16,7 @@ use stemedb_merkle::Hash;
 
 use crate::files::{now_ms, write_atomically};
 use crate::memtable::Memtable;
+use crate::runs::{self, Compaction};
 use crate::vlog::Position;
 use crate::{FORMAT_VERSION, Layout, META, Shared, StoreError, StoreOptions, db_err, io_at};
 
@@ -44,6 +45,8 @@ pub(crate) struct Merger {
     pub last_durable: Instant,
     /// Durable checkpoints made (for the fault-injection hook).
     pub checkpoints: u64,
+    /// The compaction in progress (`runs.rs`), if any.
+    pub compaction: Option<Compaction>,
 }
 
 impl Merger {
@@ -51,7 +54,13 @@ impl Merger {
         let interval = Duration::from_millis(self.opts.checkpoint_interval_ms.max(1));
         let _write_back = WriteBack::start(&self.layout.redb, WRITE_BACK_PERIOD);
         loop {
-            match rx.recv_timeout(interval) {
+            // A compaction in progress goes on in chunks whenever no job is waiting.
+            let wait = if self.compaction.is_some() {
+                Duration::ZERO
+            } else {
+                interval
+            };
+            match rx.recv_timeout(wait) {
                 Ok(MergeJob::Merge) => {
                     self.merge_frozen();
                     if self.last_durable.elapsed() >= interval
@@ -65,7 +74,12 @@ impl Merger {
                     let _ = reply.send(r);
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.durable != self.applied {
+                    if self.compaction.is_some() {
+                        self.compact_step_or_fail();
+                        if self.last_durable.elapsed() >= interval && self.durable != self.applied {
+                            self.checkpoint_or_fail();
+                        }
+                    } else if self.durable != self.applied {
                         self.checkpoint_or_fail();
                     }
                 }
@@ -118,7 +132,18 @@ impl Merger {
         if !m.is_empty() {
             let mut txn = self.db.begin_write().map_err(db_err)?;
             txn.set_durability(Durability::None).map_err(db_err)?;
-            m.write_to(&txn)?;
+            let new_run = if self.opts.merge_inline {
+                // The engine before issue 17: every row into run 0's B-trees.
+                m.write_to(&txn)?;
+                None
+            } else {
+                let run = runs::new_run(&txn)?;
+                let filter = m.write_run(&txn, run)?;
+                runs::add_run(&txn, run, &filter)?;
+                // Published before the commit: a reader that sees the run finds its filter.
+                self.shared.filters.insert(run, Arc::new(filter));
+                Some(run)
+            };
             {
                 let mut meta = txn.open_table(META).map_err(db_err)?;
                 meta.insert("applied", m.end().to_le_bytes().as_slice())
@@ -127,6 +152,9 @@ impl Merger {
             txn.commit().map_err(db_err)?;
             self.applied = m.end();
             self.applied_tail = m.tail();
+            if new_run.is_some() && self.compaction.is_none() {
+                self.plan_compaction()?;
+            }
         }
         self.shared.versions.retire(m);
         self.shared.merged.notify_all();
@@ -135,6 +163,69 @@ impl Merger {
             started.elapsed().as_secs_f64(),
             self.shared.versions.load().frozen_rows(),
         );
+        Ok(())
+    }
+
+    /// Starts the next compaction if a tier holds enough runs.
+    fn plan_compaction(&mut self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let plan = runs::plan(
+            &txn,
+            self.opts.memtable_rows.max(1) as u64,
+            self.opts.compaction_fanout,
+        )?;
+        txn.abort().map_err(db_err)?;
+        if let Some(c) = &plan {
+            tracing::debug!(inputs = ?c.inputs, rows = c.rows, "compaction planned");
+        }
+        self.compaction = plan;
+        Ok(())
+    }
+
+    /// One chunk of the compaction in progress, in its own write transaction; the store turns
+    /// read-only if it fails (the input runs stay whole until the last chunk swaps them out).
+    fn compact_step_or_fail(&mut self) {
+        if self.shared.read_only().is_some() {
+            self.compaction = None;
+            return;
+        }
+        if let Err(e) = self.compact_step() {
+            self.compaction = None;
+            self.shared
+                .set_read_only(&format!("compacting runs failed: {e}"));
+        }
+    }
+
+    fn compact_step(&mut self) -> Result<(), StoreError> {
+        use redb::ReadableDatabase as _;
+        let Some(mut c) = self.compaction.take() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let inputs = self.db.begin_read().map_err(db_err)?;
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::None).map_err(db_err)?;
+        let done = c.step(&inputs, &txn, self.opts.compaction_chunk_rows)?;
+        if done && let Some(out) = c.output() {
+            self.shared.filters.insert(out, Arc::new(c.take_filter()));
+        }
+        txn.commit().map_err(db_err)?;
+        drop(inputs);
+        if done {
+            for r in &c.inputs {
+                self.shared.filters.remove(*r);
+            }
+            tracing::debug!(inputs = ?c.inputs, rows = c.rows, "compaction finished");
+            self.shared
+                .observer
+                .compacted(c.rows as usize, started.elapsed().as_secs_f64());
+            self.plan_compaction()?;
+        } else {
+            self.shared
+                .observer
+                .compacted(0, started.elapsed().as_secs_f64());
+            self.compaction = Some(c);
+        }
         Ok(())
     }
 

@@ -29,7 +29,7 @@ use stemedb_core::AssertionId;
 
 use crate::keys::{self, IndexKind, IndexValue};
 use crate::lens::{self, Candidate, Resolver};
-use crate::{AGENT_IDX, CONCEPT_PATH_IDX, PREDICATE_IDX, SUBJECT_IDX, Store, StoreError, db_err};
+use crate::{AGENT_IDX, CONCEPT_PATH_IDX, PREDICATE_IDX, SUBJECT_IDX, Store, StoreError};
 
 /// Default results per page.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -504,7 +504,7 @@ impl Store {
             None => (as_of_size(q.as_of, head.size)?, None),
         };
         let view = self.view()?;
-        let table = view.txn.open_table(table_of(plan.kind)).map_err(db_err)?;
+        let table = view.index_tables(plan.kind)?;
         let by_seq = view.by_seq()?;
         let row_of = |li: u64| by_seq.row(li);
 

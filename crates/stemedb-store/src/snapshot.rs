@@ -23,10 +23,7 @@ use redb::{Database, Durability, ReadTransaction, ReadableTable, TableDefinition
 use serde::{Deserialize, Serialize};
 
 use crate::commit::{Job, SnapshotPoint};
-use crate::{
-    AGENT_IDX, ASSERTIONS, BY_SEQ, CONCEPT_PATH_IDX, FORMAT_VERSION, Layout, META, PREDICATE_IDX,
-    SUBJECT_IDX, SUPERSEDES, Store, StoreError, db_err, io_at,
-};
+use crate::{BY_SEQ, FORMAT_VERSION, Layout, META, Store, StoreError, db_err, io_at, runs};
 
 /// Rows per export transaction (bounds the memory of one redb write transaction).
 const EXPORT_CHUNK: usize = 50_000;
@@ -247,16 +244,22 @@ pub(crate) fn durable_commit(db: &Database) -> Result<(), StoreError> {
     txn.commit().map_err(db_err)
 }
 
+/// Writes the snapshot's redb file: `meta` (without the run list: the copy is one run),
+/// `by_seq`, and every run of each part merged into that part's run 0, in key order, so a
+/// backup's B-trees are packed.
 fn export_redb(src: &ReadTransaction, path: &Path) -> Result<(), StoreError> {
     let db = Database::create(path).map_err(db_err)?;
     copy_table(src, &db, META)?;
-    copy_table(src, &db, ASSERTIONS)?;
+    {
+        let mut txn = db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::None).map_err(db_err)?;
+        runs::forget_runs(&txn)?;
+        txn.commit().map_err(db_err)?;
+    }
     copy_table(src, &db, BY_SEQ)?;
-    copy_table(src, &db, SUBJECT_IDX)?;
-    copy_table(src, &db, CONCEPT_PATH_IDX)?;
-    copy_table(src, &db, PREDICATE_IDX)?;
-    copy_table(src, &db, AGENT_IDX)?;
-    copy_table(src, &db, SUPERSEDES)?;
+    for part in runs::PARTS {
+        runs::export_part(src, &db, part, EXPORT_CHUNK)?;
+    }
     durable_commit(&db)?;
     Ok(())
 }

@@ -11,18 +11,15 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableDatabase, ReadableTableMetadata};
 use serde::Serialize;
 use stemedb_core::{AssertionId, Prepared, verify_batch};
 use stemedb_merkle::{Frontier, leaf_hash, verify_note};
 
 use crate::entry::Fields;
-use crate::keys::{AssertionRecord, IndexValue};
+use crate::keys::IndexValue;
 use crate::vlog::VlogReader;
-use crate::{
-    AGENT_IDX, ASSERTIONS, BY_SEQ, CONCEPT_PATH_IDX, FORMAT_VERSION, Layout, META, PREDICATE_IDX,
-    SUBJECT_IDX, db_err,
-};
+use crate::{BY_SEQ, FORMAT_VERSION, Layout, META, db_err, runs};
 
 /// Findings kept in a report; past this only the count grows.
 const MAX_FINDINGS: usize = 1_000;
@@ -92,11 +89,6 @@ fn vlog_name(segment: u32) -> String {
 fn meta_u64(t: &redb::ReadOnlyTable<&str, &[u8]>, key: &str) -> Result<Option<u64>, String> {
     let v = t.get(key).map_err(|e| e.to_string())?;
     Ok(v.and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)))
-}
-
-fn table_len(txn: &redb::ReadTransaction, def: TableDefinition<&[u8], ()>) -> Result<u64, String> {
-    let t = txn.open_table(def).map_err(|e| e.to_string())?;
-    t.len().map_err(|e| e.to_string())
 }
 
 /// Sequential reader of the node files, checking each node the recomputed tree completes.
@@ -234,6 +226,27 @@ fn row_mismatch(row: &IndexValue, f: &Fields) -> Option<String> {
 
 /// Checks the store under `dir` (a stopped data directory or a snapshot), reading only.
 pub fn check_store(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
+    // redb trusts its own pages and can panic on one whose bytes were damaged (an index out of
+    // range in a leaf): that is a finding about the file, never a crash of the check.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(dir, expected))) {
+        Ok(report) => report,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            let mut report = StoreReport::default();
+            report.add(
+                REDB,
+                format!("reading the file failed (a damaged page): {why}"),
+            );
+            report
+        }
+    }
+}
+
+fn check(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
     let layout = Layout::new(dir);
     let mut report = StoreReport::default();
     let db = match redb::ReadOnlyDatabase::open(&layout.redb) {
@@ -253,7 +266,8 @@ pub fn check_store(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> Stor
     let (size, vlog_end) = match txn.open_table(META).map_err(db_err) {
         Ok(meta) => {
             let get = |k: &str| meta_u64(&meta, k).ok().flatten();
-            if get("format") != Some(FORMAT_VERSION) {
+            // Format 2 is format 3 with run 0 alone (`runs.rs`).
+            if !matches!(get("format"), Some(2 | FORMAT_VERSION)) {
                 report.add(
                     REDB,
                     format!(
@@ -282,20 +296,27 @@ pub fn check_store(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> Stor
         }
     };
     report.tree_size = size;
-    let (by_seq, assertions) = match (txn.open_table(BY_SEQ), txn.open_table(ASSERTIONS)) {
-        (Ok(b), Ok(a)) => (b, a),
-        (Err(e), _) | (_, Err(e)) => {
+    let opened = txn.open_table(BY_SEQ).map_err(db_err).and_then(|b| {
+        let mut runs = runs::runs_of(&txn)?;
+        runs.reverse();
+        let filters = runs::Filters::load(&txn)?;
+        Ok((b, runs::AssertionTables::open(&txn, &runs, &filters)?))
+    });
+    let (by_seq, assertions) = match opened {
+        Ok(t) => t,
+        Err(e) => {
             report.add(REDB, format!("cannot open tables: {e}"));
             return report;
         }
     };
+    let part_len = |part| runs::part_len(&txn, part).map_err(|e| e.to_string());
     for (name, len) in [
-        ("assertions", assertions.len().map_err(|e| e.to_string())),
+        ("assertions", part_len(runs::Part::Assertions)),
         ("by_seq", by_seq.len().map_err(|e| e.to_string())),
-        ("subject.idx", table_len(&txn, SUBJECT_IDX)),
-        ("concept_path.idx", table_len(&txn, CONCEPT_PATH_IDX)),
-        ("predicate.idx", table_len(&txn, PREDICATE_IDX)),
-        ("agent.idx", table_len(&txn, AGENT_IDX)),
+        ("subject.idx", part_len(runs::Part::Subject)),
+        ("concept_path.idx", part_len(runs::Part::Reversed)),
+        ("predicate.idx", part_len(runs::Part::Predicate)),
+        ("agent.idx", part_len(runs::Part::Agent)),
     ] {
         match len {
             Ok(n) if n == size => {}
@@ -399,18 +420,15 @@ pub fn check_store(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> Stor
         for (level, i, hash) in frontier.push(leaf_hash(&id)) {
             nodes.check(level, i, &hash, &mut report);
         }
-        match assertions.get(id.as_slice()) {
-            Ok(Some(a)) => match AssertionRecord::decode(a.value()) {
-                Ok(rec) if rec.log_index == index && rec.pointer == row.pointer => {}
-                Ok(rec) => report.add(
-                    REDB,
-                    format!(
-                        "assertions row of {} says log index {} at {:?}, by_seq says {index} at {:?}",
-                        row.id, rec.log_index, rec.pointer, row.pointer
-                    ),
+        match assertions.get(&id) {
+            Ok(Some(rec)) if rec.log_index == index && rec.pointer == row.pointer => {}
+            Ok(Some(rec)) => report.add(
+                REDB,
+                format!(
+                    "assertions row of {} says log index {} at {:?}, by_seq says {index} at {:?}",
+                    row.id, rec.log_index, rec.pointer, row.pointer
                 ),
-                Err(e) => report.add(REDB, format!("assertions row of {}: {e}", row.id)),
-            },
+            ),
             Ok(None) => report.add(REDB, format!("no assertions row for {}", row.id)),
             Err(e) => report.add(REDB, format!("assertions table: {e}")),
         }

@@ -5,10 +5,11 @@
 //! after a restart that rebuilds the memtable from the WAL.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::json;
 use stemedb_core::{AssertionId, SigningKey, sign, signing_key_from_seed};
-use stemedb_store::{Entry, Lens, NoObserver, Query, Store, StoreOptions, SubjectMatch};
+use stemedb_store::{Entry, Lens, NoObserver, Observer, Query, Store, StoreOptions, SubjectMatch};
 
 struct Lcg(u64);
 impl Lcg {
@@ -181,7 +182,7 @@ fn the_memtable_engine_answers_exactly_as_the_inline_engine() {
     // Tiny memtables merged all the time (merges race the queries), and larger ones that stay
     // in memory across several comparisons (answers mix memtable and redb rows).
     for (rows, ms) in [(37, 1), (150, 60_000)] {
-        run(
+        let seen = run(
             StoreOptions {
                 memtable_rows: rows,
                 memtable_ms: ms,
@@ -190,22 +191,68 @@ fn the_memtable_engine_answers_exactly_as_the_inline_engine() {
             },
             rows as u64,
         );
+        assert!(seen.finished() > 0, "rows {rows}: no compaction finished");
     }
 }
 
-fn run(new_opts: StoreOptions, seed: u64) {
+#[test]
+fn compactions_in_many_small_chunks_change_no_answer() {
+    // Every two runs of a tier are merged, five rows per write transaction: each compaction
+    // takes many chunks, and merges of new memtables land between them.
+    let seen = run(
+        StoreOptions {
+            memtable_rows: 23,
+            memtable_ms: 1,
+            checkpoint_interval_ms: 5,
+            compaction_fanout: 2,
+            compaction_chunk_rows: 5,
+            ..StoreOptions::default()
+        },
+        23,
+    );
+    assert!(
+        seen.finished() > 3,
+        "{} compactions finished",
+        seen.finished()
+    );
+    assert!(
+        seen.chunks.load(Ordering::Relaxed) > 4 * seen.finished(),
+        "compactions took one chunk each"
+    );
+}
+
+/// Counts compaction chunks and finished compactions.
+#[derive(Default)]
+struct Compactions {
+    chunks: AtomicUsize,
+    done: AtomicUsize,
+}
+
+impl Compactions {
+    fn finished(&self) -> usize {
+        self.done.load(Ordering::Relaxed)
+    }
+}
+
+impl Observer for Compactions {
+    fn compacted(&self, rows: usize, _secs: f64) {
+        self.chunks.fetch_add(1, Ordering::Relaxed);
+        if rows > 0 {
+            self.done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn run(new_opts: StoreOptions, seed: u64) -> Arc<Compactions> {
+    let seen = Arc::new(Compactions::default());
     let tmp = tempfile::tempdir().expect("tempdir");
     let old_opts = StoreOptions {
         merge_inline: true,
         ..StoreOptions::default()
     };
     let old = Store::open(&tmp.path().join("old"), old_opts, Arc::new(NoObserver)).expect("old");
-    let mut new = Store::open(
-        &tmp.path().join("new"),
-        new_opts.clone(),
-        Arc::new(NoObserver),
-    )
-    .expect("new");
+    let mut new =
+        Store::open(&tmp.path().join("new"), new_opts.clone(), seen.clone()).expect("new");
     let mut rng = Lcg(seed);
     let mut ids: Vec<(AssertionId, u64)> = Vec::new();
     let mut n = 0u64;
@@ -233,16 +280,17 @@ fn run(new_opts: StoreOptions, seed: u64) {
         if round == 37 {
             // A restart: the memtable is rebuilt from the WAL.
             drop(new);
-            new = Store::open(
-                &tmp.path().join("new"),
-                new_opts.clone(),
-                Arc::new(NoObserver),
-            )
-            .expect("reopen");
+            new = Store::open(&tmp.path().join("new"), new_opts.clone(), seen.clone())
+                .expect("reopen");
             compare(&old, &new, &ids, &mut rng, "after a restart");
         }
     }
     compare(&old, &new, &ids, &mut rng, "at the end");
     new.checkpoint().expect("merge everything");
     compare(&old, &new, &ids, &mut rng, "all merged");
+    new.close();
+    drop(new);
+    let report = stemedb_store::verify::check_store(&tmp.path().join("new"), None);
+    assert!(report.ok(), "verify of the store with runs: {report:?}");
+    seen
 }
