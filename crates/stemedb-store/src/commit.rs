@@ -348,6 +348,9 @@ impl Writer {
             ))),
             merge_lock: Mutex::new(()),
             merged: std::sync::Condvar::new(),
+            snapshots: crate::memtable::Snapshots::new(crate::memtable::Snapshot::open(
+                &db, &filters,
+            )?),
             filters,
         });
         let (merge_tx, merge_rx) = std::sync::mpsc::channel();
@@ -396,7 +399,7 @@ impl Writer {
             durable,
             last_durable: Instant::now(),
             checkpoints: 0,
-            compaction: None,
+            compactions: Vec::new(),
         };
         Ok((w, shared, merger, merge_rx))
     }
@@ -682,8 +685,8 @@ impl Writer {
         let mut replies = Vec::with_capacity(group.len());
         let items: usize = group.iter().map(|s| s.items.len()).sum();
         let mut seen: HashMap<AssertionId, usize> = HashMap::with_capacity(items);
-        let view = View::open(&self.shared.versions, &self.db, &self.shared.filters)
-            .map_err(|e| e.to_string());
+        let view =
+            View::open(&self.shared.versions, &self.shared.snapshots).map_err(|e| e.to_string());
         let stored = view
             .as_ref()
             .map_err(Clone::clone)
@@ -822,7 +825,7 @@ impl Writer {
         self.nodes
             .flush()
             .map_err(|e| StoreError::Corrupt(format!("node file write: {e}")))?;
-        let view = View::open(&self.shared.versions, &self.db, &self.shared.filters)?;
+        let view = View::open(&self.shared.versions, &self.shared.snapshots)?;
         let active = view.version.active().clone();
         stage_rows(&view, &active, recs, &pointers)?;
         drop(view);

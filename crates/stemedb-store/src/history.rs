@@ -102,7 +102,7 @@ impl Store {
             None => Bound::Unbounded,
         };
         let keys = view.index_keys(
-            &table,
+            table,
             IndexKind::Subject,
             Bound::Included(prefix.as_slice()),
             end,

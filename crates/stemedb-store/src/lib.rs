@@ -361,12 +361,19 @@ pub(crate) struct Shared {
     pub versions: memtable::Versions,
     /// The id filters of the runs (`runs.rs`).
     pub filters: Arc<runs::Filters>,
+    /// The pinned read version readers share (published by the merger after each commit).
+    pub snapshots: memtable::Snapshots,
     /// Signalled after each merge (the commit thread waits on it under backpressure).
     pub merge_lock: Mutex<()>,
     pub merged: Condvar,
 }
 
 impl Shared {
+    /// Publishes a snapshot of redb as it is now (after a commit that adds or moves rows).
+    pub(crate) fn refresh_snapshot(&self) -> Result<(), StoreError> {
+        self.snapshots.refresh(&self.db, &self.filters)
+    }
+
     pub(crate) fn set_read_only(&self, why: &str) {
         // A poisoned lock still holds the reason (writing an `Option<String>` cannot be torn),
         // and `read_only()` reports poison as read-only anyway.
@@ -774,7 +781,7 @@ impl Store {
 
     /// A pinned version of the memtables and a redb read transaction.
     pub(crate) fn view(&self) -> Result<memtable::View, StoreError> {
-        memtable::View::open(&self.shared.versions, &self.shared.db, &self.shared.filters)
+        memtable::View::open(&self.shared.versions, &self.shared.snapshots)
     }
 
     /// The agent that signed `id`, if the log holds it.
@@ -1024,6 +1031,7 @@ mod tests {
                 .expect("insert");
         }
         txn.commit().expect("commit");
+        store.shared.refresh_snapshot().expect("snapshot");
         let again = submit(&store, vec![entry(1), entry(2)]);
         assert!(
             matches!(again[0], Err(StoreError::Unchecked(_))),
@@ -1032,6 +1040,65 @@ mod tests {
         );
         assert_eq!(again[1].as_ref().map(|o| o.log_index).ok(), Some(1));
         assert_eq!(store.head().size, 2, "no second log index for one id");
+    }
+
+    #[test]
+    fn tables_of_a_run_meta_does_not_name_are_dropped_at_open_and_never_read() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let opts = StoreOptions {
+            memtable_rows: 10,
+            memtable_ms: 1,
+            compaction_fanout: 2,
+            compaction_chunk_rows: 3,
+            ..StoreOptions::default()
+        };
+        let ids: Vec<AssertionId> = (0..60).map(|n| entry(n).id()).collect();
+        {
+            let store = open(tmp.path(), opts.clone());
+            for n in 0..60 {
+                assert!(submit(&store, vec![entry(n)])[0].is_ok());
+            }
+            store.checkpoint().expect("merged");
+            // What a compaction cut off by a crash leaves: tables and a filter of a run that
+            // `meta.runs` does not name, holding a row no assertion has.
+            let txn = store.shared.db.begin_write().expect("txn");
+            {
+                let name = runs::table_name(runs::Part::Subject, 999);
+                let mut t = txn.open_table(runs::keys_def(&name)).expect("table");
+                t.insert(b"t/ghost".as_slice(), ()).expect("insert");
+                let name = runs::table_name(runs::Part::Assertions, 999);
+                let mut t = txn.open_table(runs::rows_def(&name)).expect("table");
+                t.insert([7u8; 32].as_slice(), [1u8; 32].as_slice())
+                    .expect("insert");
+                let mut f = txn.open_table(runs::RUN_FILTERS).expect("filters");
+                f.insert(999, runs::RunFilter::for_rows(1).encode().as_slice())
+                    .expect("insert");
+            }
+            txn.commit().expect("commit");
+            store.close();
+        }
+        let store = open(tmp.path(), opts);
+        {
+            use redb::{ReadableDatabase as _, TableHandle as _};
+            let r = store.shared.db.begin_read().expect("read");
+            let names: Vec<String> = r
+                .list_tables()
+                .expect("list")
+                .map(|t| t.name().to_string())
+                .collect();
+            assert!(
+                !names.iter().any(|n| n.ends_with("@999")),
+                "orphan tables survived the open: {names:?}"
+            );
+            let filters = r.open_table(runs::RUN_FILTERS).expect("filters");
+            assert!(filters.get(999).expect("get").is_none());
+            let live = runs::runs_of(&r).expect("runs");
+            assert!(live.len() > 1, "the store holds runs: {live:?}");
+        }
+        for id in &ids {
+            assert!(store.get(id).expect("get").is_some(), "{id} lost");
+        }
+        assert_eq!(store.head().size, 60);
     }
 
     #[test]

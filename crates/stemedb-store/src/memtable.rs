@@ -373,35 +373,109 @@ impl Versions {
     }
 }
 
-/// A pinned version and a redb read transaction opened after it, with the runs that
-/// transaction names (newest first).
+/// One redb read transaction with every run's tables opened (the pinned read version, design
+/// §4): readers share it until the merger publishes the next one after its next commit, so a
+/// query opens no table and starts no transaction of its own.
+pub(crate) struct Snapshot {
+    // Kept open for the tables below (they read through it).
+    _txn: ReadTransaction,
+    idx: [IndexTables; 4],
+    assertions: AssertionTables,
+    supersedes: IndexTables,
+    by_seq: redb::ReadOnlyTable<u64, &'static [u8]>,
+}
+
+impl Snapshot {
+    /// A read transaction of `db` now, with the tables of every run it names (newest first; an
+    /// empty run 0 is left out).
+    pub(crate) fn open(db: &redb::Database, filters: &Filters) -> Result<Snapshot, StoreError> {
+        use redb::{ReadableDatabase as _, ReadableTableMetadata as _};
+        let txn = db.begin_read().map_err(db_err)?;
+        let mut runs = crate::runs::runs_of(&txn)?;
+        runs.reverse();
+        let run0_empty = txn
+            .open_table(rows_def(Part::Assertions.base()))
+            .map_err(db_err)?
+            .is_empty()
+            .map_err(db_err)?;
+        if run0_empty && runs.len() > 1 {
+            runs.retain(|&r| r != 0);
+        }
+        let open_keys = |part: Part| -> Result<IndexTables, StoreError> {
+            runs.iter()
+                .map(|&run| {
+                    txn.open_table(keys_def(&table_name(part, run)))
+                        .map_err(db_err)
+                })
+                .collect()
+        };
+        let idx = [
+            open_keys(Part::of_kind(KINDS[0]))?,
+            open_keys(Part::of_kind(KINDS[1]))?,
+            open_keys(Part::of_kind(KINDS[2]))?,
+            open_keys(Part::of_kind(KINDS[3]))?,
+        ];
+        let supersedes = open_keys(Part::Supersedes)?;
+        let assertions = AssertionTables::open(&txn, &runs, filters)?;
+        let by_seq = txn.open_table(BY_SEQ).map_err(db_err)?;
+        Ok(Snapshot {
+            _txn: txn,
+            idx,
+            assertions,
+            supersedes,
+            by_seq,
+        })
+    }
+}
+
+/// The current snapshot, swapped whole.
+pub(crate) struct Snapshots {
+    current: RwLock<Arc<Snapshot>>,
+}
+
+impl Snapshots {
+    pub(crate) fn new(first: Snapshot) -> Snapshots {
+        Snapshots {
+            current: RwLock::new(Arc::new(first)),
+        }
+    }
+
+    /// The current snapshot (a poisoned lock still holds a whole one).
+    pub(crate) fn load(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Publishes a snapshot of `db` as it is now. Call it after every commit that adds or
+    /// moves rows, and before a memtable whose rows that commit holds leaves the version.
+    pub(crate) fn refresh(&self, db: &redb::Database, filters: &Filters) -> Result<(), StoreError> {
+        let next = Arc::new(Snapshot::open(db, filters)?);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        Ok(())
+    }
+}
+
+/// A pinned version and a snapshot loaded after it. A frozen memtable leaves the version only
+/// after the snapshot holding its rows is published, so a view sees every row either in a
+/// memtable or in the snapshot (or both, with equal values).
 pub(crate) struct View {
     pub version: Arc<Version>,
-    pub txn: ReadTransaction,
-    runs: Vec<u64>,
-    filters: Arc<Filters>,
+    snap: Arc<Snapshot>,
 }
 
 /// The tables of one index part, one per run (newest first).
 pub(crate) type IndexTables = Vec<redb::ReadOnlyTable<&'static [u8], ()>>;
 
 impl View {
-    pub(crate) fn open(
-        versions: &Versions,
-        db: &redb::Database,
-        filters: &Arc<Filters>,
-    ) -> Result<View, StoreError> {
-        use redb::ReadableDatabase as _;
+    pub(crate) fn open(versions: &Versions, snapshots: &Snapshots) -> Result<View, StoreError> {
         let version = versions.load();
-        let txn = db.begin_read().map_err(db_err)?;
-        let mut runs = crate::runs::runs_of(&txn)?;
-        runs.reverse();
-        Ok(View {
-            version,
-            txn,
-            runs,
-            filters: filters.clone(),
-        })
+        let snap = snapshots.load();
+        Ok(View { version, snap })
     }
 
     /// The `assertions` row of `id`.
@@ -412,33 +486,25 @@ impl View {
         self.assertions()?.get(id)
     }
 
-    /// An `assertions` row reader for many lookups (opens the tables once).
+    /// An `assertions` row reader for many lookups.
     pub(crate) fn assertions(&self) -> Result<Assertions<'_>, StoreError> {
         Ok(Assertions {
             mems: &self.version.mems,
-            tables: AssertionTables::open(&self.txn, &self.runs, &self.filters)?,
+            tables: &self.snap.assertions,
         })
     }
 
-    /// A `by_seq` row reader for many lookups (opens the table once).
+    /// A `by_seq` row reader for many lookups.
     pub(crate) fn by_seq(&self) -> Result<BySeq<'_>, StoreError> {
         Ok(BySeq {
             mems: &self.version.mems,
-            table: self.txn.open_table(BY_SEQ).map_err(db_err)?,
+            table: &self.snap.by_seq,
         })
     }
 
     /// The tables of index `kind`, one per run.
-    pub(crate) fn index_tables(&self, kind: IndexKind) -> Result<IndexTables, StoreError> {
-        let mut tables = Vec::with_capacity(self.runs.len());
-        for &run in &self.runs {
-            tables.push(
-                self.txn
-                    .open_table(keys_def(&table_name(Part::of_kind(kind), run)))
-                    .map_err(db_err)?,
-            );
-        }
-        Ok(tables)
+    pub(crate) fn index_tables(&self, kind: IndexKind) -> Result<&IndexTables, StoreError> {
+        Ok(&self.snap.idx[slot(kind)])
     }
 
     /// Keys of index `kind` in `(start, end)`, from every memtable and every run (`tables`,
@@ -467,19 +533,11 @@ impl View {
         Ok(Merged::new(sources))
     }
 
-    /// A reader of `supersedes` links for many lookups (opens the tables once).
+    /// A reader of `supersedes` links for many lookups.
     pub(crate) fn supersedes(&self) -> Result<Superseders<'_>, StoreError> {
-        let mut tables = Vec::with_capacity(self.runs.len());
-        for &run in &self.runs {
-            tables.push(
-                self.txn
-                    .open_table(keys_def(&table_name(Part::Supersedes, run)))
-                    .map_err(db_err)?,
-            );
-        }
         Ok(Superseders {
             mems: &self.version.mems,
-            tables,
+            tables: &self.snap.supersedes,
         })
     }
 }
@@ -487,7 +545,7 @@ impl View {
 /// Reads `supersedes` links through a view: every run and every memtable.
 pub(crate) struct Superseders<'a> {
     mems: &'a [Arc<Memtable>],
-    tables: Vec<redb::ReadOnlyTable<&'static [u8], ()>>,
+    tables: &'a IndexTables,
 }
 
 impl Superseders<'_> {
@@ -496,7 +554,7 @@ impl Superseders<'_> {
         let lo = crate::keys::supersedes_key(target, 0);
         let hi = crate::keys::supersedes_key(target, u64::MAX);
         let mut out = Vec::new();
-        for table in &self.tables {
+        for table in self.tables {
             for r in table
                 .range::<&[u8]>(lo.as_slice()..=hi.as_slice())
                 .map_err(db_err)?
@@ -523,7 +581,7 @@ impl Superseders<'_> {
 /// every run (each behind its own filter, when it has one).
 pub(crate) struct Assertions<'a> {
     mems: &'a [Arc<Memtable>],
-    tables: AssertionTables,
+    tables: &'a AssertionTables,
 }
 
 impl Assertions<'_> {
@@ -544,7 +602,7 @@ impl Assertions<'_> {
 /// Reads `by_seq` rows through a view: the newest memtable holding a row wins, then redb.
 pub(crate) struct BySeq<'a> {
     mems: &'a [Arc<Memtable>],
-    table: redb::ReadOnlyTable<u64, &'static [u8]>,
+    table: &'a redb::ReadOnlyTable<u64, &'static [u8]>,
 }
 
 impl BySeq<'_> {

@@ -45,8 +45,9 @@ pub(crate) struct Merger {
     pub last_durable: Instant,
     /// Durable checkpoints made (for the fault-injection hook).
     pub checkpoints: u64,
-    /// The compaction in progress (`runs.rs`), if any.
-    pub compaction: Option<Compaction>,
+    /// The compactions in progress (`runs.rs`), on disjoint input runs; the smallest goes first,
+    /// so small runs never wait behind a large compaction.
+    pub compactions: Vec<Compaction>,
 }
 
 impl Merger {
@@ -55,7 +56,7 @@ impl Merger {
         let _write_back = WriteBack::start(&self.layout.redb, WRITE_BACK_PERIOD);
         loop {
             // A compaction in progress goes on in chunks whenever no job is waiting.
-            let wait = if self.compaction.is_some() {
+            let wait = if !self.compactions.is_empty() {
                 Duration::ZERO
             } else {
                 interval
@@ -74,13 +75,19 @@ impl Merger {
                     let _ = reply.send(r);
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.compaction.is_some() {
+                    if !self.compactions.is_empty() {
                         self.compact_step_or_fail();
                         if self.last_durable.elapsed() >= interval && self.durable != self.applied {
                             self.checkpoint_or_fail();
                         }
                     } else if self.durable != self.applied {
                         self.checkpoint_or_fail();
+                    } else if self.shared.read_only().is_none()
+                        && self.shared.versions.load().frozen_rows() == 0
+                        && let Err(e) = self.plan(true)
+                    {
+                        self.shared
+                            .set_read_only(&format!("planning a compaction failed: {e}"));
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -150,10 +157,12 @@ impl Merger {
                     .map_err(db_err)?;
             }
             txn.commit().map_err(db_err)?;
+            // Before the memtable leaves the version: readers find its rows in the snapshot.
+            self.shared.refresh_snapshot()?;
             self.applied = m.end();
             self.applied_tail = m.tail();
-            if new_run.is_some() && self.compaction.is_none() {
-                self.plan_compaction()?;
+            if new_run.is_some() {
+                self.plan_compactions()?;
             }
         }
         self.shared.versions.retire(m);
@@ -166,19 +175,33 @@ impl Merger {
         Ok(())
     }
 
-    /// Starts the next compaction if a tier holds enough runs.
-    fn plan_compaction(&mut self) -> Result<(), StoreError> {
+    /// Starts a compaction for every tier that holds enough runs not already being compacted.
+    fn plan_compactions(&mut self) -> Result<(), StoreError> {
+        self.plan(false)
+    }
+
+    /// With `idle` (no merge, compaction or checkpoint pending), also folds the small runs of
+    /// the lowest tier together.
+    fn plan(&mut self, idle: bool) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(db_err)?;
-        let plan = runs::plan(
-            &txn,
-            self.opts.memtable_rows.max(1) as u64,
-            self.opts.compaction_fanout,
-        )?;
-        txn.abort().map_err(db_err)?;
-        if let Some(c) = &plan {
+        loop {
+            let busy: Vec<u64> = self
+                .compactions
+                .iter()
+                .flat_map(|c| c.inputs.iter().copied())
+                .collect();
+            let plan = runs::plan(
+                &txn,
+                self.opts.memtable_rows.max(1) as u64,
+                self.opts.compaction_fanout,
+                &busy,
+                idle,
+            )?;
+            let Some(c) = plan else { break };
             tracing::debug!(inputs = ?c.inputs, rows = c.rows, "compaction planned");
+            self.compactions.push(c);
         }
-        self.compaction = plan;
+        txn.abort().map_err(db_err)?;
         Ok(())
     }
 
@@ -186,11 +209,11 @@ impl Merger {
     /// read-only if it fails (the input runs stay whole until the last chunk swaps them out).
     fn compact_step_or_fail(&mut self) {
         if self.shared.read_only().is_some() {
-            self.compaction = None;
+            self.compactions.clear();
             return;
         }
         if let Err(e) = self.compact_step() {
-            self.compaction = None;
+            self.compactions.clear();
             self.shared
                 .set_read_only(&format!("compacting runs failed: {e}"));
         }
@@ -198,9 +221,11 @@ impl Merger {
 
     fn compact_step(&mut self) -> Result<(), StoreError> {
         use redb::ReadableDatabase as _;
-        let Some(mut c) = self.compaction.take() else {
+        // The smallest compaction first.
+        let Some(at) = (0..self.compactions.len()).min_by_key(|&i| self.compactions[i].rows) else {
             return Ok(());
         };
+        let mut c = self.compactions.swap_remove(at);
         let started = Instant::now();
         let inputs = self.db.begin_read().map_err(db_err)?;
         let mut txn = self.db.begin_write().map_err(db_err)?;
@@ -212,6 +237,7 @@ impl Merger {
         txn.commit().map_err(db_err)?;
         drop(inputs);
         if done {
+            self.shared.refresh_snapshot()?;
             for r in &c.inputs {
                 self.shared.filters.remove(*r);
             }
@@ -219,12 +245,12 @@ impl Merger {
             self.shared
                 .observer
                 .compacted(c.rows as usize, started.elapsed().as_secs_f64());
-            self.plan_compaction()?;
+            self.plan_compactions()?;
         } else {
             self.shared
                 .observer
                 .compacted(0, started.elapsed().as_secs_f64());
-            self.compaction = Some(c);
+            self.compactions.push(c);
         }
         Ok(())
     }

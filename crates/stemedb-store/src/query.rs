@@ -517,7 +517,7 @@ impl Store {
             Some(e) => Bound::Excluded(e.as_slice()),
             None => Bound::Unbounded,
         };
-        let range = view.index_keys(&table, plan.kind, start, end)?;
+        let range = view.index_keys(table, plan.kind, start, end)?;
 
         let budget = q.scan_budget.unwrap_or(usize::MAX);
         let mut results: Vec<GroupResult> = Vec::new();

@@ -592,17 +592,22 @@ fn tier(rows: u64, base: u64, fanout: u64) -> u32 {
     t
 }
 
-/// The runs to compact next, if any: every run of the lowest tier that holds at least `fanout`
-/// runs (run 0 counts when it holds rows).
+/// The runs to compact next, if any: the oldest runs (at most `2 × fanout`) of the lowest tier
+/// that holds at least `fanout` runs outside `busy` (the inputs of compactions in progress); run
+/// 0 counts when it holds rows. With `idle`, two runs of the lowest tier are enough: the small
+/// runs of memtables frozen by age are folded together while nothing else is to do, so reads
+/// open fewer tables.
 pub(crate) fn plan(
     txn: &WriteTransaction,
     base: u64,
     fanout: usize,
+    busy: &[u64],
+    idle: bool,
 ) -> Result<Option<Compaction>, StoreError> {
     let fanout = fanout.max(2);
     let runs = read_runs(&txn.open_table(META).map_err(db_err)?)?;
     let mut tiers: std::collections::BTreeMap<u32, Vec<(u64, u64)>> = Default::default();
-    for run in runs {
+    for run in runs.into_iter().filter(|r| !busy.contains(r)) {
         let rows = txn
             .open_table(rows_def(&table_name(Part::Assertions, run)))
             .map_err(db_err)?
@@ -616,8 +621,8 @@ pub(crate) fn plan(
             .or_default()
             .push((run, rows));
     }
-    for (_, members) in tiers {
-        if members.len() >= fanout {
+    for (tier, members) in tiers {
+        if members.len() >= fanout || (idle && tier == 0 && members.len() >= 2) {
             let members = &members[..members.len().min(2 * fanout)];
             return Ok(Some(Compaction {
                 inputs: members.iter().map(|&(r, _)| r).collect(),
