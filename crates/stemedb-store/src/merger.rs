@@ -144,7 +144,7 @@ impl Merger {
                 m.write_to(&txn)?;
                 None
             } else {
-                let run = runs::new_run(&txn)?;
+                let run = runs::allocate_run(&txn)?;
                 let filter = m.write_run(&txn, run)?;
                 runs::add_run(&txn, run, &filter)?;
                 // Published before the commit: a reader that sees the run finds its filter.

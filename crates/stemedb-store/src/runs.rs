@@ -159,7 +159,7 @@ fn write_runs(txn: &WriteTransaction, runs: &[u64]) -> Result<(), StoreError> {
 }
 
 /// A fresh run id (never reused, even for a run a crash cut off).
-fn allocate_run(txn: &WriteTransaction) -> Result<u64, StoreError> {
+pub(crate) fn allocate_run(txn: &WriteTransaction) -> Result<u64, StoreError> {
     let mut meta = txn.open_table(META).map_err(db_err)?;
     let next = meta
         .get(NEXT_RUN_KEY)
@@ -173,7 +173,7 @@ fn allocate_run(txn: &WriteTransaction) -> Result<u64, StoreError> {
 }
 
 /// Registers a run the caller has just written into `txn`: a new id's tables are already
-/// filled (see [`new_run`]), this adds it to `meta.runs` with its id filter.
+/// filled (see [`allocate_run`]), this adds it to `meta.runs` with its id filter.
 pub(crate) fn add_run(
     txn: &WriteTransaction,
     run: u64,
@@ -185,11 +185,6 @@ pub(crate) fn add_run(
     let mut t = txn.open_table(RUN_FILTERS).map_err(db_err)?;
     t.insert(run, filter.encode().as_slice()).map_err(db_err)?;
     Ok(())
-}
-
-/// Allocates the id of a run about to be written into `txn`.
-pub(crate) fn new_run(txn: &WriteTransaction) -> Result<u64, StoreError> {
-    allocate_run(txn)
 }
 
 /// Drops the tables and filters of runs that `meta.runs` does not name (a compaction that a
@@ -432,6 +427,51 @@ pub(crate) fn part_len(txn: &ReadTransaction, part: Part) -> Result<u64, StoreEr
     Ok(n)
 }
 
+/// Appends up to `limit` rows of `rows` (ascending, after every key the table holds) at the end
+/// of `part`'s table `name` in `txn`, through one cursor, calling `seen` with each key. Returns
+/// how many it wrote and the last key.
+fn append_merged(
+    txn: &WriteTransaction,
+    part: Part,
+    name: &str,
+    rows: &mut dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>>,
+    limit: usize,
+    mut seen: impl FnMut(&[u8]),
+) -> Result<(usize, Option<Vec<u8>>), StoreError> {
+    let mut n = 0usize;
+    let mut last: Option<Vec<u8>> = None;
+    let rows = rows.take(limit);
+    if part == Part::Assertions {
+        let mut t = txn.open_table(rows_def(name)).map_err(db_err)?;
+        let mut c = t
+            .upper_bound_mut(Bound::<&[u8]>::Unbounded)
+            .map_err(db_err)?;
+        for row in rows {
+            let (k, v) = row?;
+            seen(&k);
+            c.insert_before(k.as_slice(), v.as_slice())
+                .map_err(db_err)?;
+            n += 1;
+            last = Some(k);
+        }
+        c.close().map_err(db_err)?;
+    } else {
+        let mut t = txn.open_table(keys_def(name)).map_err(db_err)?;
+        let mut c = t
+            .upper_bound_mut(Bound::<&[u8]>::Unbounded)
+            .map_err(db_err)?;
+        for row in rows {
+            let (k, _) = row?;
+            seen(&k);
+            c.insert_before(k.as_slice(), ()).map_err(db_err)?;
+            n += 1;
+            last = Some(k);
+        }
+        c.close().map_err(db_err)?;
+    }
+    Ok((n, last))
+}
+
 type PairSource<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a>;
 
 /// A sorted union of sorted `(key, value)` streams; a key in several streams comes once (the
@@ -546,33 +586,8 @@ pub(crate) fn export_part(
     loop {
         let mut txn = dst.begin_write().map_err(db_err)?;
         txn.set_durability(redb::Durability::None).map_err(db_err)?;
-        {
-            let name = part.base();
-            if part == Part::Assertions {
-                let mut t = txn.open_table(rows_def(name)).map_err(db_err)?;
-                let mut c = t
-                    .upper_bound_mut(Bound::<&[u8]>::Unbounded)
-                    .map_err(db_err)?;
-                for row in rows.by_ref().take(chunk.max(1)) {
-                    let (k, v) = row?;
-                    c.insert_before(k.as_slice(), v.as_slice())
-                        .map_err(db_err)?;
-                    copied += 1;
-                }
-                c.close().map_err(db_err)?;
-            } else {
-                let mut t = txn.open_table(keys_def(name)).map_err(db_err)?;
-                let mut c = t
-                    .upper_bound_mut(Bound::<&[u8]>::Unbounded)
-                    .map_err(db_err)?;
-                for row in rows.by_ref().take(chunk.max(1)) {
-                    let (k, _) = row?;
-                    c.insert_before(k.as_slice(), ()).map_err(db_err)?;
-                    copied += 1;
-                }
-                c.close().map_err(db_err)?;
-            }
-        }
+        let (n, _) = append_merged(&txn, part, part.base(), &mut rows, chunk.max(1), |_| {})?;
+        copied += n as u64;
         txn.commit().map_err(db_err)?;
         if rows.peek().is_none() {
             return Ok(copied);
@@ -671,37 +686,20 @@ impl Compaction {
         while self.part < PARTS.len() {
             let part = PARTS[self.part];
             let sources = part_sources(inputs, part, &self.inputs, self.resume.as_deref())?;
-            let mut merged = MergedPairs::new(sources).take(left);
-            let mut last: Option<Vec<u8>> = None;
-            let mut n = 0usize;
-            let name = table_name(part, output);
-            if part == Part::Assertions {
-                let mut t = txn.open_table(rows_def(&name)).map_err(db_err)?;
-                let mut c = t
-                    .upper_bound_mut(Bound::<&[u8]>::Unbounded)
-                    .map_err(db_err)?;
-                for row in merged.by_ref() {
-                    let (k, v) = row?;
-                    self.filter.insert(&k);
-                    c.insert_before(k.as_slice(), v.as_slice())
-                        .map_err(db_err)?;
-                    n += 1;
-                    last = Some(k);
-                }
-                c.close().map_err(db_err)?;
-            } else {
-                let mut t = txn.open_table(keys_def(&name)).map_err(db_err)?;
-                let mut c = t
-                    .upper_bound_mut(Bound::<&[u8]>::Unbounded)
-                    .map_err(db_err)?;
-                for row in merged.by_ref() {
-                    let (k, _) = row?;
-                    c.insert_before(k.as_slice(), ()).map_err(db_err)?;
-                    n += 1;
-                    last = Some(k);
-                }
-                c.close().map_err(db_err)?;
-            }
+            let mut merged = MergedPairs::new(sources);
+            let filter = &mut self.filter;
+            let (n, last) = append_merged(
+                txn,
+                part,
+                &table_name(part, output),
+                &mut merged,
+                left,
+                |k| {
+                    if part == Part::Assertions {
+                        filter.insert(k);
+                    }
+                },
+            )?;
             left -= n;
             if left == 0 {
                 if let Some(k) = last {
