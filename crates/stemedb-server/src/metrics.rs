@@ -54,6 +54,8 @@ pub struct Metrics {
     pub compaction: Gauge,
     /// `stemedb_compacted_assertions_total`: assertions in the runs compactions replaced.
     pub compacted: IntCounter,
+    /// `stemedb_index_runs`: index runs a read descends (one B-tree per table each).
+    pub index_runs: IntGauge,
 }
 
 impl Metrics {
@@ -177,8 +179,13 @@ impl Metrics {
             "stemedb_compacted_assertions_total",
             "Assertions in the index runs that finished compactions merged",
         )?;
+        let index_runs = IntGauge::new(
+            "stemedb_index_runs",
+            "Index runs a read descends, one B-tree per table each (design section 4)",
+        )?;
         registry.register(Box::new(compaction.clone()))?;
         registry.register(Box::new(compacted.clone()))?;
+        registry.register(Box::new(index_runs.clone()))?;
         registry.register(Box::new(last_backup.clone()))?;
         registry.register(Box::new(last_wal_archive.clone()))?;
         registry.register(Box::new(wal_unarchived.clone()))?;
@@ -224,6 +231,7 @@ impl Metrics {
             write_stall,
             compaction,
             compacted,
+            index_runs,
         })
     }
 
@@ -293,5 +301,8 @@ impl stemedb_store::Observer for Metrics {
     fn compacted(&self, rows: usize, secs: f64) {
         self.compaction.add(secs);
         self.compacted.inc_by(rows as u64);
+    }
+    fn index_runs(&self, runs: usize) {
+        self.index_runs.set(runs as i64);
     }
 }

@@ -353,6 +353,7 @@ impl Writer {
             )?),
             filters,
         });
+        shared.observer.index_runs(shared.snapshots.load().runs());
         let (merge_tx, merge_rx) = std::sync::mpsc::channel();
         let root_at_durable = frontier.root();
         let mut w = Writer {

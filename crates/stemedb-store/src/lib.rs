@@ -215,6 +215,10 @@ pub struct StoreOptions {
     pub merge_inline: bool,
     /// Test hook: fail every durable checkpoint after this many (fault injection).
     pub fail_checkpoint_after: Option<u64>,
+    /// Test hook: the merger panics when it is about to merge a memtable that holds log
+    /// index `n` or later (what a redb panic on a damaged page does to it). Never set it in
+    /// production.
+    pub panic_merger_at: Option<u64>,
     /// The checkpoint signing key (PKCS#8 PEM). `None`: `server.key` in the data directory,
     /// created on first start.
     pub key_path: Option<PathBuf>,
@@ -239,6 +243,7 @@ impl Default for StoreOptions {
             compaction_chunk_rows: 200_000,
             merge_inline: false,
             fail_checkpoint_after: None,
+            panic_merger_at: None,
             key_path: None,
         }
     }
@@ -263,6 +268,8 @@ pub trait Observer: Send + Sync {
     /// The merger spent `secs` on one chunk of a compaction; `rows` is the assertions of the
     /// input runs when this chunk finished it, else 0.
     fn compacted(&self, _rows: usize, _secs: f64) {}
+    /// Reads now descend `runs` index runs (one B-tree per table each).
+    fn index_runs(&self, _runs: usize) {}
 }
 
 /// An observer that ignores everything.
@@ -371,7 +378,9 @@ pub(crate) struct Shared {
 impl Shared {
     /// Publishes a snapshot of redb as it is now (after a commit that adds or moves rows).
     pub(crate) fn refresh_snapshot(&self) -> Result<(), StoreError> {
-        self.snapshots.refresh(&self.db, &self.filters)
+        self.snapshots.refresh(&self.db, &self.filters)?;
+        self.observer.index_runs(self.snapshots.load().runs());
+        Ok(())
     }
 
     pub(crate) fn set_read_only(&self, why: &str) {
@@ -583,9 +592,23 @@ impl Store {
         let signer = NoteSigner::new(opts.origin.clone(), key);
         let (writer, shared, merger, merge_rx) =
             commit::Writer::recover(&layout, &opts, signer, observer)?;
+        let merger_shared = shared.clone();
         let merger_thread = std::thread::Builder::new()
             .name("stemedb-merger".into())
-            .spawn(move || merger.run(merge_rx))
+            .spawn(move || {
+                // A panic (redb's, on a damaged page) must not leave writers waiting on a merger
+                // that is gone: the store turns read-only, as on a failed merge. The frozen
+                // memtables stay in the readers' version and the WAL holds every acked write.
+                let run =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| merger.run(merge_rx)));
+                if let Err(panic) = run {
+                    merger_shared.set_read_only(&format!(
+                        "the merger stopped on a panic: {}",
+                        panic_text(panic.as_ref())
+                    ));
+                    merger_shared.merged.notify_all();
+                }
+            })
             .map_err(io_at(data_dir))?;
         let (tx, rx): (SyncSender<commit::Job>, Receiver<commit::Job>) =
             sync_channel(opts.queue_depth);
@@ -966,6 +989,15 @@ impl Store {
     }
 }
 
+/// The message of a caught panic.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic")
+}
+
 impl Drop for Store {
     fn drop(&mut self) {
         self.close();
@@ -1177,6 +1209,74 @@ mod tests {
         assert_eq!(store.head().size, 2, "the head survives the poison");
         let r = submit(&store, vec![entry(3)]);
         assert!(matches!(r[0], Err(StoreError::ReadOnly(_))), "{r:?}");
+    }
+
+    /// A merger that dies (a redb panic on a damaged page) turns the store read-only: writers
+    /// are refused instead of waiting forever on backpressure, reads still see every acked
+    /// write, and a restart replays them from the WAL.
+    #[test]
+    fn a_merger_panic_turns_the_store_read_only_instead_of_stalling_writers() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let opts = StoreOptions {
+            memtable_rows: 5,
+            memtable_max_frozen_rows: 10,
+            panic_merger_at: Some(10),
+            ..StoreOptions::default()
+        };
+        let store = Arc::new(open(tmp.path(), opts.clone()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = store.clone();
+        let writes = std::thread::spawn(move || {
+            let results: Vec<(u64, Result<Outcome, StoreError>)> = (0..200)
+                .map(|n| (n, submit(&writer, vec![entry(n)]).remove(0)))
+                .collect();
+            let _ = tx.send(results);
+        });
+        let results = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("writers stalled behind a merger that is gone");
+        writes.join().expect("the writer thread");
+        let why = store.read_only().expect("the store is read-only");
+        assert!(why.contains("merger"), "{why}");
+        let acked: Vec<u64> = results
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(n, _)| *n)
+            .collect();
+        assert!(
+            results
+                .iter()
+                .any(|(_, r)| matches!(r, Err(StoreError::ReadOnly(_)))),
+            "no write was refused: {results:?}"
+        );
+        assert!(
+            acked.len() > 10,
+            "the merger merged before the hook: {acked:?}"
+        );
+        for &n in &acked {
+            assert!(
+                store.get(&entry(n).id()).expect("get").is_some(),
+                "{n} unreadable"
+            );
+        }
+        let store = Arc::into_inner(store).expect("the only handle");
+        store.close();
+        drop(store);
+        let store = open(
+            tmp.path(),
+            StoreOptions {
+                panic_merger_at: None,
+                ..opts
+            },
+        );
+        assert_eq!(store.head().size, acked.len() as u64);
+        for &n in &acked {
+            assert!(
+                store.get(&entry(n).id()).expect("get").is_some(),
+                "{n} lost"
+            );
+        }
+        assert!(store.read_only().is_none());
     }
 
     /// A store rolled back under a log that already signed a larger tree refuses to start.

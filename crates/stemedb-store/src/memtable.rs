@@ -383,6 +383,7 @@ pub(crate) struct Snapshot {
     assertions: AssertionTables,
     supersedes: IndexTables,
     by_seq: redb::ReadOnlyTable<u64, &'static [u8]>,
+    runs: usize,
 }
 
 impl Snapshot {
@@ -424,7 +425,13 @@ impl Snapshot {
             assertions,
             supersedes,
             by_seq,
+            runs: runs.len(),
         })
+    }
+
+    /// The runs a read descends (one B-tree per table each).
+    pub(crate) fn runs(&self) -> usize {
+        self.runs
     }
 }
 

@@ -135,6 +135,11 @@ impl Merger {
     }
 
     fn merge_one(&mut self, m: &Arc<Memtable>) -> Result<(), StoreError> {
+        if let Some(n) = self.opts.panic_merger_at
+            && m.end() > n
+        {
+            panic!("test hook: the merger panics at log index {n}");
+        }
         let started = Instant::now();
         if !m.is_empty() {
             let mut txn = self.db.begin_write().map_err(db_err)?;

@@ -231,11 +231,7 @@ pub fn check_store(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> Stor
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(dir, expected))) {
         Ok(report) => report,
         Err(panic) => {
-            let why = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown panic");
+            let why = crate::panic_text(panic.as_ref());
             let mut report = StoreReport::default();
             report.add(
                 REDB,
