@@ -241,9 +241,20 @@ impl Writer {
                     .map_err(db_err)?
                     .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes));
                 match format {
-                    // Format 2 is format 3 with run 0 alone (`runs.rs`): it opens as it is, and
-                    // is marked 3 now, since this server writes runs an older one cannot read.
-                    None | Some(2) => {
+                    // Format 2 is format 3 with run 0 alone (`runs.rs`), and format 3 is format
+                    // 4 with nothing packed in the value log: both open as they are, and are
+                    // marked 4 now, since this server writes runs and packed records an older
+                    // one cannot read. Packing starts after what the store has applied: the
+                    // records before it that a crash left to rebuild (`replay`) must land
+                    // where redb's pointers say, so they are rebuilt as received.
+                    None | Some(2) | Some(3) => {
+                        let applied = meta
+                            .get("applied")
+                            .map_err(db_err)?
+                            .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
+                            .unwrap_or(0);
+                        meta.insert("pack_from", applied.to_le_bytes().as_slice())
+                            .map_err(db_err)?;
                         meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
                             .map_err(db_err)?;
                     }
@@ -278,14 +289,26 @@ impl Writer {
         let filters = Arc::new(crate::runs::Filters::load(
             &db.begin_read().map_err(db_err)?,
         )?);
-        let (applied, durable, vlog_pos, meta_hwm) = {
+        let (applied, durable, vlog_pos, meta_hwm, pack_from) = {
             let r = db.begin_read().map_err(db_err)?;
+            let pack_from = meta_u64(&r, "pack_from")?.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "{}: format {FORMAT_VERSION} without meta.pack_from",
+                    layout.redb.display()
+                ))
+            })?;
             let applied = meta_u64(&r, "applied")?.unwrap_or(0);
             let durable = meta_u64(&r, "durable")?.unwrap_or(0);
             let seg = meta_u64(&r, "durable_vlog_segment")?.unwrap_or(0) as u32;
             let len = meta_u64(&r, "durable_vlog_len")?.unwrap_or(0);
             let hwm = meta_u64(&r, "signed_hwm")?.unwrap_or(0);
-            (applied, durable, Position { segment: seg, len }, hwm)
+            (
+                applied,
+                durable,
+                Position { segment: seg, len },
+                hwm,
+                pack_from,
+            )
         };
         // The largest tree size ever signed (decision 0015): recorded with each durable
         // checkpoint in redb and in metadata.json, which lives outside db/ so that a store
@@ -320,7 +343,8 @@ impl Writer {
             );
             wal.advance_to(applied)?;
         }
-        let vlog = VlogWriter::open(&layout.values, vlog_pos).map_err(io_at(&layout.values))?;
+        let vlog =
+            VlogWriter::open(&layout.values, vlog_pos, pack_from).map_err(io_at(&layout.values))?;
         let nodes = NodeWriter::open(&layout.merkle, durable).map_err(io_at(&layout.merkle))?;
         let node_reader = NodeReader::new(&layout.merkle);
         let frontier = Frontier::load(&node_reader, durable).map_err(io_at(&layout.merkle))?;
@@ -440,7 +464,7 @@ impl Writer {
             }
             expected += 1;
             if log_index < applied {
-                match vlog.append(raw) {
+                match vlog.append(log_index, raw) {
                     Ok(p) => rebuilt_last = Some((AssertionId::from_bytes(id), p)),
                     Err(e) => failure = Some(e.to_string()),
                 }
@@ -814,7 +838,7 @@ impl Writer {
             debug_assert_eq!(r.log_index, self.frontier.size());
             pointers.push(
                 self.vlog
-                    .append(&r.raw)
+                    .append(r.log_index, &r.raw)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             );
             self.nodes

@@ -27,6 +27,7 @@ pub mod lens;
 mod memtable;
 mod merger;
 mod nodes;
+mod packed;
 mod query;
 mod runs;
 pub mod snapshot;
@@ -72,7 +73,9 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 /// Version 3 (issue 17): `assertions`, the indexes and `supersedes` are kept as runs
 /// (`meta.runs`, tables `<name>@<run>`, `run_filters`); a version 2 store is run 0 alone and
 /// opens as it is.
-pub const FORMAT_VERSION: u64 = 3;
+/// Version 4 (issue 17): value-log records from `meta.pack_from` on may be packed
+/// (`packed.rs`); a version 2 or 3 store opens as it is, packing only what it writes next.
+pub const FORMAT_VERSION: u64 = 4;
 /// WAL record kind of an accepted assertion.
 pub const KIND_ASSERTION: u8 = 1;
 /// Default origin line of signed checkpoints.
@@ -1131,6 +1134,114 @@ mod tests {
             assert!(store.get(id).expect("get").is_some(), "{id} lost");
         }
         assert_eq!(store.head().size, 60);
+    }
+
+    fn envelope_of(n: u64) -> Vec<u8> {
+        let key = stemedb_core::signing_key_from_seed(&[9; 32]);
+        let agent = hex::encode(key.verifying_key().as_bytes());
+        let payload = format!(
+            r#"{{"v":1,"subject":"t/s{n}","predicate":"p","object":{n},"agent":"{agent}","ts":{n}}}"#
+        );
+        stemedb_core::sign(&key, payload.into_bytes())
+            .expect("valid")
+            .envelope()
+            .encode()
+    }
+
+    /// Changes `meta` of the closed store in `dir`.
+    fn edit_meta(dir: &Path, f: impl FnOnce(&mut redb::Table<'_, &'static str, &'static [u8]>)) {
+        let db = redb::Database::open(Layout::new(dir).redb).expect("redb");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            f(&mut meta);
+        }
+        txn.commit().expect("commit");
+    }
+
+    fn meta_of(store: &Store, key: &str) -> Option<u64> {
+        use redb::ReadableDatabase as _;
+        let r = store.shared.db.begin_read().expect("read");
+        let meta = r.open_table(META).expect("meta");
+        meta.get(key)
+            .expect("get")
+            .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
+    }
+
+    #[test]
+    fn a_format_3_store_keeps_its_records_as_received_and_packs_what_comes_next() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let opts = StoreOptions {
+            memtable_rows: 5,
+            memtable_ms: 1,
+            checkpoint_interval_ms: 3_600_000,
+            ..StoreOptions::default()
+        };
+        // A value log of envelopes as received, which is what a format-3 server writes.
+        open(tmp.path(), opts.clone()).close();
+        edit_meta(tmp.path(), |m| {
+            m.insert("pack_from", u64::MAX.to_le_bytes().as_slice())
+                .expect("insert");
+        });
+        // Twenty writes merged into redb whose durable checkpoint fails: the next open must
+        // rebuild their value-log records from the WAL, where redb's pointers say.
+        {
+            let failing = StoreOptions {
+                fail_checkpoint_after: Some(0),
+                ..opts.clone()
+            };
+            let store = open(tmp.path(), failing);
+            for n in 0..20 {
+                assert!(submit(&store, vec![entry(n)])[0].is_ok());
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while meta_of(&store, "applied") != Some(20) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the merger never applied 20"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert_eq!(meta_of(&store, "durable"), Some(0));
+            store.close();
+        }
+        // As a format-3 server leaves it.
+        edit_meta(tmp.path(), |m| {
+            m.insert("format", 3u64.to_le_bytes().as_slice())
+                .expect("insert");
+            m.remove("pack_from").expect("remove");
+        });
+        {
+            let store = open(tmp.path(), opts.clone());
+            assert_eq!(meta_of(&store, "format"), Some(FORMAT_VERSION));
+            assert_eq!(meta_of(&store, "pack_from"), Some(20));
+            for n in 20..40 {
+                assert!(submit(&store, vec![entry(n)])[0].is_ok());
+            }
+            store.close();
+        }
+        let store = open(tmp.path(), opts);
+        for n in 0..40 {
+            let want = envelope_of(n);
+            let id = entry(n).id();
+            let got = store.get(&id).expect("get").expect("stored");
+            assert_eq!(got.envelope, want, "envelope {n} changed");
+            let rec = store.view().expect("view").assertion(&id).expect("row");
+            let len = rec.expect("row").pointer.len as usize;
+            if n < 20 {
+                assert_eq!(len, want.len(), "record {n} of the format-3 store");
+            } else {
+                assert!(
+                    len * 10 < want.len() * 7,
+                    "record {n}: {len} of {}",
+                    want.len()
+                );
+            }
+        }
+        drop(store);
+        let report = verify::check_store(tmp.path(), None);
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.assertions_checked, 40);
     }
 
     #[test]

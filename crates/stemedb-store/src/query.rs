@@ -643,11 +643,16 @@ impl Store {
             payload: std::borrow::Cow<'a, str>,
         }
         let corrupt = |what: &str| StoreError::Corrupt(format!("stored {what} {}", value.id));
-        let bytes = self.shared.vlog.read(value.pointer)?;
-        let env: Env<'_> = serde_json::from_slice(&bytes).map_err(|_| corrupt("envelope"))?;
-        let payload = base64::engine::general_purpose::STANDARD
-            .decode(env.payload.as_bytes())
-            .map_err(|_| corrupt("payload"))?;
+        let payload = match self.shared.vlog.read_statement(value.pointer)? {
+            crate::vlog::Stored::Statement(statement) => statement,
+            crate::vlog::Stored::Envelope(bytes) => {
+                let env: Env<'_> =
+                    serde_json::from_slice(&bytes).map_err(|_| corrupt("envelope"))?;
+                base64::engine::general_purpose::STANDARD
+                    .decode(env.payload.as_bytes())
+                    .map_err(|_| corrupt("payload"))?
+            }
+        };
         serde_json::from_slice(&payload).map_err(|_| corrupt("statement"))
     }
 

@@ -1,5 +1,7 @@
-//! The value log: envelope bytes in append-only segments `db/values/NNNNNNNN.vlog`, written in
-//! log-index order. Record: `len u32 LE | crc32c(body) u32 LE | body`. redb holds only pointers.
+//! The value log: envelopes in append-only segments `db/values/NNNNNNNN.vlog`, written in
+//! log-index order. Record: `len u32 LE | crc32c(body) u32 LE | body`, the body either the
+//! envelope as received or, from format 4 on, its packed form (`packed.rs`), which reads back as
+//! the same bytes. redb holds only pointers.
 //! Derived state: on open it is cut back to the last durable checkpoint and rebuilt from the WAL.
 
 use std::collections::HashMap;
@@ -45,11 +47,18 @@ pub struct VlogWriter {
     pos: Position,
     file: Option<File>,
     buf: Vec<u8>,
+    // One record being built (kept to reuse its allocation).
+    scratch: Vec<u8>,
+    // Log indexes from here on are packed when their spelling allows; earlier ones (written by
+    // a format-3 server, and rebuilt after a crash) are written as received, so that a rebuilt
+    // record lands where redb's pointer says.
+    pack_from: u64,
 }
 
 impl VlogWriter {
-    /// Opens the log and cuts it back to `pos` (removing later segments).
-    pub fn open(dir: &Path, pos: Position) -> io::Result<VlogWriter> {
+    /// Opens the log and cuts it back to `pos` (removing later segments); records of log index
+    /// `pack_from` and later are packed (`packed.rs`) when they can be.
+    pub fn open(dir: &Path, pos: Position, pack_from: u64) -> io::Result<VlogWriter> {
         stemedb_wal::create_dir_durable(dir)?;
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
@@ -81,6 +90,8 @@ impl VlogWriter {
             pos,
             file,
             buf: Vec::new(),
+            scratch: Vec::new(),
+            pack_from,
         })
     }
 
@@ -89,25 +100,34 @@ impl VlogWriter {
         self.pos
     }
 
-    /// Queues one envelope; returns where it will live. Nothing is written until `flush`.
-    pub fn append(&mut self, body: &[u8]) -> io::Result<Pointer> {
-        let needed = RECORD_HEADER + body.len() as u64;
-        if self.pos.segment == 0
-            || self.pos.len + self.buf.len() as u64 + needed > VLOG_SEGMENT_BYTES
+    /// Queues the envelope of log index `log_index`; returns where it will live. Nothing is
+    /// written until `flush`.
+    pub fn append(&mut self, log_index: u64, envelope: &[u8]) -> io::Result<Pointer> {
+        // The record as it would be written: header placeholder, then the body.
+        let mut record = std::mem::take(&mut self.scratch);
+        record.clear();
+        record.extend_from_slice(&[0u8; RECORD_HEADER as usize]);
+        if log_index < self.pack_from || !crate::packed::pack(envelope, &mut record) {
+            record.extend_from_slice(envelope);
+        }
+        let body_len = record.len() - RECORD_HEADER as usize;
+        let crc = crc32c::crc32c(&record[RECORD_HEADER as usize..]);
+        record[..4].copy_from_slice(&(body_len as u32).to_le_bytes());
+        record[4..8].copy_from_slice(&crc.to_le_bytes());
+        let full = self.pos.len + self.buf.len() as u64 + record.len() as u64 > VLOG_SEGMENT_BYTES;
+        if (self.pos.segment == 0 || full)
+            && let Err(e) = self.flush().and_then(|()| self.roll())
         {
-            self.flush()?;
-            self.roll()?;
+            self.scratch = record;
+            return Err(e);
         }
         let offset = self.pos.len + self.buf.len() as u64;
-        self.buf
-            .extend_from_slice(&(body.len() as u32).to_le_bytes());
-        self.buf
-            .extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
-        self.buf.extend_from_slice(body);
+        self.buf.extend_from_slice(&record);
+        self.scratch = record;
         Ok(Pointer {
             segment: self.pos.segment,
             offset,
-            len: body.len() as u32,
+            len: body_len as u32,
         })
     }
 
@@ -143,6 +163,14 @@ impl VlogWriter {
         self.buf.clear();
         Ok(())
     }
+}
+
+/// What [`VlogReader::read_statement`] found.
+pub enum Stored {
+    /// A packed record's statement.
+    Statement(Vec<u8>),
+    /// A record stored as received: the whole envelope.
+    Envelope(Vec<u8>),
 }
 
 /// Most value-log segments a reader keeps open; past it one is closed before another opens, so
@@ -190,9 +218,34 @@ impl VlogReader {
         Ok(f)
     }
 
-    /// Reads and checks one envelope: an I/O failure is [`StoreError::Io`] naming the segment;
-    /// a record that fails its length or checksum is [`StoreError::Corrupt`].
+    /// Reads and checks one envelope, as received: an I/O failure is [`StoreError::Io`]
+    /// naming the segment; a record that fails its length or checksum, or a packed record that
+    /// does not unpack, is [`StoreError::Corrupt`].
     pub fn read(&self, p: Pointer) -> Result<Vec<u8>, StoreError> {
+        let body = self.read_body(p)?;
+        crate::packed::envelope(body).ok_or_else(|| self.unpackable(p))
+    }
+
+    /// The statement (signed payload bytes) at `p` when the record is packed, else the envelope
+    /// as received; checked as [`VlogReader::read`] checks.
+    pub fn read_statement(&self, p: Pointer) -> Result<Stored, StoreError> {
+        let body = self.read_body(p)?;
+        match crate::packed::statement(&body) {
+            None => Ok(Stored::Envelope(body)),
+            Some(Some(statement)) => Ok(Stored::Statement(statement)),
+            Some(None) => Err(self.unpackable(p)),
+        }
+    }
+
+    fn unpackable(&self, p: Pointer) -> StoreError {
+        StoreError::Corrupt(format!(
+            "value log record at {}:{} is packed but does not unpack",
+            seg_path(&self.dir, p.segment).display(),
+            p.offset
+        ))
+    }
+
+    fn read_body(&self, p: Pointer) -> Result<Vec<u8>, StoreError> {
         let path = || seg_path(&self.dir, p.segment);
         let io = |source| StoreError::Io {
             path: path(),
