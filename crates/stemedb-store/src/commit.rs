@@ -276,14 +276,10 @@ impl Writer {
                 txn.open_table(AGENT_IDX).map_err(db_err)?;
                 txn.open_table(SUPERSEDES).map_err(db_err)?;
             }
-            // Tables of a run that `meta.runs` does not name: a compaction a crash cut off.
-            let orphans = crate::runs::clean_up(&txn)?;
-            if orphans > 0 {
-                tracing::info!(
-                    tables = orphans,
-                    "dropped the tables of an unfinished compaction"
-                );
-            }
+            // Tables of a run that `meta.runs` does not name (a compaction that a crash or a
+            // shutdown cut off) are never read; the merger drops them once it runs
+            // (`Merger::drop_orphans`), so that freeing a large partial run's pages does not
+            // delay the start (1.5 s of a 3.6 s start at 10M).
             txn.commit().map_err(db_err)?;
         }
         let filters = Arc::new(crate::runs::Filters::load(

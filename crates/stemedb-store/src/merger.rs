@@ -54,6 +54,10 @@ impl Merger {
     pub(crate) fn run(mut self, rx: Receiver<MergeJob>) {
         let interval = Duration::from_millis(self.opts.checkpoint_interval_ms.max(1));
         let _write_back = WriteBack::start(&self.layout.redb, WRITE_BACK_PERIOD);
+        if let Err(e) = self.drop_orphans() {
+            self.shared
+                .set_read_only(&format!("dropping an unfinished compaction failed: {e}"));
+        }
         loop {
             // A compaction in progress goes on in chunks whenever no job is waiting.
             let wait = if !self.compactions.is_empty() {
@@ -97,6 +101,28 @@ impl Merger {
             tracing::error!(error = %e, "final merge failed; the WAL holds everything acknowledged");
         }
         tracing::info!(applied = self.applied, "merger stopped");
+    }
+
+    /// Drops the tables of runs `meta.runs` does not name: what a compaction cut off by a crash
+    /// or a shutdown wrote. Nothing reads them, and run ids are never reused (`allocate_run`
+    /// commits with a run's first rows), so they can wait until the store is open. The merger
+    /// is redb's only writer by now, and this runs before it plans any compaction.
+    fn drop_orphans(&mut self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::None).map_err(db_err)?;
+        let orphans = runs::clean_up(&txn)?;
+        if orphans == 0 {
+            txn.abort().map_err(db_err)?;
+            return Ok(());
+        }
+        txn.commit().map_err(db_err)?;
+        tracing::info!(
+            tables = orphans,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "dropped the tables of an unfinished compaction"
+        );
+        Ok(())
     }
 
     /// Merges every frozen memtable, then makes a durable checkpoint.
