@@ -1014,13 +1014,17 @@ mod tests {
 
     use super::*;
 
-    fn entry(n: u64) -> Entry {
+    fn signed(n: u64) -> stemedb_core::Verified {
         let key = stemedb_core::signing_key_from_seed(&[9; 32]);
         let agent = hex::encode(key.verifying_key().as_bytes());
         let payload = format!(
             r#"{{"v":1,"subject":"t/s{n}","predicate":"p","object":{n},"agent":"{agent}","ts":{n}}}"#
         );
-        let v = stemedb_core::sign(&key, payload.into_bytes()).expect("valid");
+        stemedb_core::sign(&key, payload.into_bytes()).expect("valid")
+    }
+
+    fn entry(n: u64) -> Entry {
+        let v = signed(n);
         let raw = v.envelope().encode();
         Entry::new(v, raw)
     }
@@ -1160,18 +1164,6 @@ mod tests {
         assert_eq!(store.head().size, 60);
     }
 
-    fn envelope_of(n: u64) -> Vec<u8> {
-        let key = stemedb_core::signing_key_from_seed(&[9; 32]);
-        let agent = hex::encode(key.verifying_key().as_bytes());
-        let payload = format!(
-            r#"{{"v":1,"subject":"t/s{n}","predicate":"p","object":{n},"agent":"{agent}","ts":{n}}}"#
-        );
-        stemedb_core::sign(&key, payload.into_bytes())
-            .expect("valid")
-            .envelope()
-            .encode()
-    }
-
     /// Changes `meta` of the closed store in `dir`.
     fn edit_meta(dir: &Path, f: impl FnOnce(&mut redb::Table<'_, &'static str, &'static [u8]>)) {
         let db = redb::Database::open(Layout::new(dir).redb).expect("redb");
@@ -1246,7 +1238,7 @@ mod tests {
         }
         let store = open(tmp.path(), opts);
         for n in 0..40 {
-            let want = envelope_of(n);
+            let want = signed(n).envelope().encode();
             let id = entry(n).id();
             let got = store.get(&id).expect("get").expect("stored");
             assert_eq!(got.envelope, want, "envelope {n} changed");

@@ -72,7 +72,7 @@ fn lower_hex_32(text: &[u8]) -> Option<[u8; 32]> {
 /// and returns false when the envelope is not in the packed spelling.
 pub(crate) fn pack(envelope: &[u8], out: &mut Vec<u8>) -> bool {
     let start = out.len();
-    if try_pack(envelope, out).is_some() && unpack_into(&out[start..], &mut Vec::new(), envelope) {
+    if try_pack(envelope, out).is_some() && rebuild(&out[start..]).as_deref() == Some(envelope) {
         return true;
     }
     out.truncate(start);
@@ -186,49 +186,47 @@ fn parts(body: &[u8]) -> Option<Parts<'_>> {
     })
 }
 
+/// A key id as its 64 lower-case hex digits.
+fn hex64(keyid: &[u8; 32]) -> [u8; 64] {
+    let mut text = [0u8; 64];
+    // 32 bytes always fit 64 hex digits.
+    let _ = hex::encode_to_slice(keyid, &mut text);
+    text
+}
+
 /// The statement of parts `p`, with the key id's hex put back.
-fn statement_into(p: &Parts<'_>, out: &mut Vec<u8>) {
-    match (p.cut, p.keyid) {
+fn statement_of(p: &Parts<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(p.rest.len() + 64);
+    match (p.cut, &p.keyid) {
         (Some(at), Some(keyid)) => {
-            let mut text = [0u8; 64];
-            // 32 bytes always fit 64 hex digits.
-            let _ = hex::encode_to_slice(keyid, &mut text);
             out.extend_from_slice(&p.rest[..at]);
-            out.extend_from_slice(&text);
+            out.extend_from_slice(&hex64(keyid));
             out.extend_from_slice(&p.rest[at..]);
         }
         _ => out.extend_from_slice(p.rest),
     }
+    out
 }
 
-/// Rebuilds the envelope of packed `body` into `out`; with `expect` non-empty, only checks
-/// that it equals `expect` (and leaves `out` holding it).
-fn unpack_into(body: &[u8], out: &mut Vec<u8>, expect: &[u8]) -> bool {
-    let Some(p) = parts(body) else {
-        return false;
-    };
-    let mut statement = Vec::with_capacity(p.rest.len() + 64);
-    statement_into(&p, &mut statement);
-    out.clear();
-    out.reserve(expect.len().max(body.len() * 2));
+/// The envelope a packed `body` stands for; `None` if it does not parse.
+fn rebuild(body: &[u8]) -> Option<Vec<u8>> {
+    let p = parts(body)?;
+    let mut out = Vec::with_capacity(body.len() * 2 + 64);
     out.extend_from_slice(OPEN);
     out.extend_from_slice(p.payload_type);
     out.extend_from_slice(PAYLOAD);
-    let b64 = STANDARD.encode(&statement);
-    out.extend_from_slice(b64.as_bytes());
-    match p.keyid {
+    out.extend_from_slice(STANDARD.encode(statement_of(&p)).as_bytes());
+    match &p.keyid {
         Some(keyid) => {
             out.extend_from_slice(SIGS_KEYID);
-            let mut text = [0u8; 64];
-            let _ = hex::encode_to_slice(keyid, &mut text);
-            out.extend_from_slice(&text);
+            out.extend_from_slice(&hex64(keyid));
             out.extend_from_slice(KEYID_SIG);
         }
         None => out.extend_from_slice(SIGS),
     }
     out.extend_from_slice(STANDARD.encode(p.sig).as_bytes());
     out.extend_from_slice(CLOSE);
-    expect.is_empty() || out.as_slice() == expect
+    Some(out)
 }
 
 /// The envelope a value-log record body holds: a packed body rebuilt, any other as it is.
@@ -237,8 +235,7 @@ pub(crate) fn envelope(body: Vec<u8>) -> Option<Vec<u8>> {
     if body.first() != Some(&PACKED) {
         return Some(body);
     }
-    let mut out = Vec::new();
-    unpack_into(&body, &mut out, &[]).then_some(out)
+    rebuild(&body)
 }
 
 /// The statement (the signed payload bytes) of a packed record body; `None` for a body that
@@ -247,11 +244,7 @@ pub(crate) fn statement(body: &[u8]) -> Option<Option<Vec<u8>>> {
     if body.first() != Some(&PACKED) {
         return None;
     }
-    Some(parts(body).map(|p| {
-        let mut out = Vec::with_capacity(p.rest.len() + 64);
-        statement_into(&p, &mut out);
-        out
-    }))
+    Some(parts(body).map(|p| statement_of(&p)))
 }
 
 #[cfg(test)]
