@@ -15,6 +15,10 @@
 #   singles       single-row INSERT, one commit each, 64 connections (pgbench, prepared)
 #   point         latest row for an exact subject and predicate, 8 and 32 clients (pgbench,
 #                 prepared), on the full data set
+#   singles_tcp, point_tcp (32 clients)   the same over loopback TCP, the transport StemeDB's
+#                 load generators use (the others connect through the Unix socket)
+# Each pgbench line has the CPU per transaction of the server (postmaster and its backends)
+# and of pgbench itself.
 #   tail          a page of the tail match `…/cpu` in subject order: the next 400 rows (100
 #                 subjects × 4 agents, the candidates of one StemeDB page of 100 groups) from a
 #                 random subject, 4 clients (pgbench, prepared)
@@ -44,7 +48,7 @@ cleanup() { as_pg "$PGBIN/pg_ctl" -D "$WORK/pgdata" -m immediate stop >/dev/null
 trap cleanup EXIT
 as_pg "$PGBIN/initdb" -D "$WORK/pgdata" -A trust -U bench >/dev/null
 as_pg "$PGBIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/pg.log" -w \
-  -o "-p $PORT -k $WORK -c listen_addresses=''" start >/dev/null
+  -o "-p $PORT -k $WORK -c listen_addresses=127.0.0.1" start >/dev/null
 export PGHOST=$WORK PGPORT=$PORT PGUSER=bench PGDATABASE=postgres
 PSQL=(psql -X -q -v ON_ERROR_STOP=1)
 "${PSQL[@]}" -c "SHOW fsync" -c "SHOW synchronous_commit" -At | tr '\n' ' ' | \
@@ -93,18 +97,35 @@ cat >"$WORK/point.sql" <<SQL
 \\set s random(0, $(( subjects - 1 )))
 SELECT envelope FROM assertions WHERE subject_rev = 'cpu/server-' || :s || '/rack-' || (:s % 97) || '/eu-west/fleet' AND predicate = 'load.p99' ORDER BY ts DESC LIMIT 1;
 SQL
-pgb() {  # NAME CLIENTS SCRIPT
-  local dir="$WORK/log-$1"; rm -rf "$dir"; mkdir -p "$dir"; chmod 0777 "$dir"
-  (cd "$dir" && pgbench -n -M prepared -c "$2" -j 2 -T 15 -f "$3" -l >"$dir/out" 2>&1)
-  python3 - "$dir" "$1" "$2" <<'PY'
+# CPU seconds (user + system) of the postmaster and the backends it has reaped (fields 14-17 of
+# /proc/PID/stat): a connection's backend is counted once it exits, at the end of a pgbench run.
+pg_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 + $16 + $17) / hz}' \
+    "/proc/$(head -n 1 "$WORK/pgdata/postmaster.pid")/stat"
+}
+# NAME CLIENTS SCRIPT [TRANSPORT]: TRANSPORT `unix` (the default: the Unix socket in $WORK) or
+# `tcp` (loopback TCP, the transport StemeDB's load generators use), which is added to the kind.
+pgb() {
+  local transport=${4:-unix} kind=$1 host=$WORK
+  if [ "$transport" = tcp ]; then kind=${1}_tcp host=127.0.0.1; fi
+  local dir="$WORK/log-$kind"; rm -rf "$dir"; mkdir -p "$dir"; chmod 0777 "$dir"
+  local before; before=$(pg_cpu)
+  (cd "$dir" && TIMEFORMAT='%U %S' && { time pgbench -h "$host" -n -M prepared -c "$2" -j 2 -T 15 \
+    -f "$3" -l >"$dir/out" 2>&1; } 2>"$dir/time")
+  sleep 0.5  # the backends exit after pgbench disconnects
+  python3 - "$dir" "$kind" "$2" "$before" "$(pg_cpu)" <<'PY'
 import glob, json, re, sys
-d, name, clients = sys.argv[1:]
+d, name, clients, before, after = sys.argv[1:]
 out = open(f"{d}/out").read()
 tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
+n = int(re.search(r"number of transactions actually processed: ([0-9]+)", out).group(1))
+user, system = map(float, open(f"{d}/time").read().split())
 lat = sorted(int(l.split()[2]) for f in glob.glob(f"{d}/pgbench_log.*") for l in open(f))
 q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] / 1000
 print(json.dumps({"kind": f"pg_{name}", "clients": int(clients), "per_second": round(tps),
-                  "latency_ms": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": lat[-1] / 1000}}))
+                  "latency_ms": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": lat[-1] / 1000},
+                  "server_cpu_us": round((float(after) - float(before)) * 1e6 / n, 1),
+                  "client_cpu_us": round((user + system) * 1e6 / n, 1)}))
 PY
 }
 cat >"$WORK/tail.sql" <<SQL
@@ -114,6 +135,7 @@ SQL
 for run in $(seq "$RUNS"); do
   pgb point 8 "$WORK/point.sql"
   pgb point 32 "$WORK/point.sql"
+  pgb point 32 "$WORK/point.sql" tcp
   pgb tail 4 "$WORK/tail.sql"
 done
 
@@ -125,6 +147,7 @@ INSERT INTO assertions VALUES (uuid_send(gen_random_uuid()) || uuid_send(gen_ran
 SQL
 for run in $(seq "$RUNS"); do
   pgb singles 64 "$WORK/single.sql"
+  pgb singles 64 "$WORK/single.sql" tcp
 done
 
 for run in $(seq "$RUNS"); do

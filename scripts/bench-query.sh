@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Query benchmarks (issue 5) against a release server on a 1M-assertion data directory:
-# point queries (lens=latest, exact subject) with wrk, tail matches returning 100 rows a page,
-# the server's RSS, and the store alone (no HTTP). Three runs each after a warm-up.
+# point queries (lens=latest, exact subject) with wrk, the HTTP floor (wrk on /v1/health),
+# tail matches returning 100 rows a page, the server's RSS, and the store alone (no HTTP).
+# Three runs each after a warm-up.
 # Usage: ./scripts/bench-query.sh [DATA_DIR] [RUNS]
 #   Without DATA_DIR: signs 1,000,000 assertions over 250,000 subjects (64 agents, so each
 #   subject hears from 4) and ingests them into a fresh directory first.
@@ -52,6 +53,21 @@ for conns in 32 16; do
     cpu=$(awk -v b="$before" -v a="$after" -v n="$total" 'END {printf "\"server_cpu_us\":%.1f,\"client_cpu_us\":%.1f", (a - b) * 1e6 / n, ($1 + $2) * 1e6 / n}' "$WORK/wrk.time")
     echo "{\"kind\":\"point_query\",\"tree_size\":$size,\"connections\":$conns,\"run\":$run,\"per_second\":$rps,\"p50\":\"$p50\",\"p99\":\"$p99\",$cpu}"
   done
+done
+# The HTTP floor: the same server, connections and load generator on `GET /v1/health` (the
+# router, the connection layer and every middleware a query passes through except the data
+# routes' rate limit, timeout and concurrency cap; no store work, a 40-byte answer). What a point
+# query costs above it is the query's own work.
+for run in $(seq "$RUNS"); do
+  before=$(server_cpu)
+  out=$( { TIMEFORMAT='%U %S'; time wrk -t2 -c32 -d15s --latency "$URL/v1/health" 2>&3; } 3>&2 2>"$WORK/wrk.time")
+  after=$(server_cpu)
+  rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
+  total=$(echo "$out" | awk '/requests in/ {print $1}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  [ -n "$total" ] || { echo "bench-query.sh: wrk printed no request count" >&2; exit 1; }
+  cpu=$(awk -v b="$before" -v a="$after" -v n="$total" 'END {printf "\"server_cpu_us\":%.1f,\"client_cpu_us\":%.1f", (a - b) * 1e6 / n, ($1 + $2) * 1e6 / n}' "$WORK/wrk.time")
+  echo "{\"kind\":\"http_floor\",\"path\":\"/v1/health\",\"connections\":32,\"run\":$run,\"per_second\":$rps,\"p99\":\"$p99\",$cpu}"
 done
 for run in $(seq "$RUNS"); do
   "$B/stemedb-bench" tail-pages --server "$URL" --tail cpu --limit 100 --concurrency 4 --pages 300

@@ -86,15 +86,27 @@ def main():
         rows.append(("signed batch ingest, 0 → 1M (assertions/s)", "≥ 0.75 × ceiling",
                      f"{f0(rate(b1m))} ({ratio(rate(b1m), ceiling)} ceiling)",
                      f"COPY {f0(pc)} (0 → 1M)", ratio(rate(b1m), pc)))
-    ss, ps = rate(singles), rate(pg_single)
+    # PostgreSQL over its Unix socket and over loopback TCP, StemeDB's transport (decision 0023).
+    pg_single_tcp, pg_p32_tcp = k(p, "pg_singles_tcp"), k(p, "pg_point_tcp", clients=32)
+    ss, ps, pst = rate(singles), rate(pg_single), rate(pg_single_tcp)
     rows.append(("single POSTs, 64 conns (/s)", "≥ 1.4 × PostgreSQL, p99 ≤ 25 ms",
                  f"{f0(ss)}, p99 {f2(p99(singles))} ms",
-                 f"{f0(ps)}, p99 {f2(p99(pg_single))} ms", ratio(ss, ps)))
-    sp, pp8, pp32 = rate(point32), rate(pg_p8), rate(pg_p32)
+                 f"Unix socket {f0(ps)}, p99 {f2(p99(pg_single))} ms"
+                 + (f" · TCP {f0(pst)}, p99 {f2(p99(pg_single_tcp))} ms" if pg_single_tcp else ""),
+                 ratio(ss, ps) + " Unix" + (f" · {ratio(ss, pst)} TCP" if pg_single_tcp else "")))
+    sp, pp8, pp32, ppt = rate(point32), rate(pg_p8), rate(pg_p32), rate(pg_p32_tcp)
     rows.append(("point query at 1M, 32 clients (/s)", "≥ 1.0 × PostgreSQL, p99 ≤ 2 ms",
-                 f"{f0(sp)}, p99 {f2(p99(point32))} ms (HTTP)",
-                 f"{f0(pp32)}, p99 {f2(p99(pg_p32))} ms ({f0(pp8)} with 8 clients)",
-                 ratio(sp, pp32)))
+                 f"{f0(sp)}, p99 {f2(p99(point32))} ms (HTTP over TCP)",
+                 f"Unix socket {f0(pp32)}, p99 {f2(p99(pg_p32))} ms ({f0(pp8)} with 8 clients)"
+                 + (f" · TCP {f0(ppt)}, p99 {f2(p99(pg_p32_tcp))} ms" if pg_p32_tcp else ""),
+                 ratio(sp, pp32) + " Unix" + (f" · {ratio(sp, ppt)} TCP" if pg_p32_tcp else "")))
+    floor = k(s, "http_floor")
+    if floor:
+        fl = rate(floor)
+        rows.append(("HTTP floor: GET /v1/health, 32 conns, same server and wrk (/s)", "report",
+                     f"{f0(fl)}, p99 {f2(p99(floor))} ms; a point query is {ratio(sp, fl)} of it",
+                     "–", f"floor ÷ point lookup: {ratio(fl, pp32)} Unix"
+                     + (f" · {ratio(fl, ppt)} TCP" if pg_p32_tcp else "")))
     point16 = k(s, "point_query", connections=16)
     if point16:
         rows.append(("point query at 1M, 16 conns (/s)", "p99 ≤ 2 ms",
@@ -105,10 +117,16 @@ def main():
 
     costs = [(name, rows) for name, rows in (
         ("batch, per assertion", k(s, "ingest_cpu")), ("single POST", k(s, "singles_cpu")),
-        ("point query, 32 conns", [r for r in point32 if "server_cpu_us" in r])) if rows]
+        ("point query, 32 conns", [r for r in point32 if "server_cpu_us" in r]),
+        ("HTTP floor", [r for r in floor if "server_cpu_us" in r])) if rows]
+    pg_costs = [(name, rows) for name, rows in (
+        ("single INSERT, Unix", pg_single), ("single INSERT, TCP", pg_single_tcp),
+        ("point lookup, 32 clients, Unix", pg_p32), ("point lookup, 32 clients, TCP", pg_p32_tcp))
+        if rows and all("server_cpu_us" in r for r in rows)]
     if costs:
         rows.append(("CPU per request while measured, server / load generator (µs)", "report",
-                     " · ".join(f"{name} {cpu(r)}" for name, r in costs), "–", "–"))
+                     " · ".join(f"{name} {cpu(r)}" for name, r in costs),
+                     " · ".join(f"{name} {cpu(r)}" for name, r in pg_costs) or "–", "–"))
     pg_tail = k(p, "pg_tail")
     rows.append(("tail query, 100 rows, p99 (ms)", "≤ 20",
                  f"{f2(p99(tail))} (100 groups = 400 rows a page, 4 walkers)",
@@ -185,7 +203,9 @@ def main():
         "to a BLAKE3 Merkle log before it answers; PostgreSQL does neither (verify+COPY adds the",
         "signature check in a PyNaCl loader from 2 processes, still without a Merkle log). Both fsync",
         "before acknowledging (`synchronous_commit=on`, default fsync). The load generators run on the",
-        "same 2 cores as the servers.",
+        "same 2 cores as the servers. pgbench connects through PostgreSQL's Unix socket, and in the",
+        "TCP figures through loopback TCP, the transport `wrk` and `stemedb-bench` use for StemeDB",
+        "(decision 0023).",
         "<!-- bench:end -->",
     ]
     block = "\n".join(lines)
