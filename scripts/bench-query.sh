@@ -37,21 +37,28 @@ size=$(curl -s "$URL/v1/ready" | sed 's/.*"tree_size":\([0-9]*\).*/\1/')
 export LC_ALL=C  # `time` prints with a decimal point
 # CPU seconds (user + system) the server has used so far, from /proc (clock ticks).
 server_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$SERVER/stat"; }
+# One 15-second wrk run: KIND CONNECTIONS FIELDS [WRK ARGS...] (FIELDS: JSON fields that name
+# the measurement). Prints one JSON line with the rate, p50/p99 and the CPU per request.
+measure() {
+  local kind=$1 conns=$2 fields=$3; shift 3
+  local before after out rps total p50 p99 cpu
+  before=$(server_cpu)
+  # bash's `time` reports wrk's own CPU (user + system) on stderr.
+  out=$( { TIMEFORMAT='%U %S'; time wrk -t2 -c"$conns" -d15s --latency "$@" 2>&3; } 3>&2 2>"$WORK/wrk.time")
+  after=$(server_cpu)
+  rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
+  total=$(echo "$out" | awk '/requests in/ {print $1}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  [ -n "$total" ] || { echo "bench-query.sh: wrk printed no request count" >&2; exit 1; }
+  # CPU per request, µs: the server's, and the load generator's (both share the two cores).
+  cpu=$(awk -v b="$before" -v a="$after" -v n="$total" 'END {printf "\"server_cpu_us\":%.1f,\"client_cpu_us\":%.1f", (a - b) * 1e6 / n, ($1 + $2) * 1e6 / n}' "$WORK/wrk.time")
+  echo "{\"kind\":\"$kind\",$fields,\"connections\":$conns,\"per_second\":$rps,\"p50\":\"$p50\",\"p99\":\"$p99\",$cpu}"
+}
 wrk -t2 -c32 -d10s -s benches/wrk/point_query.lua "$URL" >/dev/null  # warm-up
 for conns in 32 16; do
   for run in $(seq "$RUNS"); do
-    before=$(server_cpu)
-    # bash's `time` reports wrk's own CPU (user + system) on stderr.
-    out=$( { TIMEFORMAT='%U %S'; time wrk -t2 -c$conns -d15s --latency -s benches/wrk/point_query.lua "$URL" 2>&3; } 3>&2 2>"$WORK/wrk.time")
-    after=$(server_cpu)
-    rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
-    total=$(echo "$out" | awk '/requests in/ {print $1}')
-    p50=$(echo "$out" | awk '$1=="50%" {print $2}')
-    p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-    [ -n "$total" ] || { echo "bench-query.sh: wrk printed no request count" >&2; exit 1; }
-    # CPU per query, µs: the server's, and the load generator's (both share the two cores).
-    cpu=$(awk -v b="$before" -v a="$after" -v n="$total" 'END {printf "\"server_cpu_us\":%.1f,\"client_cpu_us\":%.1f", (a - b) * 1e6 / n, ($1 + $2) * 1e6 / n}' "$WORK/wrk.time")
-    echo "{\"kind\":\"point_query\",\"tree_size\":$size,\"connections\":$conns,\"run\":$run,\"per_second\":$rps,\"p50\":\"$p50\",\"p99\":\"$p99\",$cpu}"
+    measure point_query "$conns" "\"tree_size\":$size,\"run\":$run" -s benches/wrk/point_query.lua "$URL"
   done
 done
 # The HTTP floor: the same server, connections and load generator on `GET /v1/health` (the
@@ -59,15 +66,7 @@ done
 # routes' rate limit, timeout and concurrency cap; no store work, a 40-byte answer). What a point
 # query costs above it is the query's own work.
 for run in $(seq "$RUNS"); do
-  before=$(server_cpu)
-  out=$( { TIMEFORMAT='%U %S'; time wrk -t2 -c32 -d15s --latency "$URL/v1/health" 2>&3; } 3>&2 2>"$WORK/wrk.time")
-  after=$(server_cpu)
-  rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
-  total=$(echo "$out" | awk '/requests in/ {print $1}')
-  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  [ -n "$total" ] || { echo "bench-query.sh: wrk printed no request count" >&2; exit 1; }
-  cpu=$(awk -v b="$before" -v a="$after" -v n="$total" 'END {printf "\"server_cpu_us\":%.1f,\"client_cpu_us\":%.1f", (a - b) * 1e6 / n, ($1 + $2) * 1e6 / n}' "$WORK/wrk.time")
-  echo "{\"kind\":\"http_floor\",\"path\":\"/v1/health\",\"connections\":32,\"run\":$run,\"per_second\":$rps,\"p99\":\"$p99\",$cpu}"
+  measure http_floor 32 "\"path\":\"/v1/health\",\"run\":$run" "$URL/v1/health"
 done
 for run in $(seq "$RUNS"); do
   "$B/stemedb-bench" tail-pages --server "$URL" --tail cpu --limit 100 --concurrency 4 --pages 300
