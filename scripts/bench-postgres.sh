@@ -15,13 +15,14 @@
 #   singles       single-row INSERT, one commit each, 64 connections (pgbench, prepared)
 #   point         latest row for an exact subject and predicate, 8 and 32 clients (pgbench,
 #                 prepared), on the full data set
-#   singles_tcp, point_tcp (32 clients)   the same over loopback TCP, the transport StemeDB's
-#                 load generators use (the others connect through the Unix socket)
-# Each pgbench line has the CPU per transaction of the server (postmaster and its backends)
-# and of pgbench itself.
 #   tail          a page of the tail match `…/cpu` in subject order: the next 400 rows (100
 #                 subjects × 4 agents, the candidates of one StemeDB page of 100 groups) from a
 #                 random subject, 4 clients (pgbench, prepared)
+#   singles_tcp, point_tcp (32 clients)   the same over loopback TCP, the transport StemeDB's
+#                 load generators use (the others connect through the Unix socket)
+# Each pgbench line has the CPU per transaction of the server (the postmaster and the backends
+# it has reaped; the long-lived checkpointer, WAL writer and background writer are not counted,
+# so it is a lower bound) and of pgbench itself.
 # PG_MODE=copy stops after the COPY runs and the disk size (the 10M disk comparison).
 # PostgreSQL verifies no signature and keeps no Merkle log: StemeDB does both (say so beside
 # the figures).
