@@ -86,27 +86,32 @@ def main():
         rows.append(("signed batch ingest, 0 → 1M (assertions/s)", "≥ 0.75 × ceiling",
                      f"{f0(rate(b1m))} ({ratio(rate(b1m), ceiling)} ceiling)",
                      f"COPY {f0(pc)} (0 → 1M)", ratio(rate(b1m), pc)))
-    # PostgreSQL over its Unix socket and over loopback TCP, StemeDB's transport (decision 0023).
+    # PostgreSQL over its Unix socket and over loopback TCP, StemeDB's transport (decision 0023);
+    # result directories from before it have no TCP lines.
     pg_single_tcp, pg_p32_tcp = k(p, "pg_singles_tcp"), k(p, "pg_point_tcp", clients=32)
-    ss, ps, pst = rate(singles), rate(pg_single), rate(pg_single_tcp)
+
+    def pg_cell(unix, tcp, extra=""):
+        cell = f"Unix socket {f0(rate(unix))}, p99 {f2(p99(unix))} ms{extra}"
+        return cell + (f" · TCP {f0(rate(tcp))}, p99 {f2(p99(tcp))} ms" if tcp else "")
+
+    def ratios(x, unix, tcp):
+        return f"{ratio(x, rate(unix))} Unix" + (f" · {ratio(x, rate(tcp))} TCP" if tcp else "")
+
+    ss = rate(singles)
     rows.append(("single POSTs, 64 conns (/s)", "≥ 1.4 × PostgreSQL, p99 ≤ 25 ms",
                  f"{f0(ss)}, p99 {f2(p99(singles))} ms",
-                 f"Unix socket {f0(ps)}, p99 {f2(p99(pg_single))} ms"
-                 + (f" · TCP {f0(pst)}, p99 {f2(p99(pg_single_tcp))} ms" if pg_single_tcp else ""),
-                 ratio(ss, ps) + " Unix" + (f" · {ratio(ss, pst)} TCP" if pg_single_tcp else "")))
-    sp, pp8, pp32, ppt = rate(point32), rate(pg_p8), rate(pg_p32), rate(pg_p32_tcp)
+                 pg_cell(pg_single, pg_single_tcp), ratios(ss, pg_single, pg_single_tcp)))
+    sp = rate(point32)
     rows.append(("point query at 1M, 32 clients (/s)", "≥ 1.0 × PostgreSQL, p99 ≤ 2 ms",
                  f"{f0(sp)}, p99 {f2(p99(point32))} ms (HTTP over TCP)",
-                 f"Unix socket {f0(pp32)}, p99 {f2(p99(pg_p32))} ms ({f0(pp8)} with 8 clients)"
-                 + (f" · TCP {f0(ppt)}, p99 {f2(p99(pg_p32_tcp))} ms" if pg_p32_tcp else ""),
-                 ratio(sp, pp32) + " Unix" + (f" · {ratio(sp, ppt)} TCP" if pg_p32_tcp else "")))
+                 pg_cell(pg_p32, pg_p32_tcp, f" ({f0(rate(pg_p8))} with 8 clients)"),
+                 ratios(sp, pg_p32, pg_p32_tcp)))
     floor = k(s, "http_floor")
     if floor:
         fl = rate(floor)
         rows.append(("HTTP floor: GET /v1/health, 32 conns, same server and wrk (/s)", "report",
                      f"{f0(fl)}, p99 {f2(p99(floor))} ms; a point query is {ratio(sp, fl)} of it",
-                     "–", f"floor ÷ point lookup: {ratio(fl, pp32)} Unix"
-                     + (f" · {ratio(fl, ppt)} TCP" if pg_p32_tcp else "")))
+                     "–", "floor ÷ point lookup: " + ratios(fl, pg_p32, pg_p32_tcp)))
     point16 = k(s, "point_query", connections=16)
     if point16:
         rows.append(("point query at 1M, 16 conns (/s)", "p99 ≤ 2 ms",
