@@ -1,12 +1,12 @@
 //! The axum application: routes, shared state, the middleware stack, request metrics and the
 //! access log.
 //!
-//! Layers, outermost first: one pass that sets the request id (from `X-Request-Id` or made up,
-//! echoed on the response), adds the security headers and records metrics and the access log;
-//! then on the `/v1` data routes load
-//! shedding with a global concurrency limit and a timeout, then per-route rate limits and body
-//! limits. Health, readiness, metrics and the OpenAPI document skip the limits, so probes and
-//! scrapes still answer when the server is saturated.
+//! Layers, outermost first: one pass (`track`) that sets the request id (from `X-Request-Id` or
+//! made up, echoed on the response), adds the security headers and records metrics and the
+//! access log; then on the `/v1` data routes load shedding with a global concurrency limit and a
+//! timeout, then per-route rate limits and body limits. Health, readiness, metrics and the
+//! OpenAPI document skip the limits, so probes and scrapes still answer when the server is
+//! saturated.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -256,16 +256,17 @@ async fn method_not_allowed(req: Request) -> Problem {
     )
 }
 
-/// Records request count and latency by matched route (never by raw path, so label
-/// cardinality stays bounded), runs the request in a span carrying its request id, and writes
-/// the access log: `debug` for successes, `info` for client errors, `warn` for server errors.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The one middleware every request passes through, in one pass (seven nested layers cost about
-/// 4.5 µs a request; see `docs/performance.md`): the request id (the client's `X-Request-Id`,
-/// any value, or a new UUID v4) on the request, in the tracing span and on the response unless
-/// the handler set one; the security headers on every response, each unless the handler set it
-/// (the dashboard sets its own content security policy); the request metrics and the access log.
+/// 4.5 µs a request: decision 0024):
+/// - the request id (the client's `X-Request-Id`, any value, or a new UUID v4) on the request,
+///   in the tracing span the request runs in, and on the response unless the handler set one;
+/// - the security headers on every response, each unless the handler set it (the dashboard
+///   sets its own content security policy);
+/// - request count and latency by matched route (never by raw path, so label cardinality stays
+///   bounded), and the access log: `debug` for successes, `info` for client errors, `warn` for
+///   server errors.
 async fn track(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().cloned();
     let request_id = match req.headers().get(&X_REQUEST_ID) {
