@@ -50,6 +50,8 @@ pub struct Metrics {
     pub merge_duration: Histogram,
     /// `stemedb_write_stall_seconds_total`: time writers waited for the merger (backpressure).
     pub write_stall: Gauge,
+    /// `stemedb_writers_waiting`: 1 while writers wait for the merger (backpressure), else 0.
+    pub writers_waiting: IntGauge,
     /// `stemedb_compaction_seconds_total`: time the merger spent compacting index runs.
     pub compaction: Gauge,
     /// `stemedb_compacted_assertions_total`: assertions in the runs compactions replaced.
@@ -170,7 +172,12 @@ impl Metrics {
         )?;
         registry.register(Box::new(memtable_frozen.clone()))?;
         registry.register(Box::new(merge_duration.clone()))?;
+        let writers_waiting = IntGauge::new(
+            "stemedb_writers_waiting",
+            "1 while writers wait for the merger to catch up (backpressure), else 0",
+        )?;
         registry.register(Box::new(write_stall.clone()))?;
+        registry.register(Box::new(writers_waiting.clone()))?;
         let compaction = Gauge::new(
             "stemedb_compaction_seconds_total",
             "Seconds the merger spent compacting index runs (design section 4)",
@@ -229,6 +236,7 @@ impl Metrics {
             memtable_frozen,
             merge_duration,
             write_stall,
+            writers_waiting,
             compaction,
             compacted,
             index_runs,
@@ -297,6 +305,12 @@ impl stemedb_store::Observer for Metrics {
     }
     fn write_stalled(&self, secs: f64) {
         self.write_stall.add(secs);
+    }
+    fn writers_waiting(&self, waiting: bool) {
+        self.writers_waiting.set(i64::from(waiting));
+    }
+    fn frozen(&self, frozen_rows: usize) {
+        self.memtable_frozen.set(frozen_rows as i64);
     }
     fn compacted(&self, rows: usize, secs: f64) {
         self.compaction.add(secs);

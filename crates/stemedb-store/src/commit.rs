@@ -581,14 +581,22 @@ impl Writer {
         if self.replaying {
             return;
         }
+        let observer = &self.shared.observer;
+        observer.frozen(self.shared.versions.load().frozen_rows());
         let cap = self.opts.memtable_max_frozen_rows.max(1);
+        // When the wait was last reported: the stall metric rises while writers wait, so a
+        // merger that is slow or wedged shows at once, not when it catches up.
         let mut stalled: Option<Instant> = None;
         loop {
             if self.shared.versions.load().frozen_rows() <= cap || self.read_only_reason().is_some()
             {
                 break;
             }
-            stalled.get_or_insert_with(Instant::now);
+            match stalled {
+                None => observer.writers_waiting(true),
+                Some(t) => observer.write_stalled(t.elapsed().as_secs_f64()),
+            }
+            stalled = Some(Instant::now());
             let guard = self
                 .shared
                 .merge_lock
@@ -600,9 +608,8 @@ impl Writer {
                 .wait_timeout(guard, Duration::from_millis(50));
         }
         if let Some(t) = stalled {
-            self.shared
-                .observer
-                .write_stalled(t.elapsed().as_secs_f64());
+            observer.write_stalled(t.elapsed().as_secs_f64());
+            observer.writers_waiting(false);
         }
     }
 

@@ -222,6 +222,9 @@ pub struct StoreOptions {
     /// index `n` or later (what a redb panic on a damaged page does to it). Never set it in
     /// production.
     pub panic_merger_at: Option<u64>,
+    /// Test hook: the merger sleeps this many milliseconds before it merges each memtable (a
+    /// merger that falls behind, so writers meet the backpressure). Never set it in production.
+    pub slow_merger_ms: Option<u64>,
     /// The checkpoint signing key (PKCS#8 PEM). `None`: `server.key` in the data directory,
     /// created on first start.
     pub key_path: Option<PathBuf>,
@@ -247,6 +250,7 @@ impl Default for StoreOptions {
             merge_inline: false,
             fail_checkpoint_after: None,
             panic_merger_at: None,
+            slow_merger_ms: None,
             key_path: None,
         }
     }
@@ -266,8 +270,13 @@ pub trait Observer: Send + Sync {
     /// The merger folded a memtable of `rows` assertions into redb in `secs`; `frozen_rows`
     /// are still waiting.
     fn merged(&self, _rows: usize, _secs: f64, _frozen_rows: usize) {}
-    /// Writers waited `secs` for the merger to catch up (backpressure).
+    /// Writers waited `secs` more for the merger to catch up (backpressure). Reported while
+    /// they wait, every 50 ms at most, not only when the wait ends.
     fn write_stalled(&self, _secs: f64) {}
+    /// Writers started (`true`) or stopped (`false`) waiting for the merger.
+    fn writers_waiting(&self, _waiting: bool) {}
+    /// A memtable was frozen: `frozen_rows` acknowledged assertions now wait for the merger.
+    fn frozen(&self, _frozen_rows: usize) {}
     /// The merger spent `secs` on one chunk of a compaction; `rows` is the assertions of the
     /// input runs when this chunk finished it, else 0.
     fn compacted(&self, _rows: usize, _secs: f64) {}
@@ -1404,6 +1413,115 @@ mod tests {
             );
         }
         assert!(store.read_only().is_none());
+    }
+
+    /// What a test observer saw of the backpressure, in order.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Seen {
+        Frozen(usize),
+        Waiting(bool),
+        Stalled(f64),
+    }
+
+    #[derive(Default)]
+    struct Watch(std::sync::Mutex<Vec<Seen>>);
+
+    impl Watch {
+        fn seen(&self) -> Vec<Seen> {
+            self.0.lock().expect("watch").clone()
+        }
+    }
+
+    impl Observer for Watch {
+        fn frozen(&self, rows: usize) {
+            self.0.lock().expect("watch").push(Seen::Frozen(rows));
+        }
+        fn writers_waiting(&self, waiting: bool) {
+            self.0.lock().expect("watch").push(Seen::Waiting(waiting));
+        }
+        fn write_stalled(&self, secs: f64) {
+            self.0.lock().expect("watch").push(Seen::Stalled(secs));
+        }
+    }
+
+    /// Design §4: when merging falls behind, writers wait and the metrics say so while they
+    /// wait (not only once the merger has caught up), and every write that waited is kept.
+    #[test]
+    fn writers_wait_for_a_slow_merger_and_the_wait_shows_while_it_lasts() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let opts = StoreOptions {
+            memtable_rows: 5,
+            memtable_max_frozen_rows: 10,
+            slow_merger_ms: Some(300),
+            ..StoreOptions::default()
+        };
+        let watch = Arc::new(Watch::default());
+        let store = Arc::new(Store::open(tmp.path(), opts, watch.clone()).expect("open"));
+        let writer = store.clone();
+        let writes = std::thread::spawn(move || {
+            (0..40)
+                .map(|n| submit(&writer, vec![entry(n)]).remove(0))
+                .collect::<Vec<_>>()
+        });
+        // While the writer is still at it, a wait has begun and has already been counted.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let live = loop {
+            let seen = watch.seen();
+            let open_wait = seen.iter().rposition(|s| *s == Seen::Waiting(true));
+            let counted = open_wait.is_some_and(|at| {
+                !seen[at..].contains(&Seen::Waiting(false))
+                    && seen[at..]
+                        .iter()
+                        .any(|s| matches!(s, Seen::Stalled(t) if *t > 0.0))
+            });
+            if counted {
+                break true;
+            }
+            if writes.is_finished() || std::time::Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        let results = writes.join().expect("the writer thread");
+        // The last write was answered before its group froze a memtable: that wait ends once
+        // the merger catches up.
+        let ended = |seen: &[Seen]| {
+            seen.iter()
+                .rev()
+                .find(|s| matches!(s, Seen::Waiting(_)))
+                .is_some_and(|s| *s == Seen::Waiting(false))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !ended(&watch.seen()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let seen = watch.seen();
+        assert!(ended(&seen), "the last wait never ended: {seen:?}");
+        assert!(live, "no stall was reported while writers waited: {seen:?}");
+        assert!(
+            results.iter().all(|r| r.is_ok()),
+            "a write failed: {results:?}"
+        );
+        assert!(
+            seen.iter()
+                .any(|s| matches!(s, Seen::Frozen(rows) if *rows > 10)),
+            "the frozen backlog over the cap was never reported: {seen:?}"
+        );
+        let stalled: f64 = seen
+            .iter()
+            .map(|s| match s {
+                Seen::Stalled(t) => *t,
+                _ => 0.0,
+            })
+            .sum();
+        assert!(stalled >= 0.05, "{stalled} s of stall for a 300 ms merger");
+        assert_eq!(store.head().size, 40);
+        for n in 0..40 {
+            assert!(
+                store.get(&entry(n).id()).expect("get").is_some(),
+                "{n} lost"
+            );
+        }
     }
 
     /// A store rolled back under a log that already signed a larger tree refuses to start.

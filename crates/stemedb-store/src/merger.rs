@@ -166,6 +166,9 @@ impl Merger {
         {
             panic!("test hook: the merger panics at log index {n}");
         }
+        if let Some(ms) = self.opts.slow_merger_ms {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
         let started = Instant::now();
         if !m.is_empty() {
             let mut txn = self.db.begin_write().map_err(db_err)?;
