@@ -171,7 +171,9 @@ fn meta_u64(txn: &redb::ReadTransaction, key: &str) -> Result<Option<u64>, Store
 }
 
 /// The `signed_hwm` that `metadata.json` records, 0 when there is no such file. A file that
-/// exists but cannot be read or parsed is an error: the mark fails closed.
+/// exists but cannot be read or parsed, whose mark is not a whole number, or that lacks the
+/// mark although its format (3 and later) always writes it, is an error: the mark fails
+/// closed. Only a file of format 2 (written before the mark existed) may lack it.
 fn metadata_hwm(path: &std::path::Path) -> Result<u64, StoreError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -185,7 +187,20 @@ fn metadata_hwm(path: &std::path::Path) -> Result<u64, StoreError> {
             path.display()
         ))
     })?;
-    Ok(doc.get("signed_hwm").and_then(|v| v.as_u64()).unwrap_or(0))
+    let refused = |why: &str| {
+        StoreError::Corrupt(format!(
+            "{} {why}; it records the largest signed tree size, so the start is refused \
+             (restore it, or remove it only if this log never signed beyond its store)",
+            path.display()
+        ))
+    };
+    match doc.get("signed_hwm") {
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| refused(&format!("holds signed_hwm {v}, not a tree size"))),
+        None if doc.get("format_version").and_then(|v| v.as_u64()) == Some(2) => Ok(0),
+        None => Err(refused("has no signed_hwm")),
+    }
 }
 
 /// The commit thread's state.

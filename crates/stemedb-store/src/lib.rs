@@ -1559,6 +1559,52 @@ mod tests {
         assert_eq!(ok.head().size, 5);
     }
 
+    /// `metadata.json` is the mark's witness outside `db/`: one whose mark was removed or
+    /// damaged stops the start instead of counting as "never signed" (design §3).
+    #[test]
+    fn a_metadata_file_without_a_valid_signed_mark_refuses_to_start() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        {
+            let store = open(tmp.path(), StoreOptions::default());
+            submit(&store, (0..5).map(entry).collect());
+            let (head, _) = store.signed_checkpoint();
+            assert_eq!(head.size, 5);
+        }
+        let path = tmp.path().join("metadata.json");
+        let original = std::fs::read(&path).expect("metadata.json");
+        let doc: serde_json::Value = serde_json::from_slice(&original).expect("json");
+        assert_eq!(doc["signed_hwm"], 5, "{doc}");
+        let with = |edit: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+            let mut d = doc.clone();
+            edit(d.as_object_mut().expect("object"));
+            std::fs::write(&path, serde_json::to_vec(&d).expect("json")).expect("write");
+            Store::open(tmp.path(), StoreOptions::default(), Arc::new(NoObserver))
+                .err()
+                .map(|e| e.to_string())
+        };
+        let msg = with(&|d| {
+            d.remove("signed_hwm");
+        })
+        .expect("a missing mark is refused");
+        assert!(msg.contains("has no signed_hwm"), "{msg}");
+        let msg = with(&|d| {
+            d.insert("signed_hwm".into(), "5".into());
+        })
+        .expect("a mark that is not a number is refused");
+        assert!(msg.contains("not a tree size"), "{msg}");
+        // A file of format 2 predates the mark: without one it still opens.
+        assert_eq!(
+            with(&|d| {
+                d.remove("signed_hwm");
+                d.insert("format_version".into(), 2.into());
+            }),
+            None
+        );
+        std::fs::write(&path, &original).expect("restore");
+        let store = open(tmp.path(), StoreOptions::default());
+        assert_eq!(store.head().size, 5);
+    }
+
     fn copy_dir(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).expect("mkdir");
         for e in std::fs::read_dir(from).expect("read dir") {
