@@ -4,6 +4,7 @@
 //! handler (`api.rs`) and the verifier stage (`verifier.rs`) both run it; it runs on a blocking
 //! thread, never on an async worker.
 
+use axum::body::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -200,7 +201,7 @@ pub(crate) fn submit_screened(st: &AppState, screened: &mut Screened) {
 
 /// Parses, decodes, verifies and screens one body (blocking: run it off the async workers);
 /// quarantines what trips a rule. The entries to log are left in `Screened::entries`.
-pub(crate) fn screen(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
+pub(crate) fn screen(st: &AppState, body: &Bytes) -> Result<Screened, Problem> {
     let store = st.store();
     let request = parse_assert_body(body, st.limits().single_body)?;
     let (ranges, single) = match request {
@@ -222,7 +223,7 @@ pub(crate) fn screen(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
     let received = now_ms();
     let agent_of = |id: &AssertionId| store.agent_of(id);
     for (i, range) in ranges.into_iter().enumerate() {
-        let raw = &body[range];
+        let raw = &body[range.clone()];
         let prepared = match Envelope::decode(raw).and_then(Prepared::new) {
             Ok(p) => p,
             Err(e) => {
@@ -250,7 +251,7 @@ pub(crate) fn screen(st: &AppState, body: &[u8]) -> Result<Screened, Problem> {
         let payload_len = verified.envelope().payload().len();
         match defense.screen(verified.statement(), payload_len, &agent_of) {
             Verdict::Accept => {
-                entries.push(Entry::new(verified, raw.to_vec()));
+                entries.push(Entry::new(verified, body.slice(range)));
                 items[i] = Item::Accepted { agent };
             }
             Verdict::Quarantine(reasons) => {

@@ -63,7 +63,7 @@ struct NewRecord {
     received_at_ms: i64,
     id: AssertionId,
     fields: Fields,
-    raw: Vec<u8>,
+    raw: bytes::Bytes,
 }
 
 /// WAL body of an assertion: `log_index u64 | received_at i64 | id [32] | envelope bytes`.
@@ -110,7 +110,7 @@ fn parse_tail(tail: Vec<RawTail>) -> Result<Vec<NewRecord>, StoreError> {
                                 received_at_ms,
                                 id: AssertionId::from_bytes(id),
                                 fields,
-                                raw,
+                                raw: raw.into(),
                             })
                         })
                         .collect::<Result<Vec<_>, StoreError>>()

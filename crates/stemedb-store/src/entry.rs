@@ -14,7 +14,8 @@ use crate::lens::{ValueKey, value_key};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub(crate) id: AssertionId,
-    pub(crate) raw: Vec<u8>,
+    // A slice of the request body where it came from one (no copy per envelope, design §7).
+    pub(crate) raw: bytes::Bytes,
     pub(crate) fields: Fields,
 }
 
@@ -108,12 +109,13 @@ impl Fields {
 }
 
 impl Entry {
-    /// Keeps what the store needs of `verified`, whose envelope arrived as `raw`.
-    pub fn new(verified: Verified, raw: Vec<u8>) -> Entry {
+    /// Keeps what the store needs of `verified`, whose envelope arrived as `raw` (a `Vec` or a
+    /// `Bytes` slice of the request body, taken without a copy).
+    pub fn new(verified: Verified, raw: impl Into<bytes::Bytes>) -> Entry {
         let fields = Fields::of(verified.statement());
         Entry {
             id: verified.id(),
-            raw,
+            raw: raw.into(),
             fields,
         }
     }
