@@ -132,6 +132,32 @@ fn error_matrix_every_refusal_is_a_problem_with_a_stable_code() {
             "malformed_json",
         ),
         (
+            "query body an array",
+            post("/v1/query", "application/json", b"[]".to_vec()),
+            400,
+            "bad_query",
+        ),
+        (
+            "query body with an unknown parameter",
+            post(
+                "/v1/query",
+                "application/json",
+                br#"{"lense":"raw"}"#.to_vec(),
+            ),
+            400,
+            "bad_query",
+        ),
+        (
+            "query body cut short",
+            post(
+                "/v1/query",
+                "application/json",
+                br#"{"lens":"raw""#.to_vec(),
+            ),
+            400,
+            "malformed_json",
+        ),
+        (
             "query wrong content type",
             post("/v1/query", "text/plain", b"{}".to_vec()),
             415,
