@@ -776,6 +776,15 @@ impl Store {
         }
         let path = stemedb_merkle::inclusion_proof(&self.shared.nodes, index, size)
             .map_err(|e| StoreError::Corrupt(format!("Merkle node files: {e}")))?;
+        // Checked before it leaves: a damaged node file answers an error, never a proof that
+        // fails the client's check (or one that passes against a damaged root).
+        let leaf = stemedb_merkle::leaf_hash(id.as_bytes());
+        if !stemedb_merkle::verify_inclusion(&leaf, index, size, &path, &root) {
+            return Err(StoreError::Corrupt(format!(
+                "Merkle node files: the inclusion proof of {id} (log index {index}) does not \
+                 verify against the root of tree size {size}"
+            )));
+        }
         Ok(Some(InclusionProof {
             leaf_index: index,
             tree_size: size,
@@ -800,6 +809,12 @@ impl Store {
         let from_root = self.root_at(from)?;
         let proof = stemedb_merkle::consistency_proof(&self.shared.nodes, from, to)
             .map_err(|e| StoreError::Corrupt(format!("Merkle node files: {e}")))?;
+        if !stemedb_merkle::verify_consistency(from, to, &from_root, &to_root, &proof) {
+            return Err(StoreError::Corrupt(format!(
+                "Merkle node files: the consistency proof from tree size {from} to {to} does \
+                 not verify against their roots"
+            )));
+        }
         Ok(ConsistencyProof {
             from,
             to,
@@ -1413,6 +1428,57 @@ mod tests {
             );
         }
         assert!(store.read_only().is_none());
+    }
+
+    /// A damaged Merkle node file answers an error, never a proof that fails the client's
+    /// check: every proof is verified against its roots before it is returned.
+    #[test]
+    fn proofs_from_a_damaged_node_file_are_refused_not_served() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        {
+            let store = open(tmp.path(), StoreOptions::default());
+            submit(&store, (0..40).map(entry).collect());
+        }
+        // Leaf 5's hash, which the proofs of leaf 4 and of tree size 5 read (the head's root,
+        // 32 + 8 leaves, does not).
+        let leaves = tmp.path().join("db/merkle/level-00.dat");
+        let mut bytes = std::fs::read(&leaves).expect("level 0");
+        bytes[5 * 32] ^= 0x5a;
+        std::fs::write(&leaves, &bytes).expect("write");
+        let store = open(tmp.path(), StoreOptions::default());
+        let head = store.head();
+        assert_eq!(head.size, 40);
+        match store.inclusion_proof(&entry(4).id(), None) {
+            Err(StoreError::Corrupt(why)) => assert!(why.contains("does not verify"), "{why}"),
+            other => panic!("a proof through a damaged leaf was answered: {other:?}"),
+        }
+        match store.consistency_proof(5, None) {
+            Err(StoreError::Corrupt(why)) => assert!(why.contains("does not verify"), "{why}"),
+            other => panic!("a consistency proof through a damaged leaf was answered: {other:?}"),
+        }
+        // Proofs that do not read the damaged node are still served, and verify.
+        let p = store
+            .inclusion_proof(&entry(9).id(), None)
+            .expect("proof")
+            .expect("known id");
+        let leaf = stemedb_merkle::leaf_hash(entry(9).id().as_bytes());
+        assert!(stemedb_merkle::verify_inclusion(
+            &leaf,
+            p.leaf_index,
+            p.tree_size,
+            &p.path,
+            &head.root
+        ));
+        let c = store
+            .consistency_proof(16, None)
+            .expect("consistency 16 -> 40");
+        assert!(stemedb_merkle::verify_consistency(
+            16,
+            40,
+            &c.from_root,
+            &head.root,
+            &c.proof
+        ));
     }
 
     /// What a test observer saw of the backpressure, in order.
