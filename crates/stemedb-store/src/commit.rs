@@ -273,6 +273,12 @@ impl Writer {
                         meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
                             .map_err(db_err)?;
                     }
+                    // Format 4 is format 5 without checksummed `by_seq` rows: its rows read
+                    // unchecked, every row written from now on carries its checksum.
+                    Some(4) => {
+                        meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
+                            .map_err(db_err)?;
+                    }
                     Some(FORMAT_VERSION) => {}
                     Some(other) => {
                         return Err(StoreError::Corrupt(format!(

@@ -24,7 +24,7 @@
 //! a query "as of tree size N" skip rows with log index ≥ N without a lookup.
 //!
 //! Index rows have no value. What a lens needs to pick and rank the live assertions of a group
-//! is an [`IndexValue`] (113 bytes), stored once per assertion in `by_seq` under its log index,
+//! is an [`IndexValue`] (133 bytes, checksummed), stored once per assertion in `by_seq` under its log index,
 //! so a query ranks a group with one `by_seq` lookup per row and reads only the winner's
 //! envelope from the value log.
 
@@ -260,12 +260,15 @@ const FLAG_VALID_UNTIL: u8 = 4;
 const FLAG_VALIDITY_UNKNOWN: u8 = 8;
 
 /// The `by_seq` value of an assertion: what a lens needs to choose and rank live assertions
-/// without reading the envelope. Layout (129 bytes, little-endian): id `[32]`, agent `[32]`,
+/// without reading the envelope. Layout (133 bytes, little-endian): id `[32]`, agent `[32]`,
 /// confidence `f64`, flags `u8` (bit 0: retract, bit 1: `valid_from` present, bit 2:
 /// `valid_until` present, bit 3: validity not recorded), value-log segment `u32`, offset `u64`, length `u32`, the object's
 /// value key `[16]`, the log index of the first assertion that supersedes this one (`u64::MAX`:
-/// none), `valid_from` `i64` and `valid_until` `i64` (0 when absent).
+/// none), `valid_from` `i64` and `valid_until` `i64` (0 when absent), then the CRC-32C of
+/// the 129 bytes before it, checked on every read: redb does not check its pages when it reads
+/// them, so a damaged row answers an error instead of a wrong agent, id or pointer.
 ///
+/// Rows of 129 bytes (written before the checksum, 2026-12-03) decode unchecked.
 /// Rows written before valid time was indexed are 113 bytes (no validity fields); they decode
 /// with `validity_known` false and a `valid_at` query reads their statement instead. Such a
 /// row rewritten later (a correction marks it superseded) keeps `validity_known` false (bit 3).
@@ -295,7 +298,9 @@ pub struct IndexValue {
 }
 
 /// Bytes of an encoded [`IndexValue`].
-pub const INDEX_VALUE_BYTES: usize = 129;
+pub const INDEX_VALUE_BYTES: usize = 133;
+/// Bytes of a row before its checksum: the fields.
+const INDEX_VALUE_FIELDS: usize = 129;
 /// Bytes of a row of the layout before valid time was indexed.
 const INDEX_VALUE_BYTES_V1: usize = 113;
 
@@ -336,16 +341,31 @@ impl IndexValue {
         b[105..113].copy_from_slice(&self.superseded_at.to_le_bytes());
         b[113..121].copy_from_slice(&self.valid_from.unwrap_or(0).to_le_bytes());
         b[121..129].copy_from_slice(&self.valid_until.unwrap_or(0).to_le_bytes());
+        let crc = crc32c::crc32c(&b[..INDEX_VALUE_FIELDS]);
+        b[INDEX_VALUE_FIELDS..].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
-    /// Decodes a value (either layout).
+    /// Decodes a value (any layout); a checksummed row whose checksum fails is `Corrupt`.
     pub fn decode(b: &[u8]) -> Result<IndexValue, StoreError> {
-        if b.len() != INDEX_VALUE_BYTES && b.len() != INDEX_VALUE_BYTES_V1 {
-            return Err(StoreError::Corrupt(format!(
-                "index value is {} bytes, not {INDEX_VALUE_BYTES} (or {INDEX_VALUE_BYTES_V1})",
-                b.len()
-            )));
+        match b.len() {
+            INDEX_VALUE_BYTES => {
+                let (fields, crc) = b.split_at(INDEX_VALUE_FIELDS);
+                if crc32c::crc32c(fields).to_le_bytes() != crc {
+                    return Err(StoreError::Corrupt(format!(
+                        "by_seq row of assertion {}: checksum mismatch (the index database is \
+                         damaged; `stemedb verify` names every such row)",
+                        hex::encode(&b[..32])
+                    )));
+                }
+            }
+            INDEX_VALUE_FIELDS | INDEX_VALUE_BYTES_V1 => {}
+            n => {
+                return Err(StoreError::Corrupt(format!(
+                    "index value is {n} bytes, not {INDEX_VALUE_BYTES} (or \
+                     {INDEX_VALUE_FIELDS} or {INDEX_VALUE_BYTES_V1}, the older layouts)"
+                )));
+            }
         }
         let mut id = [0u8; 32];
         id.copy_from_slice(&b[..32]);
@@ -364,7 +384,7 @@ impl IndexValue {
         let mut value = [0u8; 16];
         value.copy_from_slice(&b[89..105]);
         let flags = b[72];
-        let validity_known = b.len() == INDEX_VALUE_BYTES && flags & FLAG_VALIDITY_UNKNOWN == 0;
+        let validity_known = b.len() >= INDEX_VALUE_FIELDS && flags & FLAG_VALIDITY_UNKNOWN == 0;
         let bound = |flag: u8, at: usize| {
             (validity_known && flags & flag != 0).then(|| i64::from_le_bytes(arr8(at)))
         };
@@ -390,6 +410,42 @@ impl IndexValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_flipped_byte_of_a_lens_row_is_caught_and_older_rows_still_read() {
+        let v = IndexValue {
+            id: AssertionId::from_bytes([7; 32]),
+            agent: [9; 32],
+            confidence: 0.75,
+            retract: false,
+            pointer: Pointer {
+                segment: 1,
+                offset: 4096,
+                len: 480,
+            },
+            value: [3; 16],
+            superseded_at: NOT_SUPERSEDED,
+            valid_from: Some(5),
+            valid_until: None,
+            validity_known: true,
+        };
+        let row = v.encode();
+        assert_eq!(IndexValue::decode(&row).expect("decode"), v);
+        for i in 0..row.len() {
+            let mut bad = row;
+            bad[i] ^= 1;
+            assert!(
+                matches!(IndexValue::decode(&bad), Err(StoreError::Corrupt(_))),
+                "byte {i}"
+            );
+        }
+        // A row written before the checksum: the same fields, unchecked.
+        assert_eq!(
+            IndexValue::decode(&row[..INDEX_VALUE_FIELDS]).expect("older row"),
+            v
+        );
+        assert!(IndexValue::decode(&row[..INDEX_VALUE_FIELDS + 1]).is_err());
+    }
 
     fn st(subject: &str, predicate: &str) -> Fields {
         let p = format!(

@@ -75,7 +75,9 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 /// opens as it is.
 /// Version 4 (issue 17): value-log records from `meta.pack_from` on may be packed
 /// (`packed.rs`); a version 2 or 3 store opens as it is, packing only what it writes next.
-pub const FORMAT_VERSION: u64 = 4;
+/// Version 5 (2026-12-03): `by_seq` rows end in a CRC-32C, checked on every read (`keys.rs`);
+/// a version 2 to 4 store opens as it is, its older rows read unchecked.
+pub const FORMAT_VERSION: u64 = 5;
 /// WAL record kind of an accepted assertion.
 pub const KIND_ASSERTION: u8 = 1;
 /// Default origin line of signed checkpoints.
@@ -702,9 +704,19 @@ impl Store {
 
     /// Reads one assertion.
     pub fn get(&self, id: &AssertionId) -> Result<Option<StoredAssertion>, StoreError> {
-        let Some(rec) = self.view()?.assertion(id)? else {
+        let view = self.view()?;
+        let Some(rec) = view.assertion(id)? else {
             return Ok(None);
         };
+        // The log index comes from an unchecked row: the (checksummed) lens row at that index
+        // must name the same assertion, or the answer would carry another one's position.
+        let row = view.by_seq()?.row(rec.log_index)?;
+        if row.id != *id {
+            return Err(StoreError::Corrupt(format!(
+                "assertions row of {id} names log index {}, whose by_seq row is {}",
+                rec.log_index, row.id
+            )));
+        }
         let envelope = self.shared.vlog.read(rec.pointer)?;
         Ok(Some(StoredAssertion {
             id: *id,
@@ -1208,6 +1220,95 @@ mod tests {
             .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
     }
 
+    /// An `assertions` row whose log index was damaged: reading the assertion is an error,
+    /// not an answer that carries another assertion's position.
+    #[test]
+    fn a_damaged_assertions_row_is_caught_by_its_lens_row() {
+        use redb::{ReadableDatabase as _, ReadableTable as _};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        {
+            let store = open(tmp.path(), StoreOptions::default());
+            submit(&store, vec![entry(1), entry(2)]);
+            store.close();
+        }
+        let id = entry(2).id();
+        {
+            let db = redb::Database::open(Layout::new(tmp.path()).redb).expect("redb");
+            let mut runs = runs::runs_of(&db.begin_read().expect("read")).expect("runs");
+            runs.push(0);
+            let txn = db.begin_write().expect("txn");
+            let mut moved = 0;
+            for run in runs {
+                let name = runs::table_name(runs::Part::Assertions, run);
+                let mut t = txn.open_table(runs::rows_def(&name)).expect("assertions");
+                let row = t.get(id.as_bytes().as_slice()).expect("get");
+                let Some(row) = row.map(|g| g.value().to_vec()) else {
+                    continue;
+                };
+                let mut rec = keys::AssertionRecord::decode(&row).expect("decode");
+                assert_eq!(rec.log_index, 1);
+                rec.log_index = 0;
+                t.insert(id.as_bytes().as_slice(), rec.encode().as_slice())
+                    .expect("insert");
+                moved += 1;
+            }
+            assert_eq!(moved, 1, "the row of {id} is in one run");
+            txn.commit().expect("commit");
+        }
+        let store = open(tmp.path(), StoreOptions::default());
+        match store.get(&id) {
+            Err(StoreError::Corrupt(why)) => assert!(why.contains("log index 0"), "{why}"),
+            other => panic!("a damaged assertions row was answered: {other:?}"),
+        }
+        assert!(store.get(&entry(1).id()).expect("the other").is_some());
+    }
+
+    /// A format-4 store (rows without the checksum) opens as it is, is marked 5, reads its
+    /// older rows and writes checksummed ones from then on.
+    #[test]
+    fn a_format_4_store_reads_its_unchecked_rows_and_checksums_new_ones() {
+        use redb::{ReadableDatabase as _, ReadableTable as _};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        {
+            let store = open(tmp.path(), StoreOptions::default());
+            submit(&store, vec![entry(1), entry(2)]);
+            store.close();
+        }
+        // As a format-4 server leaves it: 129-byte rows.
+        {
+            let db = redb::Database::open(Layout::new(tmp.path()).redb).expect("redb");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut t = txn.open_table(BY_SEQ).expect("by_seq");
+                for li in 0..2u64 {
+                    let row = t.get(li).expect("get").map(|g| g.value().to_vec());
+                    let row = row.expect("row");
+                    t.insert(li, &row[..129]).expect("insert");
+                }
+                let mut meta = txn.open_table(META).expect("meta");
+                meta.insert("format", 4u64.to_le_bytes().as_slice())
+                    .expect("format");
+            }
+            txn.commit().expect("commit");
+        }
+        let store = open(tmp.path(), StoreOptions::default());
+        assert_eq!(meta_of(&store, "format"), Some(FORMAT_VERSION));
+        let h = store
+            .history("t/s1", "p", None, None, 10, 100)
+            .expect("an older row");
+        assert_eq!(h.entries.len(), 1);
+        submit(&store, vec![entry(3)]);
+        store.close();
+        drop(store);
+        let db = redb::Database::open(Layout::new(tmp.path()).redb).expect("redb");
+        let r = db.begin_read().expect("read");
+        let t = r.open_table(BY_SEQ).expect("by_seq");
+        let len = |li: u64| t.get(li).expect("get").map(|g| g.value().len());
+        assert_eq!((len(0), len(2)), (Some(129), Some(keys::INDEX_VALUE_BYTES)));
+        drop((t, r, db));
+        assert!(verify::check_store(tmp.path(), None).ok());
+    }
+
     #[test]
     fn a_format_3_store_keeps_its_records_as_received_and_packs_what_comes_next() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -1316,6 +1417,56 @@ mod tests {
         let text = format!("{report:?}");
         assert!(
             text.contains("by_seq row 1 disagrees with its envelope: confidence 0.5"),
+            "{text}"
+        );
+    }
+
+    /// redb does not check its pages on read: a flipped byte in a `by_seq` row (here its
+    /// agent) must answer an error, not a wrong agent, both live and in `stemedb verify`.
+    #[test]
+    fn a_damaged_lens_row_answers_an_error_not_a_wrong_answer() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        {
+            let store = open(tmp.path(), StoreOptions::default());
+            submit(&store, vec![entry(1), entry(2)]);
+            store.close();
+        }
+        {
+            use redb::ReadableTable as _;
+            let db = redb::Database::open(Layout::new(tmp.path()).redb).expect("redb");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut t = txn.open_table(BY_SEQ).expect("by_seq");
+                let mut row = t
+                    .get(1)
+                    .expect("get")
+                    .map(|g| g.value().to_vec())
+                    .expect("row");
+                assert_eq!(row.len(), keys::INDEX_VALUE_BYTES);
+                row[40] ^= 0x5a;
+                t.insert(1, row.as_slice()).expect("insert");
+            }
+            txn.commit().expect("commit");
+        }
+        let store = open(tmp.path(), StoreOptions::default());
+        // entry(2) is log index 1: its group's history reads the row.
+        match store.history("t/s2", "p", None, None, 10, 100) {
+            Err(QueryError::Store(StoreError::Corrupt(why))) => {
+                assert!(why.contains("checksum mismatch"), "{why}");
+            }
+            other => panic!("a damaged row was read as {other:?}"),
+        }
+        let h = store
+            .history("t/s1", "p", None, None, 10, 100)
+            .expect("the other row");
+        assert_eq!(h.entries.len(), 1);
+        store.close();
+        drop(store);
+        let report = verify::check_store(tmp.path(), None);
+        assert!(!report.ok());
+        let text = format!("{report:?}");
+        assert!(
+            text.contains("by_seq row 1") && text.contains("checksum"),
             "{text}"
         );
     }

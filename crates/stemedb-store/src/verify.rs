@@ -264,7 +264,7 @@ fn check(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
             let get = |k: &str| meta_u64(&meta, k).ok().flatten();
             // Format 2 is format 3 with run 0 alone (`runs.rs`), format 3 is format 4 with
             // nothing packed.
-            if !matches!(get("format"), Some(2 | 3 | FORMAT_VERSION)) {
+            if !matches!(get("format"), Some(2..=4 | FORMAT_VERSION)) {
                 report.add(
                     REDB,
                     format!(
