@@ -1202,12 +1202,24 @@ mod tests {
 
     /// Changes `meta` of the closed store in `dir`.
     fn edit_meta(dir: &Path, f: impl FnOnce(&mut redb::Table<'_, &'static str, &'static [u8]>)) {
+        edit_redb(dir, |txn| f(&mut txn.open_table(META).expect("meta")));
+    }
+
+    /// A closed store holding entries 1 and 2 (log indexes 0 and 1).
+    fn closed_store_of_two() -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = open(tmp.path(), StoreOptions::default());
+        submit(&store, vec![entry(1), entry(2)]);
+        store.close();
+        tmp
+    }
+
+    /// Runs `f` in one committed write transaction on the closed store at `dir`, behind its
+    /// back (what damage or an older server would leave).
+    fn edit_redb(dir: &Path, f: impl FnOnce(&redb::WriteTransaction)) {
         let db = redb::Database::open(Layout::new(dir).redb).expect("redb");
         let txn = db.begin_write().expect("txn");
-        {
-            let mut meta = txn.open_table(META).expect("meta");
-            f(&mut meta);
-        }
+        f(&txn);
         txn.commit().expect("commit");
     }
 
@@ -1225,12 +1237,7 @@ mod tests {
     #[test]
     fn a_damaged_assertions_row_is_caught_by_its_lens_row() {
         use redb::{ReadableDatabase as _, ReadableTable as _};
-        let tmp = tempfile::tempdir().expect("tempdir");
-        {
-            let store = open(tmp.path(), StoreOptions::default());
-            submit(&store, vec![entry(1), entry(2)]);
-            store.close();
-        }
+        let tmp = closed_store_of_two();
         let id = entry(2).id();
         {
             let db = redb::Database::open(Layout::new(tmp.path()).redb).expect("redb");
@@ -1268,29 +1275,19 @@ mod tests {
     #[test]
     fn a_format_4_store_reads_its_unchecked_rows_and_checksums_new_ones() {
         use redb::{ReadableDatabase as _, ReadableTable as _};
-        let tmp = tempfile::tempdir().expect("tempdir");
-        {
-            let store = open(tmp.path(), StoreOptions::default());
-            submit(&store, vec![entry(1), entry(2)]);
-            store.close();
-        }
+        let tmp = closed_store_of_two();
         // As a format-4 server leaves it: 129-byte rows.
-        {
-            let db = redb::Database::open(Layout::new(tmp.path()).redb).expect("redb");
-            let txn = db.begin_write().expect("txn");
-            {
-                let mut t = txn.open_table(BY_SEQ).expect("by_seq");
-                for li in 0..2u64 {
-                    let row = t.get(li).expect("get").map(|g| g.value().to_vec());
-                    let row = row.expect("row");
-                    t.insert(li, &row[..129]).expect("insert");
-                }
-                let mut meta = txn.open_table(META).expect("meta");
-                meta.insert("format", 4u64.to_le_bytes().as_slice())
-                    .expect("format");
+        edit_redb(tmp.path(), |txn| {
+            let mut t = txn.open_table(BY_SEQ).expect("by_seq");
+            for li in 0..2u64 {
+                let row = t.get(li).expect("get").map(|g| g.value().to_vec());
+                let row = row.expect("row");
+                t.insert(li, &row[..129]).expect("insert");
             }
-            txn.commit().expect("commit");
-        }
+            let mut meta = txn.open_table(META).expect("meta");
+            meta.insert("format", 4u64.to_le_bytes().as_slice())
+                .expect("format");
+        });
         let store = open(tmp.path(), StoreOptions::default());
         assert_eq!(meta_of(&store, "format"), Some(FORMAT_VERSION));
         let h = store
@@ -1387,31 +1384,21 @@ mod tests {
 
     #[test]
     fn verify_finds_a_lens_row_that_disagrees_with_its_envelope() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        {
-            let store = open(tmp.path(), StoreOptions::default());
-            submit(&store, vec![entry(1), entry(2)]);
-            store.close();
-        }
+        let tmp = closed_store_of_two();
         assert!(verify::check_store(tmp.path(), None).ok());
         // Raise one row's confidence behind the store's back: a lens would rank it wrongly.
-        {
-            use redb::ReadableTable as _;
-            let db = redb::Database::open(Layout::new(tmp.path()).redb).expect("redb");
-            let txn = db.begin_write().expect("txn");
-            {
-                let mut t = txn.open_table(BY_SEQ).expect("by_seq");
-                let row = t
-                    .get(1)
-                    .expect("get")
-                    .map(|g| g.value().to_vec())
-                    .expect("row");
-                let mut v = keys::IndexValue::decode(&row).expect("decode");
-                v.confidence = 0.5;
-                t.insert(1, v.encode().as_slice()).expect("insert");
-            }
-            txn.commit().expect("commit");
-        }
+        use redb::ReadableTable as _;
+        edit_redb(tmp.path(), |txn| {
+            let mut t = txn.open_table(BY_SEQ).expect("by_seq");
+            let row = t
+                .get(1)
+                .expect("get")
+                .map(|g| g.value().to_vec())
+                .expect("row");
+            let mut v = keys::IndexValue::decode(&row).expect("decode");
+            v.confidence = 0.5;
+            t.insert(1, v.encode().as_slice()).expect("insert");
+        });
         let report = verify::check_store(tmp.path(), None);
         assert!(!report.ok());
         let text = format!("{report:?}");
@@ -1425,29 +1412,19 @@ mod tests {
     /// agent) must answer an error, not a wrong agent, both live and in `stemedb verify`.
     #[test]
     fn a_damaged_lens_row_answers_an_error_not_a_wrong_answer() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        {
-            let store = open(tmp.path(), StoreOptions::default());
-            submit(&store, vec![entry(1), entry(2)]);
-            store.close();
-        }
-        {
-            use redb::ReadableTable as _;
-            let db = redb::Database::open(Layout::new(tmp.path()).redb).expect("redb");
-            let txn = db.begin_write().expect("txn");
-            {
-                let mut t = txn.open_table(BY_SEQ).expect("by_seq");
-                let mut row = t
-                    .get(1)
-                    .expect("get")
-                    .map(|g| g.value().to_vec())
-                    .expect("row");
-                assert_eq!(row.len(), keys::INDEX_VALUE_BYTES);
-                row[40] ^= 0x5a;
-                t.insert(1, row.as_slice()).expect("insert");
-            }
-            txn.commit().expect("commit");
-        }
+        let tmp = closed_store_of_two();
+        use redb::ReadableTable as _;
+        edit_redb(tmp.path(), |txn| {
+            let mut t = txn.open_table(BY_SEQ).expect("by_seq");
+            let mut row = t
+                .get(1)
+                .expect("get")
+                .map(|g| g.value().to_vec())
+                .expect("row");
+            assert_eq!(row.len(), keys::INDEX_VALUE_BYTES);
+            row[40] ^= 0x5a;
+            t.insert(1, row.as_slice()).expect("insert");
+        });
         let store = open(tmp.path(), StoreOptions::default());
         // entry(2) is log index 1: its group's history reads the row.
         match store.history("t/s2", "p", None, None, 10, 100) {
