@@ -24,9 +24,9 @@
 //! a query "as of tree size N" skip rows with log index ≥ N without a lookup.
 //!
 //! Index rows have no value. What a lens needs to pick and rank the live assertions of a group
-//! is an [`IndexValue`] (133 bytes, checksummed), stored once per assertion in `by_seq` under its log index,
-//! so a query ranks a group with one `by_seq` lookup per row and reads only the winner's
-//! envelope from the value log.
+//! is an [`IndexValue`] (133 bytes, checksummed), stored once per assertion in `by_seq` under
+//! its log index, so a query ranks a group with one `by_seq` lookup per row and reads only the
+//! winner's envelope from the value log.
 
 use stemedb_core::AssertionId;
 
@@ -411,24 +411,29 @@ impl IndexValue {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_flipped_byte_of_a_lens_row_is_caught_and_older_rows_still_read() {
-        let v = IndexValue {
+    /// A row with every field set, validity recorded.
+    fn sample_row() -> IndexValue {
+        IndexValue {
             id: AssertionId::from_bytes([7; 32]),
             agent: [9; 32],
-            confidence: 0.75,
-            retract: false,
+            confidence: 0.25,
+            retract: true,
             pointer: Pointer {
-                segment: 1,
-                offset: 4096,
-                len: 480,
+                segment: 3,
+                offset: 1 << 40,
+                len: 999,
             },
-            value: [3; 16],
-            superseded_at: NOT_SUPERSEDED,
-            valid_from: Some(5),
+            value: [5; 16],
+            superseded_at: 12,
+            valid_from: Some(-3),
             valid_until: None,
             validity_known: true,
-        };
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_of_a_lens_row_is_caught_and_older_rows_still_read() {
+        let v = sample_row();
         let row = v.encode();
         assert_eq!(IndexValue::decode(&row).expect("decode"), v);
         for i in 0..row.len() {
@@ -528,22 +533,7 @@ mod tests {
 
     #[test]
     fn index_value_round_trips() {
-        let v = IndexValue {
-            id: AssertionId::from_bytes([7; 32]),
-            agent: [9; 32],
-            confidence: 0.25,
-            retract: true,
-            pointer: Pointer {
-                segment: 3,
-                offset: 1 << 40,
-                len: 999,
-            },
-            value: [5; 16],
-            superseded_at: 12,
-            valid_from: Some(-3),
-            valid_until: None,
-            validity_known: true,
-        };
+        let v = sample_row();
         assert_eq!(IndexValue::decode(&v.encode()).expect("decodes"), v);
         let closed = IndexValue {
             valid_from: None,
