@@ -948,7 +948,7 @@ fn stage_rows(
             },
         );
         for target in &r.fields.supersedes {
-            mem.put_supersedes(keys::supersedes_key(target.as_bytes(), r.log_index));
+            mem.put_supersedes(&keys::supersedes_key(target.as_bytes(), r.log_index));
             // Mark a stored target of the same agent: queries then need no supersedes lookup.
             let Some(target_rec) = stored.get(target)? else {
                 continue;

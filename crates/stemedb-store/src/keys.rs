@@ -42,6 +42,14 @@ pub const SUBJECT_END: u8 = 0x01;
 /// Bytes after the group key: `ts` and log index.
 pub const KEY_SUFFIX_BYTES: usize = 16;
 
+/// Key bytes held inline by an [`IndexKeyBuf`]: an `agent.idx` key of a five-segment subject
+/// and a short predicate fits (32 + 34 + 1 + 8 + 1 + 16 = 92 bytes), so the memtable's skip
+/// lists compare keys without a second cache miss and store them without an allocation each.
+pub const INLINE_KEY_BYTES: usize = 96;
+
+/// An index key as the memtable holds it: inline up to [`INLINE_KEY_BYTES`], on the heap past.
+pub type IndexKeyBuf = smallvec::SmallVec<[u8; INLINE_KEY_BYTES]>;
+
 /// Which index a scan reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexKind {
@@ -67,21 +75,45 @@ impl IndexKind {
     }
 }
 
-fn push_segments<'a>(out: &mut Vec<u8>, segments: impl Iterator<Item = &'a str>) {
-    for s in segments {
-        out.extend_from_slice(s.as_bytes());
-        out.push(SEGMENT_END);
+/// Where key bytes are written: a `Vec` (prefixes, redb keys) or an [`IndexKeyBuf`].
+trait KeyOut {
+    fn put(&mut self, bytes: &[u8]);
+    fn byte(&mut self, b: u8);
+}
+
+impl KeyOut for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    fn byte(&mut self, b: u8) {
+        self.push(b);
     }
 }
 
-fn push_suffix(out: &mut Vec<u8>, ts: i64, log_index: u64) {
-    out.extend_from_slice(&(ts as u64).to_be_bytes());
-    out.extend_from_slice(&log_index.to_be_bytes());
+impl KeyOut for IndexKeyBuf {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    fn byte(&mut self, b: u8) {
+        self.push(b);
+    }
+}
+
+fn push_segments<'a>(out: &mut impl KeyOut, segments: impl Iterator<Item = &'a str>) {
+    for s in segments {
+        out.put(s.as_bytes());
+        out.byte(SEGMENT_END);
+    }
+}
+
+fn push_suffix(out: &mut impl KeyOut, ts: i64, log_index: u64) {
+    out.put(&(ts as u64).to_be_bytes());
+    out.put(&log_index.to_be_bytes());
 }
 
 /// Key of an assertion with fields `st` (at `log_index`) in index `kind`.
-pub fn index_key(kind: IndexKind, st: &Fields, log_index: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(st.subject.len() + st.predicate.len() + 56);
+pub fn index_key(kind: IndexKind, st: &Fields, log_index: u64) -> IndexKeyBuf {
+    let mut k = IndexKeyBuf::new();
     match kind {
         IndexKind::Subject | IndexKind::ReversedSubject | IndexKind::Agent => {
             if kind == IndexKind::Agent {
