@@ -545,11 +545,20 @@ fn main() -> anyhow::Result<()> {
             let workers: Vec<_> = (0..threads)
                 .map(|t| {
                     let envs = envs.clone();
+                    // As the server verifies a batch: decode and check each envelope, then
+                    // `verify_batch` per 64 (one field inversion for each 64).
                     std::thread::spawn(move || -> anyhow::Result<usize> {
                         let mut ok = 0;
-                        for e in envs.iter().skip(t * per).take(per) {
-                            stemedb_core::check(e)?;
-                            ok += 1;
+                        let mine: Vec<&Vec<u8>> = envs.iter().skip(t * per).take(per).collect();
+                        for chunk in mine.chunks(64) {
+                            let prepared = chunk
+                                .iter()
+                                .map(|e| stemedb_core::Prepared::from_bytes(e))
+                                .collect::<Result<Vec<_>, _>>()?;
+                            for r in stemedb_core::verify_batch(prepared) {
+                                r?;
+                                ok += 1;
+                            }
                         }
                         Ok(ok)
                     })

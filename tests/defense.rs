@@ -551,6 +551,81 @@ fn a_flood_opens_only_that_agents_breaker_which_closes_after_the_cool_down() {
     assert_eq!(metric(&metrics, "stemedb_breakers_open"), Some(0.0));
 }
 
+/// One batch whose envelopes are verified in chunks (`verify_batch`, decision 0001 addendum):
+/// the breaker still decides in order, so once an unknown agent's 20th refused write opens it,
+/// its later envelopes in the same batch (the same chunk included) are refused with
+/// `breaker_open` before their signatures count, and a registered agent's envelopes between
+/// them are stored. (A quarantined write counts against its agent when the batch's holds are
+/// stored, at the end of the batch, so refusals are what open a breaker mid-batch.)
+#[test]
+fn refusals_inside_one_batch_open_the_breaker_for_the_rest_of_that_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = serve(
+        &dir,
+        &[
+            "--agent-policy",
+            "reject-unknown",
+            "--breaker-threshold",
+            "20",
+            "--breaker-cooldown-ms",
+            "60000",
+        ],
+        true,
+    );
+    let url = server.url();
+    let put = admin(
+        &url,
+        reqwest::Method::PUT,
+        &format!("/agents/{}", agent_hex(2)),
+        Some(json!({"name": "known", "trust": 0.5})),
+    );
+    assert_eq!(put.status, 201, "{:?}", put.body);
+    let envs: Vec<(u8, Vec<u8>)> = (0..100)
+        .map(|i| {
+            let agent = if i % 4 == 3 { 2 } else { 1 };
+            (
+                agent,
+                envelope(agent, json!({"subject": format!("fleet/b{i}")})).1,
+            )
+        })
+        .collect();
+    let mut body = b"{\"assertions\":[".to_vec();
+    for (i, (_, e)) in envs.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(e);
+    }
+    body.extend_from_slice(b"]}");
+    let r = http(
+        reqwest::Method::POST,
+        &format!("{url}/v1/assert"),
+        None,
+        Some(body),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let results = r.body["results"].as_array().expect("results");
+    assert_eq!(results.len(), envs.len());
+    let mut refused = 0;
+    for ((agent, _), item) in envs.iter().zip(results) {
+        if *agent == 2 {
+            assert_eq!(item["status"], "created", "agent 2 is unaffected: {item}");
+            continue;
+        }
+        refused += 1;
+        let want = if refused <= 20 {
+            "unknown_agent"
+        } else {
+            "breaker_open"
+        };
+        assert_eq!(
+            item["error"]["code"], want,
+            "agent 1's write {refused}: {item}"
+        );
+    }
+    assert_eq!(refused, 75);
+}
+
 #[test]
 fn the_admin_cli_reviews_quarantine_and_manages_agents() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -24,7 +24,9 @@ pub use statement::{
     MAX_SUBJECT_SEGMENTS, MAX_SUPERSEDES, STATEMENT_VERSION, Statement, parse_agent,
     validate_predicate, validate_subject,
 };
-pub use verify::{Prepared, Verified, check, compare_strict_paths, sign, verify_batch};
+pub use verify::{
+    Prepared, Verified, batch_strict_verdicts, check, compare_strict_paths, sign, verify_batch,
+};
 
 /// Parses statement JSON that may leave out `agent` and `ts`, fills them in, and returns the
 /// bytes to sign. Used by `stemedb sign` and clients; the result still has to pass every rule.

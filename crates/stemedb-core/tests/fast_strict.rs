@@ -9,7 +9,7 @@ use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
 use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::scalar::Scalar;
 use sha2::{Digest, Sha512};
-use stemedb_core::compare_strict_paths;
+use stemedb_core::{batch_strict_verdicts, compare_strict_paths};
 
 struct Lcg(u64);
 impl Lcg {
@@ -52,20 +52,36 @@ fn sign_raw(
     sig
 }
 
-fn check(agent: &[u8; 32], msg: &[u8], sig: &[u8; 64], what: &str, counts: &mut (u32, u32)) {
+/// Every case checked, with `verify_strict`'s verdict, for the batched path at the end.
+type Cases = Vec<(([u8; 32], Vec<u8>, [u8; 64]), bool, String)>;
+
+struct Counts {
+    accepted: u32,
+    refused: u32,
+    cases: Cases,
+}
+
+fn check(agent: &[u8; 32], msg: &[u8], sig: &[u8; 64], what: &str, counts: &mut Counts) {
     let (fast, dalek) = compare_strict_paths(agent, msg, sig);
     assert_eq!(fast, dalek, "{what}: fast {fast}, verify_strict {dalek}");
     if dalek {
-        counts.0 += 1;
+        counts.accepted += 1;
     } else {
-        counts.1 += 1;
+        counts.refused += 1;
     }
+    counts
+        .cases
+        .push(((*agent, msg.to_vec(), *sig), dalek, what.to_string()));
 }
 
 #[test]
 fn the_fast_strict_equation_agrees_with_verify_strict_on_every_edge_case() {
     let mut rng = Lcg(2026);
-    let mut counts = (0u32, 0u32);
+    let mut counts = Counts {
+        accepted: 0,
+        refused: 0,
+        cases: Vec::new(),
+    };
     let l_bytes: [u8; 32] = {
         // L = 2^252 + 27742317777372353535851937790883648493, little-endian.
         let mut b = [0u8; 32];
@@ -151,10 +167,33 @@ fn the_fast_strict_equation_agrees_with_verify_strict_on_every_edge_case() {
             check(&mixed_agent, &msg, &sig, "mixed-order key", &mut counts);
         }
     }
-    assert!(counts.0 >= 200, "valid signatures were checked: {counts:?}");
-    assert!(counts.1 > 4000, "invalid ones too: {counts:?}");
+    let (accepted, refused) = (counts.accepted, counts.refused);
+    assert!(accepted >= 200, "valid signatures were checked: {accepted}");
+    assert!(refused > 4000, "invalid ones too: {refused}");
     eprintln!(
-        "fast strict equation: {} accepted and {} refused, exactly as verify_strict",
-        counts.0, counts.1
+        "fast strict equation: {accepted} accepted and {refused} refused, exactly as verify_strict"
     );
+    // The batched path (one field inversion for many points, as `verify_batch` runs it) gives
+    // each item the verdict it has alone: in one batch of every case, valid and invalid mixed,
+    // and in batches of 1, 2 and 63 (each batch also starts at another case).
+    let items: Vec<_> = counts
+        .cases
+        .iter()
+        .map(|(item, _, _)| item.clone())
+        .collect();
+    for size in [items.len(), 1, 2, 63] {
+        for (n, chunk) in items.chunks(size).enumerate() {
+            let got = batch_strict_verdicts(chunk);
+            assert_eq!(got.len(), chunk.len());
+            for (i, verdict) in got.into_iter().enumerate() {
+                let (_, want, what) = &counts.cases[n * size + i];
+                assert_eq!(
+                    verdict,
+                    *want,
+                    "batch of {size}, case {}: {what}",
+                    n * size + i
+                );
+            }
+        }
+    }
 }

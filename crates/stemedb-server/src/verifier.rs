@@ -12,7 +12,10 @@ use std::sync::{OnceLock, Weak};
 
 use axum::body::Bytes;
 
-use crate::ingest::{Screened, screen, submit_screened};
+use crate::ingest::{
+    AssertRequest, Screened, Slot, chunk_len, parse, prepare, screen, screen_parsed,
+    submit_screened,
+};
 use crate::problem::Problem;
 use crate::state::{AppState, Inner};
 
@@ -123,11 +126,32 @@ fn run(state: &Weak<Inner>, rx: &Receiver<Pending>) {
 /// Screens each request, then submits every accepted entry as one submission and splits the
 /// outcomes back to the requests in order.
 fn screen_and_submit_together(st: &AppState, batch: Vec<Pending>) {
+    // The single-envelope requests' signatures are verified together, in chunks of up to 64
+    // (one field inversion for each); every request is then screened in arrival order.
+    let parsed: Vec<Result<AssertRequest, Problem>> =
+        batch.iter().map(|p| parse(st, &p.body)).collect();
+    let singles: Vec<usize> = (0..batch.len())
+        .filter(|&i| matches!(parsed[i], Ok(AssertRequest::Single)))
+        .collect();
+    let mut prepared: Vec<Option<Slot>> = (0..batch.len()).map(|_| None).collect();
+    let mut rest = singles.as_slice();
+    while !rest.is_empty() {
+        let len = chunk_len(rest.iter().map(|&i| batch[i].body.len()));
+        let (chunk, after) = rest.split_at(len.min(rest.len()));
+        rest = after;
+        let envelopes: Vec<_> = chunk
+            .iter()
+            .map(|&i| (&batch[i].body, 0..batch[i].body.len()))
+            .collect();
+        for (&i, slot) in chunk.iter().zip(prepare(st, &envelopes)) {
+            prepared[i] = Some(slot);
+        }
+    }
     let mut entries = Vec::new();
     // Requests with entries to log, with how many, in submission order.
     let mut waiting = Vec::new();
-    for p in batch {
-        match screen(st, &p.body) {
+    for ((p, request), slot) in batch.into_iter().zip(parsed).zip(prepared) {
+        match request.and_then(|r| screen_parsed(st, &p.body, r, slot)) {
             Ok(mut s) => {
                 let mine = s.take_entries();
                 if mine.is_empty() {
