@@ -1,7 +1,9 @@
 //! The verifier stage for small write requests (issue 17): one thread takes every single-envelope
-//! request that is waiting, screens each (parse, decode, strict verify, content defense), and
-//! submits everything they accept to the store as one submission, so a burst of single POSTs
-//! costs one thread wake-up in and one commit-queue hand-off, not one per request.
+//! request that is waiting, verifies their signatures together a chunk at a time (one field
+//! inversion for each chunk, `verify_batch`), screens each (parse, decode, strict verify,
+//! content defense), and submits everything they accept to the store as one submission, so a
+//! burst of single POSTs costs one thread wake-up in and one commit-queue hand-off, not one per
+//! request.
 //!
 //! The router owns the stage; its thread starts on the first write, holds only a weak reference
 //! to the server's state, and stops when the router (and with it the channel) is dropped.
@@ -126,44 +128,48 @@ fn run(state: &Weak<Inner>, rx: &Receiver<Pending>) {
 /// Screens each request, then submits every accepted entry as one submission and splits the
 /// outcomes back to the requests in order.
 fn screen_and_submit_together(st: &AppState, batch: Vec<Pending>) {
-    // The single-envelope requests' signatures are verified together, in chunks of up to 64
-    // (one field inversion for each); every request is then screened in arrival order.
+    let (bodies, replies): (Vec<Bytes>, Vec<_>) =
+        batch.into_iter().map(|p| (p.body, p.reply)).unzip();
     let parsed: Vec<Result<AssertRequest, Problem>> =
-        batch.iter().map(|p| parse(st, &p.body)).collect();
-    let singles: Vec<usize> = (0..batch.len())
+        bodies.iter().map(|body| parse(st, body)).collect();
+    // The single-envelope requests' signatures are verified together, a chunk (up to 64
+    // envelopes, 64 KiB) at a time, when the first of the chunk comes up: so at most one
+    // chunk's decoded statements are alive at once. Every request is screened in arrival order.
+    let singles: Vec<usize> = (0..bodies.len())
         .filter(|&i| matches!(parsed[i], Ok(AssertRequest::Single)))
         .collect();
-    let mut prepared: Vec<Option<Slot>> = (0..batch.len()).map(|_| None).collect();
-    let mut rest = singles.as_slice();
-    while !rest.is_empty() {
-        let len = chunk_len(rest.iter().map(|&i| batch[i].body.len()));
-        let (chunk, after) = rest.split_at(len.min(rest.len()));
-        rest = after;
-        let envelopes: Vec<_> = chunk
-            .iter()
-            .map(|&i| (&batch[i].body, 0..batch[i].body.len()))
-            .collect();
-        for (&i, slot) in chunk.iter().zip(prepare(st, &envelopes)) {
-            prepared[i] = Some(slot);
-        }
-    }
+    let mut next_single = 0;
+    let mut prepared: Vec<Option<Slot>> = (0..bodies.len()).map(|_| None).collect();
     let mut entries = Vec::new();
     // Requests with entries to log, with how many, in submission order.
     let mut waiting = Vec::new();
-    for ((p, request), slot) in batch.into_iter().zip(parsed).zip(prepared) {
-        match request.and_then(|r| screen_parsed(st, &p.body, r, slot)) {
+    for (i, (reply, request)) in replies.into_iter().zip(parsed).enumerate() {
+        if singles.get(next_single) == Some(&i) {
+            let rest = &singles[next_single..];
+            let chunk = &rest[..chunk_len(rest.iter().map(|&j| bodies[j].len())).min(rest.len())];
+            let envelopes: Vec<_> = chunk
+                .iter()
+                .map(|&j| (&bodies[j], 0..bodies[j].len()))
+                .collect();
+            for (&j, slot) in chunk.iter().zip(prepare(st, &envelopes)) {
+                prepared[j] = Some(slot);
+            }
+            next_single += chunk.len();
+        }
+        let slot = prepared[i].take();
+        match request.and_then(|r| screen_parsed(st, &bodies[i], r, slot)) {
             Ok(mut s) => {
                 let mine = s.take_entries();
                 if mine.is_empty() {
                     // Refused, quarantined or a duplicate: its answer is known now.
-                    let _ = p.reply.send(Ok(s));
+                    let _ = reply.send(Ok(s));
                     continue;
                 }
-                waiting.push((p.reply, s, mine.len()));
+                waiting.push((reply, s, mine.len()));
                 entries.extend(mine);
             }
             Err(problem) => {
-                let _ = p.reply.send(Err(problem));
+                let _ = reply.send(Err(problem));
             }
         }
     }
