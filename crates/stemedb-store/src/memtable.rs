@@ -127,9 +127,18 @@ pub(crate) fn filter_probes(words: usize, id: &[u8; 32]) -> [(usize, u64); 3] {
 /// for one probe.
 struct IdRows(RwLock<HashMap<[u8; 32], [u8; 32]>>);
 
+/// Rows an [`IdRows`] map has room for before it first grows (about 1 MiB).
+const ID_ROWS_PRESIZED: usize = 16_384;
+
 impl IdRows {
+    /// A map sized for `rows`, but for at most [`ID_ROWS_PRESIZED`] to begin with: hashing
+    /// spreads even a few rows over every page of the table, so a memtable frozen by age with
+    /// few rows would otherwise hold the whole table resident; past it the map doubles (each
+    /// row is copied about once in all).
     fn with_capacity(rows: usize) -> IdRows {
-        IdRows(RwLock::new(HashMap::with_capacity(rows)))
+        IdRows(RwLock::new(HashMap::with_capacity(
+            rows.min(ID_ROWS_PRESIZED),
+        )))
     }
 
     // An insert cannot panic half-way (a failed allocation aborts the process), so a poisoned
