@@ -553,9 +553,9 @@ fn a_flood_opens_only_that_agents_breaker_which_closes_after_the_cool_down() {
 
 /// One batch whose envelopes are verified in chunks (`verify_batch`, decision 0001 addendum):
 /// the breaker still decides in order, so once an unknown agent's 20th refused write opens it,
-/// its later envelopes in the same batch (the same chunk included) are refused with
-/// `breaker_open` before their signatures count, and a registered agent's envelopes between
-/// them are stored. (A quarantined write counts against its agent when the batch's holds are
+/// its later envelopes in the same batch (the same chunk included, whose signatures were
+/// checked already) are refused with `breaker_open`, and a registered agent's envelopes
+/// between them are stored. (A quarantined write counts against its agent when the batch's holds are
 /// stored, at the end of the batch, so refusals are what open a breaker mid-batch.)
 #[test]
 fn refusals_inside_one_batch_open_the_breaker_for_the_rest_of_that_batch() {

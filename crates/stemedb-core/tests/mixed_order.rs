@@ -78,3 +78,64 @@ fn mixed_order_r_is_rejected_alone_and_in_every_batch() {
         );
     }
 }
+
+/// `verify_batch` itself on real envelopes (the points of a batch are compressed together):
+/// 64 envelopes of one agent, a quarter valid and the rest damaged four ways (one flipped bit
+/// of `S`, another statement's signature, a mixed-order `R`, a small-order `R`), each result
+/// equal to what `Prepared::verify` gives that envelope alone, in order, in one batch and in
+/// batches of 5.
+#[test]
+fn verify_batch_gives_each_envelope_its_own_verdict() {
+    let seed = [9u8; 32];
+    let key = signing_key_from_seed(&seed);
+    let agent = hex::encode(key.verifying_key().as_bytes());
+    let signed: Vec<[u8; 64]> = (0..64u64)
+        .map(|n| {
+            let v = stemedb_core::sign(&key, statement(&agent, n)).expect("valid");
+            *v.envelope().sig()
+        })
+        .collect();
+    let prepared: Vec<Prepared> = (0..64u64)
+        .filter_map(|n| {
+            let payload = statement(&agent, n);
+            let mut sig = signed[n as usize];
+            match n % 4 {
+                1 => sig[40] ^= 0x01,
+                2 => sig = signed[(n as usize + 1) % 64],
+                3 if n % 8 == 7 => {
+                    // An `R` of small order: refused before its point is recomputed, so the
+                    // batch's compressed points skip it.
+                    sig[..32]
+                        .copy_from_slice(EIGHT_TORSION[(n as usize / 8) % 8].compress().as_bytes());
+                }
+                3 => {
+                    let msg = pae(PAYLOAD_TYPE, &payload);
+                    sig = sign_with_torsion_r(&seed, &msg, n, 1 + (n as usize % 7));
+                }
+                _ => {}
+            }
+            let env = Envelope::new(payload, Some(agent.clone()), sig).expect("small");
+            Prepared::new(env).ok()
+        })
+        .collect();
+    assert!(prepared.len() >= 48, "most envelopes reach the equation");
+    let alone: Vec<bool> = prepared
+        .iter()
+        .map(|p| p.clone().verify().is_ok())
+        .collect();
+    assert_eq!(
+        alone.iter().filter(|ok| **ok).count(),
+        16,
+        "the valid quarter"
+    );
+    let whole: Vec<bool> = verify_batch(prepared.clone())
+        .iter()
+        .map(Result::is_ok)
+        .collect();
+    assert_eq!(whole, alone, "one batch of {}", prepared.len());
+    let mut fives = Vec::new();
+    for chunk in prepared.chunks(5) {
+        fives.extend(verify_batch(chunk.to_vec()).iter().map(Result::is_ok));
+    }
+    assert_eq!(fives, alone, "batches of 5");
+}

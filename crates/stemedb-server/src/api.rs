@@ -64,8 +64,9 @@ pub(crate) async fn assert(
     Ok(Json(json!({ "results": items })).into_response())
 }
 
-/// Parses the body once, then decodes, checks and verifies every envelope one at a time off the
-/// async threads (so at most one statement's value tree is alive per thread), screens each
+/// Parses the body once, then decodes, checks and verifies its envelopes a chunk at a time off
+/// the async threads (so at most one chunk's statement value trees are alive per thread; a
+/// chunk is ≤ 64 envelopes and ≤ 64 KiB, or one larger envelope), screens each
 /// against the content-defense policy, quarantines what trips a rule (durably), submits the
 /// rest and waits until they are durable. One result per input, in order; the flag says whether
 /// the body was a single envelope.

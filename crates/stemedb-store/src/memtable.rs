@@ -65,9 +65,9 @@ const ID_FILTER_MAX_WORDS: usize = 1 << 18;
 
 /// A negative filter (a Bloom filter) over the assertion ids of one memtable: a clear bit
 /// proves the id is not there, so a lookup of a new id (every dedupe of an accepted write)
-/// almost always skips the skip list. An id is a BLAKE3 hash, so its own bytes are the probes;
-/// an id ground to collide, or a memtable grown past its size (a replayed tail), only costs the
-/// skip-list lookup the filter would have saved.
+/// almost always skips the memtable's `assertions` map. An id is a BLAKE3 hash, so its own
+/// bytes are the probes; an id ground to collide, or a memtable grown past its size (a
+/// replayed tail), only costs the map probe the filter would have saved.
 struct IdFilter {
     words: Box<[AtomicU64]>,
 }

@@ -68,13 +68,27 @@ fn lower_hex_32(text: &[u8]) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Where `needle` (non-empty) first occurs in `haystack`. A statement is short and names the key
-/// id's hex once, so candidates by first byte are few; `memmem::find` would build a two-way
-/// searcher for every record (about a third of `pack`'s time in a profile).
+/// Candidates by first byte tried before [`first_occurrence`] falls back to `memmem`.
+const FIRST_BYTE_TRIES: usize = 16;
+
+/// Where `needle` (non-empty) first occurs in `haystack`. An honest statement names the key id's
+/// hex once and has few other places that start like it, so the first candidates by first byte
+/// find it; `memmem::find` builds a two-way searcher for every call (about a third of `pack`'s
+/// time in a profile), so it is only the fallback, which keeps a statement made of that one
+/// byte (a hostile signer's) linear.
 fn first_occurrence(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let (&first, _) = needle.split_first()?;
-    memchr::memchr_iter(first, haystack)
-        .find(|&at| haystack.get(at..at + needle.len()) == Some(needle))
+    let mut tried = 0;
+    for at in memchr::memchr_iter(first, haystack) {
+        if haystack.get(at..at + needle.len()) == Some(needle) {
+            return Some(at);
+        }
+        tried += 1;
+        if tried == FIRST_BYTE_TRIES {
+            return memchr::memmem::find(&haystack[at + 1..], needle).map(|i| at + 1 + i);
+        }
+    }
+    None
 }
 
 /// Appends the packed form of `envelope` to `out` and returns true, or leaves `out` as it was
@@ -379,6 +393,16 @@ mod tests {
         assert_eq!(first_occurrence(b"xxa", b"ab"), None);
         assert_eq!(first_occurrence(b"", b"ab"), None);
         assert_eq!(first_occurrence(b"ab", b""), None);
+        // Past the first-byte tries the fallback still finds the first occurrence, and a
+        // haystack of the needle's first byte stays linear.
+        let mut hay = vec![b'a'; 100];
+        hay.extend_from_slice(b"abc");
+        assert_eq!(first_occurrence(&hay, b"abc"), Some(100));
+        let mut hay = b"xx".to_vec();
+        hay.extend(std::iter::repeat_n(b'a', 20).chain(*b"ab"));
+        assert_eq!(first_occurrence(&hay, b"aab"), Some(21));
+        assert_eq!(first_occurrence(&vec![b'a'; 1 << 16], &[b'a'; 63]), Some(0));
+        assert_eq!(first_occurrence(&vec![b'a'; 1 << 16], b"ab"), None);
     }
 
     #[test]
