@@ -1270,6 +1270,68 @@ mod tests {
         assert!(store.get(&entry(1).id()).expect("the other").is_some());
     }
 
+    /// A subject-index key whose log index was damaged so that it names another assertion: the
+    /// query that finds it answers an error, not the other assertion as this group's winner.
+    #[test]
+    fn a_damaged_index_key_is_caught_by_the_winners_statement() {
+        use redb::{ReadableDatabase as _, ReadableTable as _};
+        let tmp = closed_store_of_two();
+        {
+            let db = redb::Database::open(Layout::new(tmp.path()).redb).expect("redb");
+            let mut runs = runs::runs_of(&db.begin_read().expect("read")).expect("runs");
+            runs.push(0);
+            let txn = db.begin_write().expect("txn");
+            let mut moved = 0;
+            for run in runs {
+                let name = runs::table_name(runs::Part::of_kind(keys::IndexKind::Subject), run);
+                let mut t = txn.open_table(runs::keys_def(&name)).expect("subject.idx");
+                let keys: Vec<Vec<u8>> = t
+                    .iter()
+                    .expect("iter")
+                    .map(|r| r.expect("row").0.value().to_vec())
+                    .collect();
+                for key in keys {
+                    if keys::key_suffix(&key) != Some((1, 0)) {
+                        continue;
+                    }
+                    // `t/s1`'s row (ts 1, log index 0) now names log index 1 (`t/s2`).
+                    let mut damaged = key.clone();
+                    let n = damaged.len();
+                    damaged[n - 8..].copy_from_slice(&1u64.to_be_bytes());
+                    t.remove(key.as_slice()).expect("remove");
+                    t.insert(damaged.as_slice(), ()).expect("insert");
+                    moved += 1;
+                }
+            }
+            assert_eq!(moved, 1, "t/s1's key is in one run");
+            txn.commit().expect("commit");
+        }
+        let store = open(tmp.path(), StoreOptions::default());
+        let q = |subject: &str| Query {
+            subject: Some(subject.into()),
+            limit: DEFAULT_LIMIT,
+            ..Query::default()
+        };
+        match store.query(&q("t/s1"), &|_| 1.0) {
+            Err(QueryError::Store(StoreError::Corrupt(why))) => {
+                assert!(why.contains("t/s2"), "{why}")
+            }
+            other => panic!("a damaged index key was answered: {other:?}"),
+        }
+        let raw = Query {
+            lens: Lens::Raw,
+            ..q("t/s1")
+        };
+        assert!(matches!(
+            store.query(&raw, &|_| 1.0),
+            Err(QueryError::Store(StoreError::Corrupt(_)))
+        ));
+        let other = store
+            .query(&q("t/s2"), &|_| 1.0)
+            .expect("the undamaged group");
+        assert_eq!(other.results.len(), 1);
+    }
+
     /// A format-4 store (rows without the checksum) opens as it is, is marked 5, reads its
     /// older rows and writes checksummed ones from then on.
     #[test]

@@ -362,6 +362,10 @@ fn query_hash(q: &Query) -> [u8; 8] {
 /// The fields of a stored statement a result shows beyond its index row.
 #[derive(serde::Deserialize)]
 pub(crate) struct StoredObject {
+    /// What the signed statement names; a winner's must match the index key it was found by.
+    pub(crate) subject: String,
+    pub(crate) predicate: String,
+    pub(crate) ts: i64,
     pub(crate) object: Value,
     #[serde(default)]
     pub(crate) valid_from: Option<i64>,
@@ -668,9 +672,25 @@ impl Store {
         }
     }
 
-    /// The assertion behind an index row, with its object read from the value log.
-    fn winner(&self, ts: i64, li: u64, value: &IndexValue) -> Result<Winner, StoreError> {
+    /// The assertion behind an index row of group (`subject`, `predicate`), with its object
+    /// read from the value log. Its signed statement must name the same subject, predicate and
+    /// `ts` as the key that led to it: an index key is not checksummed (decision 0025), and a
+    /// damaged one (its log index above all) would otherwise answer with another assertion.
+    fn winner(
+        &self,
+        (subject, predicate): (&str, &str),
+        ts: i64,
+        li: u64,
+        value: &IndexValue,
+    ) -> Result<Winner, StoreError> {
         let o = self.load_object(value)?;
+        if o.subject != subject || o.predicate != predicate || o.ts != ts {
+            return Err(StoreError::Corrupt(format!(
+                "index key ({subject}, {predicate}, ts {ts}, log index {li}) leads to assertion {} \
+                 of ({}, {}, ts {})",
+                value.id, o.subject, o.predicate, o.ts
+            )));
+        }
         Ok(Winner {
             id: value.id,
             log_index: li,
@@ -692,10 +712,11 @@ impl Store {
         value: &IndexValue,
     ) -> Result<GroupResult, StoreError> {
         let (subject, predicate) = keys::decode_group(kind, group)?;
+        let winner = self.winner((&subject, &predicate), ts, li, value)?;
         Ok(GroupResult {
             subject,
             predicate,
-            winner: self.winner(ts, li, value)?,
+            winner,
             conflict: false,
             agreement: 1.0,
             alternatives: Vec::new(),
@@ -760,7 +781,7 @@ impl Store {
         let (ts, li, v) = live.get(res.winner).ok_or_else(|| {
             StoreError::Corrupt("lens chose a winner outside its candidates".into())
         })?;
-        let winner = self.winner(*ts, *li, v)?;
+        let winner = self.winner((&subject, &predicate), *ts, *li, v)?;
         Ok(Some(GroupResult {
             subject,
             predicate,
