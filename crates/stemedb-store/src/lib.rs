@@ -230,6 +230,10 @@ pub struct StoreOptions {
     /// The checkpoint signing key (PKCS#8 PEM). `None`: `server.key` in the data directory,
     /// created on first start.
     pub key_path: Option<PathBuf>,
+    /// Rows of one (subject, predicate) group a query reads before it looks up each agent's
+    /// newest row in `agent.idx` instead of reading the rest (`usize::MAX`: never). Tests
+    /// lower it to compare both ways on small groups.
+    pub large_group_rows: usize,
 }
 
 impl Default for StoreOptions {
@@ -254,6 +258,7 @@ impl Default for StoreOptions {
             panic_merger_at: None,
             slow_merger_ms: None,
             key_path: None,
+            large_group_rows: query::LARGE_GROUP_ROWS,
         }
     }
 }
@@ -387,6 +392,8 @@ pub(crate) struct Shared {
     /// Signalled after each merge (the commit thread waits on it under backpressure).
     pub merge_lock: Mutex<()>,
     pub merged: Condvar,
+    /// `StoreOptions::large_group_rows`.
+    pub large_group_rows: usize,
 }
 
 impl Shared {

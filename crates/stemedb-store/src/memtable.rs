@@ -578,21 +578,51 @@ impl View {
         start: Bound<&[u8]>,
         end: Bound<&[u8]>,
     ) -> Result<Merged<'a>, StoreError> {
+        self.index_keys_in(tables, kind, start, end, false)
+    }
+
+    /// [`View::index_keys`], newest (greatest) key first.
+    pub(crate) fn index_keys_rev<'a>(
+        &'a self,
+        tables: &'a IndexTables,
+        kind: IndexKind,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+    ) -> Result<Merged<'a>, StoreError> {
+        self.index_keys_in(tables, kind, start, end, true)
+    }
+
+    fn index_keys_in<'a>(
+        &'a self,
+        tables: &'a IndexTables,
+        kind: IndexKind,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        descending: bool,
+    ) -> Result<Merged<'a>, StoreError> {
         let mut sources: Vec<Source<'a>> =
             Vec::with_capacity(self.version.mems.len() + tables.len());
         for table in tables {
             let range = table.range::<&[u8]>((start, end)).map_err(db_err)?;
-            sources.push(Box::new(
-                range.map(|r| r.map(|(k, _)| k.value().to_vec()).map_err(db_err)),
-            ));
+            let key = |r: Result<_, redb::StorageError>| {
+                r.map(|(k, _): (redb::AccessGuard<'_, &[u8]>, _)| k.value().to_vec())
+                    .map_err(db_err)
+            };
+            if descending {
+                sources.push(Box::new(range.rev().map(key)));
+            } else {
+                sources.push(Box::new(range.map(key)));
+            }
         }
         for m in &self.version.mems {
-            let it = m.idx[slot(kind)]
-                .range::<IndexKeyBuf, _>((owned(start), owned(end)))
-                .map(|entry| Ok(entry.key().to_vec()));
-            sources.push(Box::new(it));
+            let range = m.idx[slot(kind)].range::<IndexKeyBuf, _>((owned(start), owned(end)));
+            if descending {
+                sources.push(Box::new(range.rev().map(|entry| Ok(entry.key().to_vec()))));
+            } else {
+                sources.push(Box::new(range.map(|entry| Ok(entry.key().to_vec()))));
+            }
         }
-        Ok(Merged::new(sources))
+        Ok(Merged::new(sources, descending))
     }
 
     /// A reader of `supersedes` links for many lookups.
@@ -703,15 +733,18 @@ pub(crate) struct Merged<'a> {
     sources: Vec<Source<'a>>,
     heads: Vec<Option<Vec<u8>>>,
     started: bool,
+    // Sources and the union in descending key order.
+    descending: bool,
 }
 
 impl<'a> Merged<'a> {
-    fn new(sources: Vec<Source<'a>>) -> Merged<'a> {
+    fn new(sources: Vec<Source<'a>>, descending: bool) -> Merged<'a> {
         let n = sources.len();
         Merged {
             sources,
             heads: vec![None; n],
             started: false,
+            descending,
         }
     }
 }
@@ -730,7 +763,13 @@ impl Iterator for Merged<'_> {
                 }
             }
         }
-        let min = self.heads.iter().flatten().min()?.clone();
+        let heads = self.heads.iter().flatten();
+        let min = if self.descending {
+            heads.max()
+        } else {
+            heads.min()
+        }?
+        .clone();
         for i in 0..self.heads.len() {
             if self.heads[i].as_ref() == Some(&min) {
                 self.heads[i] = match self.sources[i].next() {
@@ -807,7 +846,9 @@ mod tests {
             .into_iter()
             .map(|s| Box::new(s.into_iter().map(|k| Ok(k.to_vec()))) as Source<'_>)
             .collect();
-        let got: Vec<Vec<u8>> = Merged::new(sources).map(|r| r.expect("ok")).collect();
+        let got: Vec<Vec<u8>> = Merged::new(sources, false)
+            .map(|r| r.expect("ok"))
+            .collect();
         let want: Vec<Vec<u8>> = ["a", "b", "c", "e", "f", "g"]
             .iter()
             .map(|s| s.as_bytes().to_vec())

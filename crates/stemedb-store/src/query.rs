@@ -29,6 +29,7 @@ use stemedb_core::AssertionId;
 
 use crate::keys::{self, IndexKind, IndexValue};
 use crate::lens::{self, Candidate, Resolver};
+use crate::memtable::View;
 use crate::{AGENT_IDX, CONCEPT_PATH_IDX, PREDICATE_IDX, SUBJECT_IDX, Store, StoreError};
 
 /// Default results per page.
@@ -39,6 +40,14 @@ pub const MAX_LIMIT: usize = 1000;
 pub const DEFAULT_SCAN_BUDGET: usize = 10_000;
 /// How often (in rows) a long scan checks whether its request is gone.
 const CANCEL_CHECK_ROWS: usize = 512;
+/// Rows of one (subject, predicate) group a query reads before it looks up each agent's newest
+/// row instead of reading the rest ([`Store::newest_per_agent`]; `StoreOptions`).
+pub(crate) const LARGE_GROUP_ROWS: usize = 4_096;
+/// Distinct agents in the store past which a large group is read row by row after all.
+const LARGE_GROUP_MAX_AGENTS: usize = 256;
+/// Rows walked back from one agent's newest row of a large group before the group is read row
+/// by row after all (every one of them dropped out: as of an old tree size, say).
+const LARGE_GROUP_WALK: usize = 256;
 const CURSOR_VERSION: u8 = 1;
 
 /// How `subject` matches.
@@ -521,7 +530,19 @@ impl Store {
             Some(e) => Bound::Excluded(e.as_slice()),
             None => Bound::Unbounded,
         };
-        let range = view.index_keys(table, plan.kind, start, end)?;
+        let mut range = view.index_keys(table, plan.kind, start, end)?;
+        // A large group is resolved from each agent's newest row when the lens needs only
+        // those (not `raw`, not `include_superseded`) and the plan reads `subject.idx`.
+        let per_agent = q.lens != Lens::Raw
+            && !q.include_superseded
+            && q.agent.is_none()
+            && plan.kind == IndexKind::Subject;
+        // Index keys read so far (and a large group's lookups, counted as keys).
+        let mut read = 0usize;
+        // Keys read of the group being read, and where to resume once a large group was
+        // resolved per agent (past its remaining rows).
+        let mut group_rows = 0usize;
+        let mut skip_past: Option<Vec<u8>> = None;
 
         let budget = q.scan_budget.unwrap_or(usize::MAX);
         let mut results: Vec<GroupResult> = Vec::new();
@@ -535,7 +556,16 @@ impl Store {
         let mut first_group = true;
         let mut group_predicate_ok = true;
         let mut rows: Vec<Row> = Vec::new();
-        for (examined, item) in range.enumerate() {
+        loop {
+            if let Some(after) = skip_past.take() {
+                range =
+                    view.index_keys(table, plan.kind, Bound::Excluded(after.as_slice()), end)?;
+            }
+            let Some(item) = range.next() else {
+                break;
+            };
+            let examined = read;
+            read += 1;
             if max_rows.is_some_and(|m| examined >= m) {
                 return Ok(None);
             }
@@ -576,6 +606,7 @@ impl Store {
                 rows.clear();
                 group.clear();
                 group.extend_from_slice(g);
+                group_rows = 0;
                 group_predicate_ok = match &plan.filter_predicate {
                     Some(p) => keys::group_predicate(plan.kind, g) == Some(p.as_slice()),
                     None => true,
@@ -585,6 +616,17 @@ impl Store {
                 more = true;
                 rows.clear();
                 break;
+            }
+            group_rows += 1;
+            if per_agent && group_predicate_ok && group_rows == self.shared.large_group_rows {
+                let newest =
+                    self.newest_per_agent(&view, &group, q, tree_size, valid_at, &mut read)?;
+                if let Some(newest) = newest {
+                    // The group is decided: its rows are these, and the scan goes on after it.
+                    rows = newest;
+                    skip_past = Some(group_end(&group));
+                    continue;
+                }
             }
             if li >= tree_size || q.since.is_some_and(|s| ts < s) || q.until.is_some_and(|u| ts > u)
             {
@@ -636,6 +678,102 @@ impl Store {
             results,
             next_cursor,
         }))
+    }
+
+    /// Each agent's newest live row of `group` (a `subject.idx` group key), looked up in
+    /// `agent.idx`, whose keys are the agent and then the same group key, `ts` and log index:
+    /// a group that one agent has rewritten a million times costs a few seeks per agent of the
+    /// store instead of a million rows (decision 0017). The rows are exactly those the per-agent
+    /// pass of [`Store::resolve_group`] keeps: per agent, the newest row that passes the query's
+    /// filters (tree size, `since`, `until`, `valid_at`) and is not superseded, unless that row
+    /// is a retraction. `None` when this would not be cheaper: more than
+    /// [`LARGE_GROUP_MAX_AGENTS`] agents in the store, or an agent whose newest
+    /// [`LARGE_GROUP_WALK`] rows of the group all drop out; the caller then reads the group row
+    /// by row. `read` counts the keys it reads.
+    fn newest_per_agent(
+        &self,
+        view: &View,
+        group: &[u8],
+        q: &Query,
+        tree_size: u64,
+        valid_at: Option<i64>,
+        read: &mut usize,
+    ) -> Result<Option<Vec<Row>>, StoreError> {
+        let tables = view.index_tables(IndexKind::Agent)?;
+        let by_seq = view.by_seq()?;
+        let short = || StoreError::Corrupt("an agent index key is shorter than 32 bytes".into());
+        // The store's agents: one seek past the previous one's keys each.
+        let mut agents: Vec<[u8; 32]> = Vec::new();
+        let mut from: Option<Vec<u8>> = None;
+        loop {
+            let start = match &from {
+                Some(k) => Bound::Included(k.as_slice()),
+                None => Bound::Unbounded,
+            };
+            let mut keys = view.index_keys(tables, IndexKind::Agent, start, Bound::Unbounded)?;
+            let Some(key) = keys.next() else {
+                break;
+            };
+            let key = key?;
+            *read += 1;
+            let agent: [u8; 32] = key
+                .get(..32)
+                .and_then(|a| a.try_into().ok())
+                .ok_or_else(short)?;
+            if agents.len() == LARGE_GROUP_MAX_AGENTS {
+                return Ok(None);
+            }
+            agents.push(agent);
+            match prefix_end(&agent) {
+                Some(next) => from = Some(next),
+                None => break,
+            }
+        }
+        let mut rows = Vec::new();
+        for agent in agents {
+            let mut prefix = agent.to_vec();
+            prefix.extend_from_slice(group);
+            let end = prefix_end(&prefix);
+            let end = match &end {
+                Some(e) => Bound::Excluded(e.as_slice()),
+                None => Bound::Unbounded,
+            };
+            let newest_first = view.index_keys_rev(
+                tables,
+                IndexKind::Agent,
+                Bound::Included(prefix.as_slice()),
+                end,
+            )?;
+            for (walked, key) in newest_first.enumerate() {
+                if walked == LARGE_GROUP_WALK {
+                    return Ok(None);
+                }
+                let key = key?;
+                *read += 1;
+                let (ts, li) = keys::key_suffix(&key)
+                    .ok_or_else(|| StoreError::Corrupt("index key shorter than 16 bytes".into()))?;
+                if li >= tree_size
+                    || q.since.is_some_and(|s| ts < s)
+                    || q.until.is_some_and(|u| ts > u)
+                {
+                    continue;
+                }
+                let value = by_seq.row(li)?;
+                if let Some(t) = valid_at
+                    && !self.holds_at(&value, t)?
+                {
+                    continue;
+                }
+                if value.superseded_at < tree_size {
+                    continue;
+                }
+                if !value.retract {
+                    rows.push((ts, li, value));
+                }
+                break;
+            }
+        }
+        Ok(Some(rows))
     }
 
     /// The object and validity interval of a stored assertion. The envelope was fully checked
