@@ -532,11 +532,15 @@ impl Store {
         };
         let mut range = view.index_keys(table, plan.kind, start, end)?;
         // A large group is resolved from each agent's newest row when the lens needs only
-        // those (not `raw`, not `include_superseded`) and the plan reads `subject.idx`.
+        // those (not `raw`, not `include_superseded`) and the plan reads `subject.idx` (or
+        // `agent.idx`, whose groups are one agent's).
         let per_agent = q.lens != Lens::Raw
             && !q.include_superseded
-            && q.agent.is_none()
-            && plan.kind == IndexKind::Subject;
+            && match plan.kind {
+                IndexKind::Subject => q.agent.is_none(),
+                IndexKind::Agent => true,
+                IndexKind::ReversedSubject | IndexKind::Predicate => false,
+            };
         // Index keys read so far (and a large group's lookups, counted as keys).
         let mut read = 0usize;
         // Keys read of the group being read, and where to resume once a large group was
@@ -619,8 +623,9 @@ impl Store {
             }
             group_rows += 1;
             if per_agent && group_predicate_ok && group_rows == self.shared.large_group_rows {
-                let newest =
-                    self.newest_per_agent(&view, &group, q, tree_size, valid_at, &mut read)?;
+                let newest = self.newest_per_agent(
+                    &view, plan.kind, &group, q, tree_size, valid_at, &mut read,
+                )?;
                 if let Some(newest) = newest {
                     // The group is decided: its rows are these, and the scan goes on after it.
                     rows = newest;
@@ -680,8 +685,9 @@ impl Store {
         }))
     }
 
-    /// Each agent's newest live row of `group` (a `subject.idx` group key), looked up in
-    /// `agent.idx`, whose keys are the agent and then the same group key, `ts` and log index:
+    /// Each agent's newest live row of `group` (a `subject.idx` group key, or an `agent.idx` one,
+    /// which names its one agent), looked up in `agent.idx`, whose keys are the agent and then
+    /// the `subject.idx` group key, `ts` and log index:
     /// a group that one agent has rewritten a million times costs a few seeks per agent of the
     /// store instead of a million rows (decision 0017). The rows are exactly those the per-agent
     /// pass of [`Store::resolve_group`] keeps: per agent, the newest row that passes the query's
@@ -690,9 +696,11 @@ impl Store {
     /// [`LARGE_GROUP_MAX_AGENTS`] agents in the store, or an agent whose newest
     /// [`LARGE_GROUP_WALK`] rows of the group all drop out; the caller then reads the group row
     /// by row. `read` counts the keys it reads.
+    #[allow(clippy::too_many_arguments)]
     fn newest_per_agent(
         &self,
         view: &View,
+        kind: IndexKind,
         group: &[u8],
         q: &Query,
         tree_size: u64,
@@ -702,15 +710,26 @@ impl Store {
         let tables = view.index_tables(IndexKind::Agent)?;
         let by_seq = view.by_seq()?;
         let short = || StoreError::Corrupt("an agent index key is shorter than 32 bytes".into());
-        // The store's agents: one seek past the previous one's keys each.
         let mut agents: Vec<[u8; 32]> = Vec::new();
-        let mut from: Option<Vec<u8>> = None;
-        loop {
-            let start = match &from {
-                Some(k) => Bound::Included(k.as_slice()),
-                None => Bound::Unbounded,
-            };
-            let mut keys = view.index_keys(tables, IndexKind::Agent, start, Bound::Unbounded)?;
+        let (group, mut from) = if kind == IndexKind::Agent {
+            let agent: [u8; 32] = group
+                .get(..32)
+                .and_then(|a| a.try_into().ok())
+                .ok_or_else(short)?;
+            agents.push(agent);
+            (&group[32..], None)
+        } else {
+            (group, Some(Vec::new()))
+        };
+        // The store's agents (unless the group names its one): one seek past the previous
+        // agent's keys each.
+        while let Some(at) = from.take() {
+            let mut keys = view.index_keys(
+                tables,
+                IndexKind::Agent,
+                Bound::Included(at.as_slice()),
+                Bound::Unbounded,
+            )?;
             let Some(key) = keys.next() else {
                 break;
             };
@@ -724,10 +743,7 @@ impl Store {
                 return Ok(None);
             }
             agents.push(agent);
-            match prefix_end(&agent) {
-                Some(next) => from = Some(next),
-                None => break,
-            }
+            from = prefix_end(&agent);
         }
         let mut rows = Vec::new();
         for agent in agents {
