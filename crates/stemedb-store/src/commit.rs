@@ -389,7 +389,7 @@ impl Writer {
             ))),
             merge_lock: Mutex::new(()),
             merged: std::sync::Condvar::new(),
-            large_group_rows: opts.large_group_rows,
+            large_group: opts.large_group,
             snapshots: crate::memtable::Snapshots::new(crate::memtable::Snapshot::open(
                 &db, &filters,
             )?),

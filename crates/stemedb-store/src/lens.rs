@@ -185,16 +185,20 @@ fn agreement(
         let e = agents.entry(c.agent).or_insert(false);
         *e |= agrees;
     }
-    let total: f64 = agents.keys().map(weight).sum();
+    // Summed in agent order: floating-point sums depend on their order, and a hash map's
+    // order differs from one map to the next, so the same group could answer two agreements.
+    let mut agents: Vec<([u8; 32], bool)> = agents.into_iter().collect();
+    agents.sort_unstable_by_key(|(a, _)| *a);
+    let total: f64 = agents.iter().map(|(a, _)| weight(a)).sum();
     let behind: f64 = agents
         .iter()
-        .filter(|(_, agrees)| **agrees)
+        .filter(|(_, agrees)| *agrees)
         .map(|(a, _)| weight(a))
         .sum();
     if total > 0.0 {
         behind / total
     } else {
-        let n = agents.values().filter(|a| **a).count();
+        let n = agents.iter().filter(|(_, a)| *a).count();
         n as f64 / agents.len().max(1) as f64
     }
 }

@@ -52,8 +52,8 @@ pub use entry::{Entry, Fields};
 pub use files::{DirLock, now_ms, write_atomically};
 pub use history::{History, HistoryEntry, HistoryStatus};
 pub use query::{
-    Answer, DEFAULT_LIMIT, DEFAULT_SCAN_BUDGET, GroupResult, Lens, MAX_LIMIT, Query, QueryError,
-    SubjectMatch, Winner,
+    Answer, DEFAULT_LIMIT, DEFAULT_SCAN_BUDGET, GroupResult, LargeGroups, Lens, MAX_LIMIT, Query,
+    QueryError, SubjectMatch, Winner,
 };
 pub use vlog::{Pointer, Position};
 
@@ -230,10 +230,10 @@ pub struct StoreOptions {
     /// The checkpoint signing key (PKCS#8 PEM). `None`: `server.key` in the data directory,
     /// created on first start.
     pub key_path: Option<PathBuf>,
-    /// Rows of one (subject, predicate) group a query reads before it looks up each agent's
-    /// newest row in `agent.idx` instead of reading the rest (`usize::MAX`: never). Tests
-    /// lower it to compare both ways on small groups.
-    pub large_group_rows: usize,
+    /// When a query looks up each agent's newest row of a (subject, predicate) group in
+    /// `agent.idx` instead of reading the rest of it. Tests lower the limits to compare both
+    /// ways on small groups.
+    pub large_group: LargeGroups,
 }
 
 impl Default for StoreOptions {
@@ -258,7 +258,7 @@ impl Default for StoreOptions {
             panic_merger_at: None,
             slow_merger_ms: None,
             key_path: None,
-            large_group_rows: query::LARGE_GROUP_ROWS,
+            large_group: LargeGroups::default(),
         }
     }
 }
@@ -392,8 +392,8 @@ pub(crate) struct Shared {
     /// Signalled after each merge (the commit thread waits on it under backpressure).
     pub merge_lock: Mutex<()>,
     pub merged: Condvar,
-    /// `StoreOptions::large_group_rows`.
-    pub large_group_rows: usize,
+    /// `StoreOptions::large_group`.
+    pub large_group: LargeGroups,
 }
 
 impl Shared {

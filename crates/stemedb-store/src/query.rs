@@ -40,14 +40,35 @@ pub const MAX_LIMIT: usize = 1000;
 pub const DEFAULT_SCAN_BUDGET: usize = 10_000;
 /// How often (in rows) a long scan checks whether its request is gone.
 const CANCEL_CHECK_ROWS: usize = 512;
-/// Rows of one (subject, predicate) group a query reads before it looks up each agent's newest
-/// row instead of reading the rest ([`Store::newest_per_agent`]; `StoreOptions`).
-pub(crate) const LARGE_GROUP_ROWS: usize = 4_096;
-/// Distinct agents in the store past which a large group is read row by row after all.
-const LARGE_GROUP_MAX_AGENTS: usize = 256;
-/// Rows walked back from one agent's newest row of a large group before the group is read row
-/// by row after all (every one of them dropped out: as of an old tree size, say).
-const LARGE_GROUP_WALK: usize = 256;
+/// When a query resolves a (subject, predicate) group from each agent's newest row instead of
+/// reading all of it ([`Store::newest_per_agent`], decision 0017).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LargeGroups {
+    /// Rows of one group read first (`usize::MAX`: never look up per agent).
+    pub rows: usize,
+    /// Distinct agents in the store past which a large group is read row by row after all.
+    pub max_agents: usize,
+    /// Rows walked back from one agent's newest row of the group before the group is read row
+    /// by row after all (every one of them dropped out: as of an old tree size, say).
+    pub walk: usize,
+}
+
+impl Default for LargeGroups {
+    fn default() -> Self {
+        LargeGroups {
+            rows: 4_096,
+            max_agents: 256,
+            walk: 256,
+        }
+    }
+}
+
+/// What one large group's lookups may spend, and the store's agents once listed.
+struct Lookups<'a> {
+    allowed: usize,
+    cancelled: Option<&'a AtomicBool>,
+    agents: &'a mut Option<Option<Vec<[u8; 32]>>>,
+}
 const CURSOR_VERSION: u8 = 1;
 
 /// How `subject` matches.
@@ -547,6 +568,9 @@ impl Store {
         // resolved per agent (past its remaining rows).
         let mut group_rows = 0usize;
         let mut skip_past: Option<Vec<u8>> = None;
+        // The store's agents, listed by the first large group of the request (`None` inside:
+        // too many to look each up).
+        let mut agents: Option<Option<Vec<[u8; 32]>>> = None;
 
         let budget = q.scan_budget.unwrap_or(usize::MAX);
         let mut results: Vec<GroupResult> = Vec::new();
@@ -622,9 +646,20 @@ impl Store {
                 break;
             }
             group_rows += 1;
-            if per_agent && group_predicate_ok && group_rows == self.shared.large_group_rows {
+            if per_agent && group_predicate_ok && group_rows == self.shared.large_group.rows {
+                // A later group of the page may take no more than the budget left.
+                let allowed = if first_group {
+                    usize::MAX
+                } else {
+                    budget.saturating_sub(read)
+                };
+                let limits = Lookups {
+                    allowed,
+                    cancelled,
+                    agents: &mut agents,
+                };
                 let newest = self.newest_per_agent(
-                    &view, plan.kind, &group, q, tree_size, valid_at, &mut read,
+                    &view, plan.kind, &group, q, tree_size, valid_at, limits, &mut read,
                 )?;
                 if let Some(newest) = newest {
                     // The group is decided: its rows are these, and the scan goes on after it.
@@ -693,9 +728,10 @@ impl Store {
     /// pass of [`Store::resolve_group`] keeps: per agent, the newest row that passes the query's
     /// filters (tree size, `since`, `until`, `valid_at`) and is not superseded, unless that row
     /// is a retraction. `None` when this would not be cheaper: more than
-    /// [`LARGE_GROUP_MAX_AGENTS`] agents in the store, or an agent whose newest
-    /// [`LARGE_GROUP_WALK`] rows of the group all drop out; the caller then reads the group row
-    /// by row. `read` counts the keys it reads.
+    /// [`LargeGroups::max_agents`] agents in the store, an agent whose newest
+    /// [`LargeGroups::walk`] rows of the group all drop out, or more keys than the budget
+    /// left (`limits`); the caller then reads the group row by row. `read` counts the keys it
+    /// reads.
     #[allow(clippy::too_many_arguments)]
     fn newest_per_agent(
         &self,
@@ -705,67 +741,108 @@ impl Store {
         q: &Query,
         tree_size: u64,
         valid_at: Option<i64>,
+        limits: Lookups<'_>,
         read: &mut usize,
-    ) -> Result<Option<Vec<Row>>, StoreError> {
+    ) -> Result<Option<Vec<Row>>, QueryError> {
+        let opts = &self.shared.large_group;
         let tables = view.index_tables(IndexKind::Agent)?;
         let by_seq = view.by_seq()?;
         let short = || StoreError::Corrupt("an agent index key is shorter than 32 bytes".into());
-        let mut agents: Vec<[u8; 32]> = Vec::new();
-        let (group, mut from) = if kind == IndexKind::Agent {
+        let start = *read;
+        // Keys read here so far; past the budget left (or a cancelled request) it stops.
+        let spend = |read: &mut usize| -> Result<bool, QueryError> {
+            *read += 1;
+            if (*read - start).is_multiple_of(CANCEL_CHECK_ROWS)
+                && limits.cancelled.is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                return Err(QueryError::Cancelled);
+            }
+            Ok(*read - start <= limits.allowed)
+        };
+        let (group, agents): (&[u8], Vec<[u8; 32]>) = if kind == IndexKind::Agent {
             let agent: [u8; 32] = group
                 .get(..32)
                 .and_then(|a| a.try_into().ok())
                 .ok_or_else(short)?;
-            agents.push(agent);
-            (&group[32..], None)
+            (&group[32..], vec![agent])
         } else {
-            (group, Some(Vec::new()))
-        };
-        // The store's agents (unless the group names its one): one seek past the previous
-        // agent's keys each.
-        while let Some(at) = from.take() {
-            let mut keys = view.index_keys(
-                tables,
-                IndexKind::Agent,
-                Bound::Included(at.as_slice()),
-                Bound::Unbounded,
-            )?;
-            let Some(key) = keys.next() else {
-                break;
-            };
-            let key = key?;
-            *read += 1;
-            let agent: [u8; 32] = key
-                .get(..32)
-                .and_then(|a| a.try_into().ok())
-                .ok_or_else(short)?;
-            if agents.len() == LARGE_GROUP_MAX_AGENTS {
-                return Ok(None);
+            if limits.agents.is_none() {
+                // The store's agents: one seek past the previous agent's keys each.
+                let mut listed = Vec::new();
+                let mut from = Some(Vec::new());
+                while let Some(at) = from.take() {
+                    let mut keys = view.index_keys(
+                        tables,
+                        IndexKind::Agent,
+                        Bound::Included(at.as_slice()),
+                        Bound::Unbounded,
+                    )?;
+                    let Some(key) = keys.next() else {
+                        break;
+                    };
+                    let key = key?;
+                    if !spend(read)? {
+                        return Ok(None);
+                    }
+                    let agent: [u8; 32] = key
+                        .get(..32)
+                        .and_then(|a| a.try_into().ok())
+                        .ok_or_else(short)?;
+                    if listed.len() == opts.max_agents {
+                        *limits.agents = Some(None);
+                        return Ok(None);
+                    }
+                    listed.push(agent);
+                    from = prefix_end(&agent);
+                }
+                *limits.agents = Some(Some(listed));
             }
-            agents.push(agent);
-            from = prefix_end(&agent);
-        }
+            match limits.agents {
+                Some(Some(listed)) => (group, listed.clone()),
+                _ => return Ok(None),
+            }
+        };
         let mut rows = Vec::new();
         for agent in agents {
             let mut prefix = agent.to_vec();
             prefix.extend_from_slice(group);
-            let end = prefix_end(&prefix);
-            let end = match &end {
-                Some(e) => Bound::Excluded(e.as_slice()),
-                None => Bound::Unbounded,
+            // `ts` bounds as key bounds (a key is the prefix, then `ts` and log index big-endian;
+            // `ts` is never negative).
+            let mut lo = prefix.clone();
+            if let Some(s) = q.since
+                && s > 0
+            {
+                lo.extend_from_slice(&(s as u64).to_be_bytes());
+            }
+            let hi = match q.until {
+                Some(u) if u < 0 => continue,
+                Some(u) => {
+                    let mut k = prefix.clone();
+                    k.extend_from_slice(&(u as u64).to_be_bytes());
+                    k.extend_from_slice(&[0xFF; 8]);
+                    Some(k)
+                }
+                None => prefix_end(&prefix),
+            };
+            let end = match (&hi, q.until) {
+                (Some(k), Some(_)) => Bound::Included(k.as_slice()),
+                (Some(k), None) => Bound::Excluded(k.as_slice()),
+                (None, _) => Bound::Unbounded,
             };
             let newest_first = view.index_keys_rev(
                 tables,
                 IndexKind::Agent,
-                Bound::Included(prefix.as_slice()),
+                Bound::Included(lo.as_slice()),
                 end,
             )?;
             for (walked, key) in newest_first.enumerate() {
-                if walked == LARGE_GROUP_WALK {
+                if walked == opts.walk {
                     return Ok(None);
                 }
                 let key = key?;
-                *read += 1;
+                if !spend(read)? {
+                    return Ok(None);
+                }
                 let (ts, li) = keys::key_suffix(&key)
                     .ok_or_else(|| StoreError::Corrupt("index key shorter than 16 bytes".into()))?;
                 if li >= tree_size
@@ -878,7 +955,8 @@ impl Store {
         })
     }
 
-    /// Picks the live rows of one group (rows in key order: oldest first) and resolves them.
+    /// Picks the live rows of one group and resolves them: `rows` in key order (oldest first),
+    /// or one row per agent from [`Store::newest_per_agent`].
     fn resolve_group(
         &self,
         q: &Query,
@@ -916,6 +994,9 @@ impl Store {
         if live.is_empty() {
             return Ok(None);
         }
+        // The lens sums weights in candidate order, and floating-point sums depend on it: give
+        // it one order (log order) however the rows were found.
+        live.sort_unstable_by_key(|r| (r.0, r.1));
         let candidates: Vec<Candidate> = live
             .iter()
             .map(|(ts, li, v)| Candidate {
