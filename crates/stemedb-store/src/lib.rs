@@ -1230,6 +1230,31 @@ mod tests {
         txn.commit().expect("commit");
     }
 
+    /// Runs `f` on every run's table of `part` (run 0 included) in one committed write
+    /// transaction on the closed store at `dir`; returns how many calls changed something.
+    fn edit_runs<V: redb::Value + 'static>(
+        dir: &Path,
+        part: runs::Part,
+        def: fn(&str) -> redb::TableDefinition<'_, &'static [u8], V>,
+        mut f: impl FnMut(&mut redb::Table<&'static [u8], V>) -> bool,
+    ) -> usize {
+        use redb::ReadableDatabase as _;
+        let db = redb::Database::open(Layout::new(dir).redb).expect("redb");
+        let mut runs = runs::runs_of(&db.begin_read().expect("read")).expect("runs");
+        runs.push(0);
+        let txn = db.begin_write().expect("txn");
+        let mut changed = 0;
+        for run in runs {
+            let name = runs::table_name(part, run);
+            let mut t = txn.open_table(def(&name)).expect("table");
+            if f(&mut t) {
+                changed += 1;
+            }
+        }
+        txn.commit().expect("commit");
+        changed
+    }
+
     fn meta_of(store: &Store, key: &str) -> Option<u64> {
         use redb::ReadableDatabase as _;
         let r = store.shared.db.begin_read().expect("read");
@@ -1243,32 +1268,22 @@ mod tests {
     /// not an answer that carries another assertion's position.
     #[test]
     fn a_damaged_assertions_row_is_caught_by_its_lens_row() {
-        use redb::{ReadableDatabase as _, ReadableTable as _};
+        use redb::ReadableTable as _;
         let tmp = closed_store_of_two();
         let id = entry(2).id();
-        {
-            let db = redb::Database::open(Layout::new(tmp.path()).redb).expect("redb");
-            let mut runs = runs::runs_of(&db.begin_read().expect("read")).expect("runs");
-            runs.push(0);
-            let txn = db.begin_write().expect("txn");
-            let mut moved = 0;
-            for run in runs {
-                let name = runs::table_name(runs::Part::Assertions, run);
-                let mut t = txn.open_table(runs::rows_def(&name)).expect("assertions");
-                let row = t.get(id.as_bytes().as_slice()).expect("get");
-                let Some(row) = row.map(|g| g.value().to_vec()) else {
-                    continue;
-                };
-                let mut rec = keys::AssertionRecord::decode(&row).expect("decode");
-                assert_eq!(rec.log_index, 1);
-                rec.log_index = 0;
-                t.insert(id.as_bytes().as_slice(), rec.encode().as_slice())
-                    .expect("insert");
-                moved += 1;
-            }
-            assert_eq!(moved, 1, "the row of {id} is in one run");
-            txn.commit().expect("commit");
-        }
+        let moved = edit_runs(tmp.path(), runs::Part::Assertions, runs::rows_def, |t| {
+            let row = t.get(id.as_bytes().as_slice()).expect("get");
+            let Some(row) = row.map(|g| g.value().to_vec()) else {
+                return false;
+            };
+            let mut rec = keys::AssertionRecord::decode(&row).expect("decode");
+            assert_eq!(rec.log_index, 1);
+            rec.log_index = 0;
+            t.insert(id.as_bytes().as_slice(), rec.encode().as_slice())
+                .expect("insert");
+            true
+        });
+        assert_eq!(moved, 1, "the row of {id} is in one run");
         let store = open(tmp.path(), StoreOptions::default());
         match store.get(&id) {
             Err(StoreError::Corrupt(why)) => assert!(why.contains("log index 0"), "{why}"),
@@ -1281,38 +1296,30 @@ mod tests {
     /// query that finds it answers an error, not the other assertion as this group's winner.
     #[test]
     fn a_damaged_index_key_is_caught_by_the_winners_statement() {
-        use redb::{ReadableDatabase as _, ReadableTable as _};
+        use redb::ReadableTable as _;
         let tmp = closed_store_of_two();
-        {
-            let db = redb::Database::open(Layout::new(tmp.path()).redb).expect("redb");
-            let mut runs = runs::runs_of(&db.begin_read().expect("read")).expect("runs");
-            runs.push(0);
-            let txn = db.begin_write().expect("txn");
-            let mut moved = 0;
-            for run in runs {
-                let name = runs::table_name(runs::Part::of_kind(keys::IndexKind::Subject), run);
-                let mut t = txn.open_table(runs::keys_def(&name)).expect("subject.idx");
-                let keys: Vec<Vec<u8>> = t
-                    .iter()
-                    .expect("iter")
-                    .map(|r| r.expect("row").0.value().to_vec())
-                    .collect();
-                for key in keys {
-                    if keys::key_suffix(&key) != Some((1, 0)) {
-                        continue;
-                    }
-                    // `t/s1`'s row (ts 1, log index 0) now names log index 1 (`t/s2`).
-                    let mut damaged = key.clone();
-                    let n = damaged.len();
-                    damaged[n - 8..].copy_from_slice(&1u64.to_be_bytes());
-                    t.remove(key.as_slice()).expect("remove");
-                    t.insert(damaged.as_slice(), ()).expect("insert");
-                    moved += 1;
-                }
-            }
-            assert_eq!(moved, 1, "t/s1's key is in one run");
-            txn.commit().expect("commit");
-        }
+        let subject = runs::Part::of_kind(keys::IndexKind::Subject);
+        let moved = edit_runs(tmp.path(), subject, runs::keys_def, |t| {
+            let keys: Vec<Vec<u8>> = t
+                .iter()
+                .expect("iter")
+                .map(|r| r.expect("row").0.value().to_vec())
+                .collect();
+            let Some(key) = keys
+                .into_iter()
+                .find(|k| keys::key_suffix(k) == Some((1, 0)))
+            else {
+                return false;
+            };
+            // `t/s1`'s row (ts 1, log index 0) now names log index 1 (`t/s2`).
+            let mut damaged = key.clone();
+            let n = damaged.len();
+            damaged[n - 8..].copy_from_slice(&1u64.to_be_bytes());
+            t.remove(key.as_slice()).expect("remove");
+            t.insert(damaged.as_slice(), ()).expect("insert");
+            true
+        });
+        assert_eq!(moved, 1, "t/s1's key is in one run");
         let store = open(tmp.path(), StoreOptions::default());
         let q = |subject: &str| Query {
             subject: Some(subject.into()),
