@@ -238,8 +238,9 @@ fn recomputed_r(key: &VerifyingKey, msg: &[u8], sig: &[u8; 64]) -> Option<Edward
 /// [`strict_equation`] for many signatures at once, each verdict exactly its own: the points
 /// are recomputed one by one and compressed together, with one field inversion for all of them
 /// (Montgomery's trick, `EdwardsPoint::compress_batch_alloc`) where one each cost a serial
-/// exponentiation (`pow2k`, ≈ 7% of a verification). Compression is a function of the point,
-/// so each encoding, and so each verdict, is the one `strict_equation` gives.
+/// exponentiation (`pow2k`; the verification ceiling rose 14%, decision 0001). Compression is
+/// a function of the point, so each encoding, and so each verdict, is the one
+/// `strict_equation` gives.
 fn strict_equations<'a>(
     items: impl Iterator<Item = (&'a VerifyingKey, &'a [u8], &'a [u8; 64])>,
 ) -> Vec<bool> {
