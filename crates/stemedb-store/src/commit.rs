@@ -443,6 +443,7 @@ impl Writer {
             last_durable: Instant::now(),
             checkpoints: 0,
             compactions: Vec::new(),
+            retired: Vec::new(),
         };
         Ok((w, shared, merger, merge_rx))
     }

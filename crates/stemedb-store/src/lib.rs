@@ -1124,6 +1124,61 @@ mod tests {
         assert_eq!(store.head().size, 2, "no second log index for one id");
     }
 
+    /// A merged memtable that a reader still pins when it leaves the version is freed by the
+    /// merger once the reader lets go, not by the reader: freeing 100,000 rows takes tens of
+    /// milliseconds, which would stall the commit thread (every write) or a query.
+    #[test]
+    fn the_merger_frees_a_merged_memtable_that_a_reader_pinned() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = open(
+            tmp.path(),
+            StoreOptions {
+                memtable_ms: 60_000,
+                ..StoreOptions::default()
+            },
+        );
+        assert!(
+            submit(&store, vec![entry(1), entry(2)])
+                .iter()
+                .all(Result::is_ok)
+        );
+        let view = store.view().expect("view");
+        let active = view.version.active().clone();
+        let address = Arc::as_ptr(&active) as usize;
+        let weak = Arc::downgrade(&active);
+        drop(active);
+        store.checkpoint().expect("merged into redb");
+        assert!(
+            !store
+                .shared
+                .versions
+                .load()
+                .mems
+                .iter()
+                .any(|m| Arc::as_ptr(m) as usize == address),
+            "the memtable is merged and out of the version"
+        );
+        std::thread::Builder::new()
+            .name("reader".into())
+            .spawn(move || drop(view))
+            .expect("spawn")
+            .join()
+            .expect("join");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while weak.upgrade().is_some() {
+            assert!(std::time::Instant::now() < deadline, "never freed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let freed = memtable::FREED_ON
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(a, _)| *a == address)
+            .map(|(_, t)| t.clone())
+            .collect::<Vec<_>>();
+        assert_eq!(freed, vec!["stemedb-merger".to_string()]);
+    }
+
     #[test]
     fn tables_of_a_run_meta_does_not_name_are_never_read_and_dropped_after_open() {
         let tmp = tempfile::tempdir().expect("tempdir");

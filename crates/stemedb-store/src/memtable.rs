@@ -191,6 +191,21 @@ pub(crate) struct Memtable {
     pub created: Instant,
 }
 
+/// Test support: the threads that freed memtables, by address (`Arc::as_ptr`).
+#[cfg(test)]
+pub(crate) static FREED_ON: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+
+#[cfg(test)]
+impl Drop for Memtable {
+    fn drop(&mut self) {
+        let thread = std::thread::current().name().unwrap_or("").to_string();
+        FREED_ON
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((self as *const Memtable as usize, thread));
+    }
+}
+
 impl Memtable {
     /// An empty memtable for log indexes from `first`, sized for about `rows` assertions.
     pub(crate) fn new(first: u64, vlog: Position, root: Hash, rows: usize) -> Memtable {

@@ -48,7 +48,14 @@ pub(crate) struct Merger {
     /// The compactions in progress (`runs.rs`), on disjoint input runs; the smallest goes first,
     /// so small runs never wait behind a large compaction.
     pub compactions: Vec<Compaction>,
+    /// Merged memtables that left the version while a reader still pinned them: freed here
+    /// ([`Merger::reap`]) once no reader does, so that freeing 100,000 rows (tens of ms) never
+    /// falls on the commit thread or a query, whichever would otherwise drop the last pin.
+    pub retired: Vec<Arc<Memtable>>,
 }
+
+/// How often the merger looks for retired memtables no reader pins any more.
+const REAP_POLL: Duration = Duration::from_millis(10);
 
 impl Merger {
     pub(crate) fn run(mut self, rx: Receiver<MergeJob>) {
@@ -58,14 +65,26 @@ impl Merger {
             self.shared
                 .set_read_only(&format!("dropping an unfinished compaction failed: {e}"));
         }
+        // Since the last job or idle step: idle work waits until `interval` has passed.
+        let mut quiet = Instant::now();
         loop {
+            self.reap();
             // A compaction in progress goes on in chunks whenever no job is waiting.
             let wait = if !self.compactions.is_empty() {
                 Duration::ZERO
             } else {
-                interval
+                interval.saturating_sub(quiet.elapsed())
             };
-            match rx.recv_timeout(wait) {
+            let wait = if self.retired.is_empty() {
+                wait
+            } else {
+                wait.min(REAP_POLL)
+            };
+            let job = rx.recv_timeout(wait);
+            if job.is_ok() {
+                quiet = Instant::now();
+            }
+            match job {
                 Ok(MergeJob::Merge) => {
                     self.merge_frozen();
                     if self.last_durable.elapsed() >= interval
@@ -79,6 +98,11 @@ impl Merger {
                     let _ = reply.send(r);
                 }
                 Err(RecvTimeoutError::Timeout) => {
+                    if self.compactions.is_empty() && quiet.elapsed() < interval {
+                        // Only the poll for retired memtables: not idle for long enough yet.
+                        continue;
+                    }
+                    quiet = Instant::now();
                     if !self.compactions.is_empty() {
                         self.compact_step_or_fail();
                         if self.last_durable.elapsed() >= interval && self.durable != self.applied {
@@ -138,6 +162,12 @@ impl Merger {
             self.shared
                 .set_read_only(&format!("durable checkpoint failed: {e}"));
         })
+    }
+
+    /// Frees the retired memtables no reader pins any more (the merger holds the last
+    /// reference of each: nothing can pin one again once it left the version).
+    fn reap(&mut self) {
+        self.retired.retain(|m| Arc::strong_count(m) > 1);
     }
 
     /// Merges frozen memtables, oldest first, until none is left (or a merge fails: then the
@@ -200,6 +230,7 @@ impl Merger {
             }
         }
         self.shared.versions.retire(m);
+        self.retired.push(m.clone());
         self.shared.merged.notify_all();
         self.shared.observer.merged(
             m.len(),
