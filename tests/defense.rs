@@ -555,8 +555,7 @@ fn a_flood_opens_only_that_agents_breaker_which_closes_after_the_cool_down() {
 /// the breaker still decides in order, so once an unknown agent's 20th refused write opens it,
 /// its later envelopes in the same batch (the same chunk included, whose signatures were
 /// checked already) are refused with `breaker_open`, and a registered agent's envelopes
-/// between them are stored. (A quarantined write counts against its agent when the batch's holds are
-/// stored, at the end of the batch, so refusals are what open a breaker mid-batch.)
+/// between them are stored. (Quarantines count once the holds of a chunk are stored: next test.)
 #[test]
 fn refusals_inside_one_batch_open_the_breaker_for_the_rest_of_that_batch() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -624,6 +623,83 @@ fn refusals_inside_one_batch_open_the_breaker_for_the_rest_of_that_batch() {
         );
     }
     assert_eq!(refused, 75);
+}
+
+/// Quarantined writes open the breaker inside one batch too: the holds of each chunk (at most
+/// 64 envelopes, `chunk_len`) are stored and counted before the next chunk is gated, so an
+/// unknown agent's flood of held writes stops at the end of the chunk that crossed the
+/// threshold, and its later envelopes are refused with `breaker_open`; a registered agent's
+/// envelopes between them are stored.
+#[test]
+fn quarantines_inside_one_batch_open_the_breaker_for_the_rest_of_that_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = serve(
+        &dir,
+        &[
+            "--agent-policy",
+            "quarantine-unknown",
+            "--breaker-threshold",
+            "20",
+            "--breaker-cooldown-ms",
+            "60000",
+        ],
+        true,
+    );
+    let url = server.url();
+    let put = admin(
+        &url,
+        reqwest::Method::PUT,
+        &format!("/agents/{}", agent_hex(2)),
+        Some(json!({"name": "known", "trust": 0.5})),
+    );
+    assert_eq!(put.status, 201, "{:?}", put.body);
+    let envs: Vec<(u8, Vec<u8>)> = (0..400)
+        .map(|i| {
+            let agent = if i % 4 == 3 { 2 } else { 1 };
+            (
+                agent,
+                envelope(agent, json!({"subject": format!("fleet/q{i}")})).1,
+            )
+        })
+        .collect();
+    let mut body = b"{\"assertions\":[".to_vec();
+    for (i, (_, e)) in envs.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(e);
+    }
+    body.extend_from_slice(b"]}");
+    let r = http(
+        reqwest::Method::POST,
+        &format!("{url}/v1/assert"),
+        None,
+        Some(body),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let results = r.body["results"].as_array().expect("results");
+    assert_eq!(results.len(), envs.len());
+    let (mut held, mut refused) = (0, 0);
+    for ((agent, _), item) in envs.iter().zip(results) {
+        if *agent == 2 {
+            assert_eq!(item["status"], "created", "agent 2 is unaffected: {item}");
+            continue;
+        }
+        if item["status"] == "quarantined" {
+            assert_eq!(refused, 0, "held after the breaker opened: {item}");
+            held += 1;
+        } else {
+            assert_eq!(item["error"]["code"], "breaker_open", "{item}");
+            refused += 1;
+        }
+    }
+    assert_eq!(held + refused, 300);
+    // The threshold is crossed in the first chunk (48 of agent 1's writes in 64).
+    assert!(
+        (20..=64).contains(&held),
+        "{held} held: the breaker opened only after {held} quarantines"
+    );
+    assert!(refused >= 236, "{refused} refused");
 }
 
 #[test]

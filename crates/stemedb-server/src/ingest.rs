@@ -319,6 +319,10 @@ pub(crate) fn screen_parsed(
     let mut chunk_start = 0;
     for (i, range) in ranges.iter().enumerate() {
         if i == chunk_start + slots.len() {
+            // The previous chunk's holds are stored (and counted against their agents) before
+            // the next chunk is gated and verified, so a breaker they open refuses the rest of
+            // this body: at most one chunk is held past the threshold.
+            store_held(st, &mut held, &mut held_positions, &mut items);
             chunk_start = i;
             slots = match single_slot.take() {
                 Some(slot) if n == 1 => vec![slot],
@@ -408,36 +412,51 @@ pub(crate) fn screen_parsed(
             }
         }
     }
-    if !held.is_empty() {
-        match store.quarantine(&held) {
-            Ok(new) => {
-                for ((i, e), is_new) in held_positions.into_iter().zip(&held).zip(new) {
-                    if is_new {
-                        tracing::info!(id = %e.id, agent = %e.agent, reasons = ?e.reasons, "quarantined");
-                        // Only a newly held id counts against its agent: a replay of one
-                        // already held (by anyone) does not.
-                        if let Ok(agent) = stemedb_core::parse_agent(&e.agent)
-                            && let Some(t) = defense.record(&agent, Some(e.id), true)
-                        {
-                            st.breaker_changed(t);
-                        }
-                    }
-                    items[i] = Item::Done(Ok(Ingested::Quarantined(e.id)));
-                }
-                st.refresh_quarantine_size();
-            }
-            Err(e) => {
-                let p = Problem::from(e);
-                for i in held_positions {
-                    items[i] = Item::Done(Err(p.clone()));
-                }
-            }
-        }
-    }
+    store_held(st, &mut held, &mut held_positions, &mut items);
     Ok(Screened {
         items,
         single,
         entries,
         outcomes: None,
     })
+}
+
+/// Stores the quarantine holds screened so far (one write for all of them), answers their
+/// items, and counts each newly held id against its agent's breaker; empties `held`.
+fn store_held(
+    st: &AppState,
+    held: &mut Vec<QuarantineEntry>,
+    held_positions: &mut Vec<usize>,
+    items: &mut [Item],
+) {
+    if held.is_empty() {
+        return;
+    }
+    let defense = st.defense();
+    let positions = std::mem::take(held_positions);
+    let entries = std::mem::take(held);
+    match st.store().quarantine(&entries) {
+        Ok(new) => {
+            for ((i, e), is_new) in positions.into_iter().zip(&entries).zip(new) {
+                if is_new {
+                    tracing::info!(id = %e.id, agent = %e.agent, reasons = ?e.reasons, "quarantined");
+                    // Only a newly held id counts against its agent: a replay of one
+                    // already held (by anyone) does not.
+                    if let Ok(agent) = stemedb_core::parse_agent(&e.agent)
+                        && let Some(t) = defense.record(&agent, Some(e.id), true)
+                    {
+                        st.breaker_changed(t);
+                    }
+                }
+                items[i] = Item::Done(Ok(Ingested::Quarantined(e.id)));
+            }
+            st.refresh_quarantine_size();
+        }
+        Err(e) => {
+            let p = Problem::from(e);
+            for i in positions {
+                items[i] = Item::Done(Err(p.clone()));
+            }
+        }
+    }
 }
