@@ -11,7 +11,7 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Server, command, get, last_segment, start};
+use common::{Server, command, get, last_segment, refused_start, start};
 use serde_json::{Value, json};
 use stemedb_client::{Client, ClientError};
 use stemedb_core::{SigningKey, sign, signing_key_from_seed};
@@ -113,12 +113,9 @@ fn a_flipped_byte_mid_wal_stops_start_up_instead_of_forking_the_log() {
     bytes[at] ^= 0x40;
     fs::write(&seg, &bytes).expect("write");
     let t0 = Instant::now();
-    let out = command(tmp.path(), &args(dir_s, &[]), &[])
-        .output()
-        .expect("run");
+    let (code, err) = refused_start(tmp.path(), &args(dir_s, &[]), Duration::from_secs(60));
     let refused_in = t0.elapsed();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "start must fail: {err}");
+    assert_eq!(code, Some(2), "start must fail: {err}");
     let name = seg.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     assert!(err.contains(name), "names the segment: {err}");
     assert!(err.contains("byte offset"), "names the offset: {err}");
@@ -143,6 +140,59 @@ fn a_flipped_byte_mid_wal_stops_start_up_instead_of_forking_the_log() {
         ingest.as_secs_f64(),
         refused_in.as_secs_f64() * 1e3
     );
+    server.stop();
+}
+
+/// A flipped byte in the very last WAL group looks like a torn write to the WAL alone
+/// (decision 0014), but the value log the commit thread wrote after that group's fsync says
+/// it was applied, so acknowledged: start-up stops instead of cutting it, nothing is cut, and
+/// with the byte put back every acknowledged write is there. No checkpoint was signed and no
+/// durable checkpoint covers the writes, so nothing else would have caught the cut.
+#[test]
+fn a_flipped_byte_in_the_last_wal_group_stops_start_up_when_the_value_log_holds_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let dir_s = dir.to_str().expect("utf-8");
+    let quiet = ["--checkpoint-interval-ms", "600000"];
+    let server = start(tmp.path(), &args(dir_s, &quiet), &[]);
+    let k = key(3);
+    let mut ids = Vec::new();
+    for batch in 0..5u64 {
+        let envs: Vec<Vec<u8>> = (0..500)
+            .map(|i| {
+                let n = batch * 500 + i;
+                envelope(&k, &format!("tail/s{}", n % 31), json!(n), n, json!({}))
+            })
+            .collect();
+        ids.extend(envs.iter().map(|e| id_of(e)));
+        let (status, body) = post_batch(&server.url(), &envs);
+        assert_eq!(status, 200, "{body}");
+    }
+    server.kill9();
+    let seg = last_segment(&dir.join("wal"));
+    let mut bytes = fs::read(&seg).expect("read");
+    let at = bytes.len() - 300;
+    let before = bytes.len();
+    bytes[at] ^= 0x08;
+    fs::write(&seg, &bytes).expect("write");
+    let (code, err) = refused_start(tmp.path(), &args(dir_s, &quiet), Duration::from_secs(60));
+    assert_eq!(code, Some(2), "start must fail: {err}");
+    assert!(err.contains("not a torn tail"), "{err}");
+    assert!(err.contains("2500"), "names the records applied: {err}");
+    assert!(err.contains("stemedb restore"), "says the way out: {err}");
+    assert_eq!(
+        fs::metadata(&seg).expect("meta").len(),
+        before as u64,
+        "nothing was cut"
+    );
+    bytes[at] ^= 0x08;
+    fs::write(&seg, &bytes).expect("write");
+    let server = start(tmp.path(), &args(dir_s, &quiet), &[]);
+    let client = Client::new(&server.url()).expect("client");
+    for id in [&ids[0], &ids[2499]] {
+        let got = client.assertion(id).expect("get");
+        assert!(got.is_some(), "{id} is back");
+    }
     server.stop();
 }
 

@@ -130,6 +130,31 @@ pub fn signal(child: &Child, sig: &str) {
     assert!(status.success());
 }
 
+/// Runs `stemedb serve` expecting it to refuse to start: its exit code and its stderr. A server
+/// that starts instead is killed after `within`, and the test fails with its log.
+pub fn refused_start(dir: &Path, args: &[&str], within: Duration) -> (Option<i32>, String) {
+    let log_path = dir.join("refused-start.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = command(dir, args, &[])
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn stemedb serve");
+    let deadline = Instant::now() + within;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("the server started instead of refusing within {within:?}: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (code, std::fs::read_to_string(&log_path).unwrap_or_default())
+}
+
 /// Waits for the process to exit; its exit code.
 pub fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
     let deadline = Instant::now() + within;

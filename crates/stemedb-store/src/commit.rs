@@ -336,7 +336,14 @@ impl Writer {
                 "durable checkpoint {durable} is past the applied index {applied}"
             )));
         }
-        let (wal, report) = Wal::open(&layout.wal, opts.wal.clone())?;
+        // Records the value log holds after the durable checkpoint were applied, so their WAL
+        // group's fsync had returned: the WAL must still hold them (decision 0014 addendum).
+        let applied_seen =
+            crate::vlog::records_after(&layout.values, vlog_pos).map_err(io_at(&layout.values))?;
+        let floor = durable + applied_seen;
+        // Records the durable checkpoint holds are not lost with the WAL (handled below).
+        let wal_floor = if applied_seen > 0 { floor } else { 0 };
+        let (wal, report) = Wal::open_at_least(&layout.wal, opts.wal.clone(), wal_floor)?;
         tracing::info!(
             segments = report.segments,
             records = report.records,
@@ -344,6 +351,15 @@ impl Writer {
             "WAL recovered"
         );
         let mut wal = wal;
+        if floor > durable && wal.next_seq() < floor {
+            return Err(StoreError::Corrupt(format!(
+                "the WAL ends at record {} but the value log holds records up to {floor} \
+                 (durable checkpoint {durable}), which were applied only after their fsync: \
+                 acknowledged writes are missing from wal/. Start refused; {}",
+                wal.next_seq(),
+                stemedb_wal::WAY_OUT
+            )));
+        }
         if wal.next_seq() < applied {
             if durable < applied {
                 return Err(StoreError::Corrupt(format!(

@@ -165,6 +165,50 @@ impl VlogWriter {
     }
 }
 
+/// How many whole records (length and checksum intact) the log holds after `pos`, in order,
+/// up to the first that is not: evidence of what the commit thread applied (it writes a record
+/// only after the record's WAL group was fsync'd) before the log is cut back to `pos` on open.
+pub fn records_after(dir: &Path, pos: Position) -> io::Result<u64> {
+    let mut segment = pos.segment.max(1);
+    let mut offset = if pos.segment == 0 { 0 } else { pos.len };
+    let mut records = 0u64;
+    loop {
+        let path = seg_path(dir, segment);
+        let mut bytes = Vec::new();
+        match File::open(&path) {
+            Ok(mut f) => {
+                use std::io::{Read as _, Seek as _};
+                f.seek(io::SeekFrom::Start(offset))?;
+                f.read_to_end(&mut bytes)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(records),
+            Err(e) => return Err(e),
+        }
+        let mut at = 0usize;
+        while let Some(header) = bytes.get(at..at.saturating_add(RECORD_HEADER as usize)) {
+            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+            let start = at + RECORD_HEADER as usize;
+            let body = match bytes.get(start..start.saturating_add(len)) {
+                Some(b) if len > 0 => b,
+                _ => break,
+            };
+            if crc32c::crc32c(body) != crc {
+                break;
+            }
+            records += 1;
+            at = start + len;
+        }
+        // A segment ends where the next record did not fit (the writer rolled) or where the
+        // writing stopped; only a following segment says which.
+        segment += 1;
+        offset = 0;
+        if !seg_path(dir, segment).exists() {
+            return Ok(records);
+        }
+    }
+}
+
 /// What [`VlogReader::read_statement`] found.
 pub enum Stored {
     /// A packed record's statement.
@@ -271,6 +315,47 @@ impl VlogReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(body: &[u8]) -> Vec<u8> {
+        let mut rec = (body.len() as u32).to_le_bytes().to_vec();
+        rec.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        rec.extend_from_slice(body);
+        rec
+    }
+
+    /// `records_after` counts whole records from a position on, across a roll to the next
+    /// segment, and stops at a cut record, a bad checksum or zeros (an empty record is not one).
+    #[test]
+    fn records_after_counts_whole_records_and_stops_at_the_first_bad_one() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let mut one = record(b"first");
+        let at_second = one.len() as u64;
+        one.extend(record(b"second"));
+        one.extend(record(b"third"));
+        fs::write(seg_path(dir, 1), &one).expect("write");
+        let whole = |segment, len| records_after(dir, Position { segment, len }).expect("count");
+        assert_eq!(whole(0, 0), 3, "from the start");
+        assert_eq!(whole(1, at_second), 2);
+        let mut two = record(b"fourth");
+        two.extend(record(b"fifth"));
+        fs::write(seg_path(dir, 2), &two).expect("write");
+        assert_eq!(whole(1, at_second), 4, "on into the next segment");
+        let mut cut = two.clone();
+        cut.truncate(two.len() - 2);
+        fs::write(seg_path(dir, 2), &cut).expect("write");
+        assert_eq!(whole(1, at_second), 3, "a cut record is not counted");
+        let mut flipped = two.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        fs::write(seg_path(dir, 2), &flipped).expect("write");
+        assert_eq!(whole(1, at_second), 3, "nor one whose checksum fails");
+        let mut zeros = record(b"fourth");
+        zeros.extend([0u8; 64]);
+        fs::write(seg_path(dir, 2), &zeros).expect("write");
+        assert_eq!(whole(1, at_second), 3, "nor zeros");
+        assert_eq!(whole(3, 0), 0, "a segment that does not exist holds none");
+    }
 
     #[test]
     fn a_reader_keeps_a_bounded_number_of_segments_open() {

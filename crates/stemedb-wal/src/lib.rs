@@ -547,6 +547,19 @@ impl Wal {
     /// Opens (or creates) the log in `dir`, checking every segment and truncating a torn tail of
     /// the last one.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, RecoveryReport), WalError> {
+        Wal::open_at_least(dir, opts, 0)
+    }
+
+    /// [`Wal::open`] for a caller that knows the records below `floor` were acknowledged (its
+    /// own files, written only after their group's fsync returned, hold them): a damaged last
+    /// group whose cut would end the log below `floor` is corruption, not a torn tail, and
+    /// nothing is cut. (Without such evidence the last group of the last segment cannot be told
+    /// from a torn write: decision 0014.)
+    pub fn open_at_least(
+        dir: &Path,
+        opts: WalOptions,
+        floor: u64,
+    ) -> Result<(Wal, RecoveryReport), WalError> {
         create_dir_durable(dir).map_err(io_err(dir))?;
         let ids: Vec<u32> = list_segments(dir)?.into_iter().map(|(id, _)| id).collect();
         let mut report = RecoveryReport {
@@ -593,6 +606,19 @@ impl Wal {
                         what: format!(
                             "{}, but a valid group follows at byte offset {after}: not a torn \
                              tail (acknowledged records may follow it)",
+                            bad.why
+                        ),
+                    });
+                }
+                let end = scanned.first_seq + scanned.records;
+                if end < floor {
+                    return Err(WalError::Corrupt {
+                        path,
+                        offset: bad.offset,
+                        what: format!(
+                            "{}, and cutting it would end the log at record {end}, but the \
+                             store's files show records up to {floor} were applied after \
+                             their fsync: not a torn tail (acknowledged records would be cut)",
                             bad.why
                         ),
                     });
