@@ -338,8 +338,11 @@ impl Writer {
         }
         // Records the value log holds after the durable checkpoint were applied, so their WAL
         // group's fsync had returned: the WAL must still hold them (decision 0014 addendum).
+        let scan_started = Instant::now();
         let applied_seen =
             crate::vlog::records_after(&layout.values, vlog_pos).map_err(io_at(&layout.values))?;
+        let vlog_scan_ms = scan_started.elapsed().as_millis() as u64;
+        let wal_started = Instant::now();
         let floor = durable + applied_seen;
         // Records the durable checkpoint holds are not lost with the WAL (handled below).
         let wal_floor = if applied_seen > 0 { floor } else { 0 };
@@ -348,6 +351,9 @@ impl Writer {
             segments = report.segments,
             records = report.records,
             truncated_bytes = report.truncated_bytes,
+            vlog_records_after_durable = applied_seen,
+            vlog_scan_ms,
+            wal_open_ms = wal_started.elapsed().as_millis() as u64,
             "WAL recovered"
         );
         let mut wal = wal;

@@ -1144,7 +1144,7 @@ mod tests {
         );
         let view = store.view().expect("view");
         let active = view.version.active().clone();
-        let address = Arc::as_ptr(&active) as usize;
+        let serial = active.serial;
         let weak = Arc::downgrade(&active);
         drop(active);
         store.checkpoint().expect("merged into redb");
@@ -1155,7 +1155,7 @@ mod tests {
                 .load()
                 .mems
                 .iter()
-                .any(|m| Arc::as_ptr(m) as usize == address),
+                .any(|m| m.serial == serial),
             "the memtable is merged and out of the version"
         );
         std::thread::Builder::new()
@@ -1165,7 +1165,8 @@ mod tests {
             .join()
             .expect("join");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while weak.upgrade().is_some() {
+        // `strong_count`, not `upgrade`: a strong reference taken here could be the last one.
+        while weak.strong_count() > 0 {
             assert!(std::time::Instant::now() < deadline, "never freed");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
@@ -1173,7 +1174,7 @@ mod tests {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .filter(|(a, _)| *a == address)
+            .filter(|(s, _)| *s == serial)
             .map(|(_, t)| t.clone())
             .collect::<Vec<_>>();
         assert_eq!(freed, vec!["stemedb-merger".to_string()]);

@@ -189,11 +189,16 @@ pub(crate) struct Memtable {
     tail: Mutex<(Position, Hash)>,
     /// When it became the active memtable.
     pub created: Instant,
+    /// Test support: a number no other memtable of this process has (an address can be reused).
+    #[cfg(test)]
+    pub serial: u64,
 }
 
-/// Test support: the threads that freed memtables, by address (`Arc::as_ptr`).
+/// Test support: the threads that freed memtables, by [`Memtable::serial`].
 #[cfg(test)]
-pub(crate) static FREED_ON: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+pub(crate) static FREED_ON: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+#[cfg(test)]
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(0);
 
 #[cfg(test)]
 impl Drop for Memtable {
@@ -202,7 +207,7 @@ impl Drop for Memtable {
         FREED_ON
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((self as *const Memtable as usize, thread));
+            .push((self.serial, thread));
     }
 }
 
@@ -224,6 +229,8 @@ impl Memtable {
             rows: AtomicUsize::new(0),
             tail: Mutex::new((vlog, root)),
             created: Instant::now(),
+            #[cfg(test)]
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
         }
     }
 

@@ -174,6 +174,9 @@ impl Merger {
     /// store turns read-only and the memtables stay, so reads keep seeing every acked row).
     fn merge_frozen(&mut self) {
         loop {
+            // Under sustained load this loop may not return for a long time: free what no reader
+            // pins as it goes, so retired memtables never pile up.
+            self.reap();
             if self.shared.read_only().is_some() {
                 return;
             }

@@ -60,6 +60,7 @@ impl VlogWriter {
     /// `pack_from` and later are packed (`packed.rs`) when they can be.
     pub fn open(dir: &Path, pos: Position, pack_from: u64) -> io::Result<VlogWriter> {
         stemedb_wal::create_dir_durable(dir)?;
+        let mut removed = false;
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name();
@@ -72,7 +73,13 @@ impl VlogWriter {
             };
             if n > pos.segment {
                 fs::remove_file(entry.path())?;
+                removed = true;
             }
+        }
+        // The cut is made durable, so that records it removed cannot come back after a power
+        // cut and be counted as applied ones (`records_after`).
+        if removed {
+            stemedb_wal::sync_dir(dir)?;
         }
         let file = if pos.segment > 0 {
             let f = OpenOptions::new()
@@ -80,7 +87,10 @@ impl VlogWriter {
                 .truncate(false)
                 .write(true)
                 .open(seg_path(dir, pos.segment))?;
-            f.set_len(pos.len)?;
+            if f.metadata()?.len() != pos.len {
+                f.set_len(pos.len)?;
+                f.sync_all()?;
+            }
             Some(f)
         } else {
             None
@@ -199,8 +209,11 @@ pub fn records_after(dir: &Path, pos: Position) -> io::Result<u64> {
             records += 1;
             at = start + len;
         }
-        // A segment ends where the next record did not fit (the writer rolled) or where the
-        // writing stopped; only a following segment says which.
+        // The writer rolls only after the segment's last record, fsync'd: a segment that does
+        // not end in a whole record is where the writing stopped, whatever follows it.
+        if at != bytes.len() {
+            return Ok(records);
+        }
         segment += 1;
         offset = 0;
         if !seg_path(dir, segment).exists() {
@@ -355,6 +368,13 @@ mod tests {
         fs::write(seg_path(dir, 2), &zeros).expect("write");
         assert_eq!(whole(1, at_second), 3, "nor zeros");
         assert_eq!(whole(3, 0), 0, "a segment that does not exist holds none");
+        // A segment that does not end in a whole record is where the writing stopped: a next
+        // segment (a leftover) is not read.
+        let mut torn = one.clone();
+        torn.extend([7u8; 5]);
+        fs::write(seg_path(dir, 1), &torn).expect("write");
+        fs::write(seg_path(dir, 2), &two).expect("write");
+        assert_eq!(whole(1, at_second), 2, "nothing after a torn end");
     }
 
     #[test]

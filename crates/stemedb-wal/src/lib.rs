@@ -649,6 +649,16 @@ impl Wal {
                 records: scanned.records,
             });
         }
+        // A group written whole but cut off before its fsync (never acknowledged) reads as whole
+        // and is replayed: make it durable before anything is derived from it, so that a power
+        // cut cannot take it back from under the value log, or from a retry told it is stored.
+        if let Some(seg) = segments.last()
+            && seg.records > 0
+        {
+            File::open(&seg.path)
+                .and_then(|f| f.sync_data())
+                .map_err(io_err(&seg.path))?;
+        }
         let (active, active_len) = match segments.last() {
             Some(seg) if last_version == VERSION => {
                 let mut f = OpenOptions::new()
