@@ -188,6 +188,11 @@ pub fn records_after(dir: &Path, pos: Position) -> io::Result<u64> {
         match File::open(&path) {
             Ok(mut f) => {
                 use std::io::{Read as _, Seek as _};
+                if f.metadata()?.len() < offset {
+                    // Shorter than the durable position: nothing after it to count (and
+                    // nothing to step over into the next segment).
+                    return Ok(records);
+                }
                 f.seek(io::SeekFrom::Start(offset))?;
                 f.read_to_end(&mut bytes)?;
             }
@@ -375,6 +380,12 @@ mod tests {
         fs::write(seg_path(dir, 1), &torn).expect("write");
         fs::write(seg_path(dir, 2), &two).expect("write");
         assert_eq!(whole(1, at_second), 2, "nothing after a torn end");
+        fs::write(seg_path(dir, 1), &one[..4]).expect("write");
+        assert_eq!(
+            whole(1, at_second),
+            0,
+            "a segment cut below the position: none"
+        );
     }
 
     #[test]
