@@ -551,19 +551,16 @@ fn a_flood_opens_only_that_agents_breaker_which_closes_after_the_cool_down() {
     assert_eq!(metric(&metrics, "stemedb_breakers_open"), Some(0.0));
 }
 
-/// One batch whose envelopes are verified in chunks (`verify_batch`, decision 0001 addendum):
-/// the breaker still decides in order, so once an unknown agent's 20th refused write opens it,
-/// its later envelopes in the same batch (the same chunk included, whose signatures were
-/// checked already) are refused with `breaker_open`, and a registered agent's envelopes
-/// between them are stored. (Quarantines count once the holds of a chunk are stored: next test.)
-#[test]
-fn refusals_inside_one_batch_open_the_breaker_for_the_rest_of_that_batch() {
+/// Under agent policy `policy` and a breaker threshold of 20, registers agent 2, then posts one
+/// batch of `n` envelopes, every fourth from agent 2 and the rest from the unknown agent 1:
+/// each envelope's agent and its item of the answer.
+fn one_batch_of_two_agents(policy: &str, n: usize) -> (Vec<(u8, Vec<u8>)>, Vec<Value>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = serve(
         &dir,
         &[
             "--agent-policy",
-            "reject-unknown",
+            policy,
             "--breaker-threshold",
             "20",
             "--breaker-cooldown-ms",
@@ -579,12 +576,12 @@ fn refusals_inside_one_batch_open_the_breaker_for_the_rest_of_that_batch() {
         Some(json!({"name": "known", "trust": 0.5})),
     );
     assert_eq!(put.status, 201, "{:?}", put.body);
-    let envs: Vec<(u8, Vec<u8>)> = (0..100)
+    let envs: Vec<(u8, Vec<u8>)> = (0..n)
         .map(|i| {
             let agent = if i % 4 == 3 { 2 } else { 1 };
             (
                 agent,
-                envelope(agent, json!({"subject": format!("fleet/b{i}")})).1,
+                envelope(agent, json!({"subject": format!("fleet/{policy}/{i}")})).1,
             )
         })
         .collect();
@@ -605,6 +602,17 @@ fn refusals_inside_one_batch_open_the_breaker_for_the_rest_of_that_batch() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     let results = r.body["results"].as_array().expect("results");
     assert_eq!(results.len(), envs.len());
+    (envs, results.clone())
+}
+
+/// One batch whose envelopes are verified in chunks (`verify_batch`, decision 0001 addendum):
+/// the breaker still decides in order, so once an unknown agent's 20th refused write opens it,
+/// its later envelopes in the same batch (the same chunk included, whose signatures were
+/// checked already) are refused with `breaker_open`, and a registered agent's envelopes
+/// between them are stored. (Quarantines count once the holds of a chunk are stored: next test.)
+#[test]
+fn refusals_inside_one_batch_open_the_breaker_for_the_rest_of_that_batch() {
+    let (envs, results) = one_batch_of_two_agents("reject-unknown", 100);
     let mut refused = 0;
     for ((agent, _), item) in envs.iter().zip(results) {
         if *agent == 2 {
@@ -632,53 +640,7 @@ fn refusals_inside_one_batch_open_the_breaker_for_the_rest_of_that_batch() {
 /// envelopes between them are stored.
 #[test]
 fn quarantines_inside_one_batch_open_the_breaker_for_the_rest_of_that_batch() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = serve(
-        &dir,
-        &[
-            "--agent-policy",
-            "quarantine-unknown",
-            "--breaker-threshold",
-            "20",
-            "--breaker-cooldown-ms",
-            "60000",
-        ],
-        true,
-    );
-    let url = server.url();
-    let put = admin(
-        &url,
-        reqwest::Method::PUT,
-        &format!("/agents/{}", agent_hex(2)),
-        Some(json!({"name": "known", "trust": 0.5})),
-    );
-    assert_eq!(put.status, 201, "{:?}", put.body);
-    let envs: Vec<(u8, Vec<u8>)> = (0..400)
-        .map(|i| {
-            let agent = if i % 4 == 3 { 2 } else { 1 };
-            (
-                agent,
-                envelope(agent, json!({"subject": format!("fleet/q{i}")})).1,
-            )
-        })
-        .collect();
-    let mut body = b"{\"assertions\":[".to_vec();
-    for (i, (_, e)) in envs.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(e);
-    }
-    body.extend_from_slice(b"]}");
-    let r = http(
-        reqwest::Method::POST,
-        &format!("{url}/v1/assert"),
-        None,
-        Some(body),
-    );
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    let results = r.body["results"].as_array().expect("results");
-    assert_eq!(results.len(), envs.len());
+    let (envs, results) = one_batch_of_two_agents("quarantine-unknown", 400);
     let (mut held, mut refused) = (0, 0);
     for ((agent, _), item) in envs.iter().zip(results) {
         if *agent == 2 {
