@@ -668,8 +668,7 @@ impl Store {
                     continue;
                 }
             }
-            if li >= tree_size || q.since.is_some_and(|s| ts < s) || q.until.is_some_and(|u| ts > u)
-            {
+            if outside(q, tree_size, ts, li) {
                 if q.lens == Lens::Raw {
                     resume_after = Some(key.to_vec());
                 }
@@ -747,7 +746,13 @@ impl Store {
         let opts = &self.shared.large_group;
         let tables = view.index_tables(IndexKind::Agent)?;
         let by_seq = view.by_seq()?;
-        let short = || StoreError::Corrupt("an agent index key is shorter than 32 bytes".into());
+        let agent_of = |key: &[u8]| -> Result<[u8; 32], StoreError> {
+            key.get(..32)
+                .and_then(|a| a.try_into().ok())
+                .ok_or_else(|| {
+                    StoreError::Corrupt("an agent index key is shorter than 32 bytes".into())
+                })
+        };
         let start = *read;
         // Keys read here so far; past the budget left (or a cancelled request) it stops.
         let spend = |read: &mut usize| -> Result<bool, QueryError> {
@@ -760,11 +765,7 @@ impl Store {
             Ok(*read - start <= limits.allowed)
         };
         let (group, agents): (&[u8], Vec<[u8; 32]>) = if kind == IndexKind::Agent {
-            let agent: [u8; 32] = group
-                .get(..32)
-                .and_then(|a| a.try_into().ok())
-                .ok_or_else(short)?;
-            (&group[32..], vec![agent])
+            (&group[32..], vec![agent_of(group)?])
         } else {
             if limits.agents.is_none() {
                 // The store's agents: one seek past the previous agent's keys each.
@@ -784,10 +785,7 @@ impl Store {
                     if !spend(read)? {
                         return Ok(None);
                     }
-                    let agent: [u8; 32] = key
-                        .get(..32)
-                        .and_then(|a| a.try_into().ok())
-                        .ok_or_else(short)?;
+                    let agent = agent_of(&key)?;
                     if listed.len() == opts.max_agents {
                         *limits.agents = Some(None);
                         return Ok(None);
@@ -845,10 +843,7 @@ impl Store {
                 }
                 let (ts, li) = keys::key_suffix(&key)
                     .ok_or_else(|| StoreError::Corrupt("index key shorter than 16 bytes".into()))?;
-                if li >= tree_size
-                    || q.since.is_some_and(|s| ts < s)
-                    || q.until.is_some_and(|u| ts > u)
-                {
+                if outside(q, tree_size, ts, li) {
                     continue;
                 }
                 let value = by_seq.row(li)?;
@@ -995,7 +990,7 @@ impl Store {
             return Ok(None);
         }
         // The lens sums weights in candidate order, and floating-point sums depend on it: give
-        // it one order (log order) however the rows were found.
+        // it one order (key order: `ts`, then log index) however the rows were found.
         live.sort_unstable_by_key(|r| (r.0, r.1));
         let candidates: Vec<Candidate> = live
             .iter()
@@ -1034,4 +1029,10 @@ fn group_end(group: &[u8]) -> Vec<u8> {
     let mut k = group.to_vec();
     k.extend_from_slice(&[0xFF; keys::KEY_SUFFIX_BYTES + 1]);
     k
+}
+
+/// Whether the row (`ts`, `li`) lies outside what query `q` reads at `tree_size`: not yet in the
+/// tree, or outside `since`/`until`.
+fn outside(q: &Query, tree_size: u64, ts: i64, li: u64) -> bool {
+    li >= tree_size || q.since.is_some_and(|s| ts < s) || q.until.is_some_and(|u| ts > u)
 }
