@@ -225,6 +225,21 @@ fn each_rule_quarantines_release_logs_reject_drops_and_quarantine_survives_kill_
         let reasons = e.body["reasons"].to_string();
         assert!(reasons.contains(**why), "{why}: {reasons}");
     }
+    // A held envelope is shown as received, not re-encoded (design §2).
+    for (why, (id, env)) in &cases {
+        let raw = reqwest::blocking::Client::new()
+            .get(format!("{url}/v1/admin/quarantine/{id}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .expect("request")
+            .bytes()
+            .expect("body");
+        assert!(
+            raw.windows(env.len()).any(|w| w == env.as_slice()),
+            "{why}: the held envelope is not shown as received: {}",
+            String::from_utf8_lossy(&raw)
+        );
+    }
     let metrics = reqwest::blocking::get(format!("{url}/metrics"))
         .expect("metrics")
         .text()
@@ -727,4 +742,104 @@ fn the_admin_cli_reviews_quarantine_and_manages_agents() {
     let (_, audit) = cli(&["audit"], TOKEN);
     assert_eq!(audit["audit"][0]["action"], "release");
     assert_eq!(audit["audit"][1]["action"], "agent_put");
+}
+
+/// The body of one batch of `envs`, in order.
+fn batch_of(envs: &[&[u8]]) -> Vec<u8> {
+    let mut body = b"{\"assertions\":[".to_vec();
+    for (i, e) in envs.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(e);
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+/// Design §8 inside one batch: a link from another agent to an assertion earlier in the same
+/// body is held for review (202 for that item, not in the log), exactly as when the target was
+/// posted first; the target stays live. A link before its target in one batch is logged and
+/// ignored for the target, as when the link is posted first. Both hold across a restart.
+#[test]
+fn a_link_to_another_agents_assertion_earlier_in_the_same_batch_is_quarantined() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = serve(&dir, &[], false);
+    let url = server.url();
+    let (target, target_env) = envelope(1, json!({"subject": "fleet/own", "object": "A"}));
+    let (link, link_env) = envelope(
+        2,
+        json!({"subject": "fleet/own", "object": "B", "supersedes": [target], "retract": true}),
+    );
+    let (late, late_env) = envelope(1, json!({"subject": "fleet/late", "object": "A"}));
+    let (early, early_env) = envelope(
+        2,
+        json!({"subject": "fleet/late", "object": "B", "supersedes": [late]}),
+    );
+    let r = http(
+        reqwest::Method::POST,
+        &format!("{url}/v1/assert"),
+        None,
+        Some(batch_of(&[&target_env, &link_env, &early_env, &late_env])),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let statuses: Vec<&str> = r.body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|i| i["status"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        statuses,
+        ["created", "quarantined", "created", "created"],
+        "{:?}",
+        r.body
+    );
+    for restarted in [false, true] {
+        if restarted {
+            server.kill9();
+            server = serve(&dir, &[], false);
+        }
+        let url = server.url();
+        let get = |id: &str| {
+            http(
+                reqwest::Method::GET,
+                &format!("{url}/v1/assertions/{id}"),
+                None,
+                None,
+            )
+        };
+        let held = get(&link);
+        assert_eq!(
+            (held.status, held.body["code"].as_str()),
+            (404, Some("quarantined")),
+            "restarted {restarted}"
+        );
+        for id in [&target, &early, &late] {
+            assert_eq!(get(id).status, 200, "{id}, restarted {restarted}");
+        }
+        let client = Client::new(&url).expect("client");
+        // Live rows only (superseded ones are left out): the target is live on both subjects.
+        let live = |subject: &str| -> Vec<String> {
+            let q = client
+                .query(&json!({"subject": subject, "lens": "raw"}))
+                .expect("query");
+            let mut ids: Vec<String> = q["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .filter_map(|r| r["winner"]["id"].as_str().map(str::to_string))
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            live("fleet/own"),
+            vec![target.clone()],
+            "restarted {restarted}"
+        );
+        let mut both = vec![late.clone(), early.clone()];
+        both.sort();
+        assert_eq!(live("fleet/late"), both, "restarted {restarted}");
+    }
 }

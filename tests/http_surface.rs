@@ -496,3 +496,93 @@ fn a_point_query_past_the_inline_budget_gives_the_whole_answer() {
         .expect("query with proofs");
     assert_eq!(proved["results"][0]["winner"], results[0]["winner"]);
 }
+
+/// Design §2: `GET /v1/assertions/{id}` hands the envelope back as the bytes it was received
+/// as, whatever their spelling (the canonical one the value log packs, another key order,
+/// whitespace, an escaped `/`), singly or from a batch, and the envelope served still verifies.
+/// (The admin API's view of a held envelope: `tests/defense.rs`.)
+#[test]
+fn an_envelope_comes_back_as_the_bytes_it_was_received_as() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = serve(&dir, &[]);
+    let url = server.url();
+    let http = reqwest::blocking::Client::new();
+    let canonical = envelope(1, "spell/canonical", json!(1), 1_000, 1.0);
+    let parts: Value = serde_json::from_slice(&envelope(1, "spell/other", json!(2), 1_000, 1.0))
+        .expect("envelope json");
+    let (t, p, s) = (
+        &parts["payloadType"],
+        &parts["payload"],
+        &parts["signatures"][0]["sig"],
+    );
+    let kid = &parts["signatures"][0]["keyid"];
+    let reordered =
+        format!("{{\n  \"signatures\": [ {{\"sig\": {s}, \"keyid\": {kid}}} ],\n  \"payload\": {p},\n  \"payloadType\": {t}\n}}\n")
+            .into_bytes();
+    let parts: Value = serde_json::from_slice(&envelope(1, "spell/escaped", json!(3), 1_000, 1.0))
+        .expect("envelope json");
+    let escaped = format!(
+        "{{\"payloadType\":{},\"payload\":{},\"signatures\":[{{\"keyid\":{},\"sig\":{}}}]}}",
+        parts["payloadType"].to_string().replace('/', "\\/"),
+        parts["payload"],
+        parts["signatures"][0]["keyid"],
+        parts["signatures"][0]["sig"]
+    )
+    .into_bytes();
+    let in_batch = envelope(1, "spell/batch", json!(4), 1_000, 1.0);
+    let in_batch_spaced = String::from_utf8(envelope(1, "spell/batch2", json!(5), 1_000, 1.0))
+        .expect("utf-8")
+        .replace(",\"", ", \"");
+    let mut ids = Vec::new();
+    for body in [&canonical, &reordered, &escaped] {
+        let r = send(
+            http.post(format!("{url}/v1/assert"))
+                .header("content-type", "application/json")
+                .body(body.clone()),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let v: Value = serde_json::from_str(&r.body).expect("json");
+        ids.push((v["id"].as_str().expect("id").to_string(), body.clone()));
+    }
+    let batch = format!(
+        "{{\"assertions\": [{}, {}]}}",
+        String::from_utf8_lossy(&in_batch),
+        in_batch_spaced
+    );
+    let r = send(
+        http.post(format!("{url}/v1/assert"))
+            .header("content-type", "application/json")
+            .body(batch),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).expect("json");
+    for (item, sent) in v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .zip([in_batch.clone(), in_batch_spaced.into_bytes()])
+    {
+        assert_eq!(item["status"], "created", "{item}");
+        ids.push((item["id"].as_str().expect("id").to_string(), sent));
+    }
+    for (id, sent) in &ids {
+        let r = send(http.get(format!("{url}/v1/assertions/{id}")));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            r.body
+                .as_bytes()
+                .windows(sent.len())
+                .any(|w| w == sent.as_slice()),
+            "the answer for {id} does not hold the envelope as sent:\nsent {}\ngot  {}",
+            String::from_utf8_lossy(sent),
+            r.body
+        );
+        let v: Value = serde_json::from_str(&r.body).expect("the answer is JSON");
+        assert_eq!(v["id"], id.as_str());
+        assert_eq!(v["status"], "logged");
+        // The envelope in the answer still verifies offline.
+        let env = serde_json::to_vec(&v["envelope"]).expect("envelope");
+        let checked = stemedb_core::check(&env).expect("the served envelope verifies");
+        assert_eq!(checked.id().to_hex(), *id);
+    }
+}

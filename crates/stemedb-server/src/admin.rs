@@ -12,7 +12,8 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use stemedb_store::{AgentRecord, AgentStatus, QuarantineEntry};
 
@@ -90,15 +91,35 @@ fn parse_key(s: &str) -> Result<[u8; 32], Problem> {
     })
 }
 
-fn entry_json(e: &QuarantineEntry) -> Value {
-    json!({
-        "id": e.id.to_hex(),
-        "agent": e.agent,
-        "reasons": e.reasons,
-        "received_at_ms": e.received_at_ms,
-        "envelope": serde_json::from_str::<Value>(&e.envelope)
-            .unwrap_or_else(|_| Value::String(e.envelope.clone())),
-    })
+/// A held entry as JSON; its envelope is the bytes it was received as (without surrounding
+/// whitespace), not re-encoded, or a JSON string if those bytes are not JSON.
+fn entry_json(e: &QuarantineEntry) -> QuarantineJson<'_> {
+    let envelope = RawValue::from_string(e.envelope.clone())
+        .or_else(|_| serde_json::value::to_raw_value(&e.envelope))
+        .ok();
+    QuarantineJson {
+        id: e.id.to_hex(),
+        agent: &e.agent,
+        reasons: &e.reasons,
+        received_at_ms: e.received_at_ms,
+        envelope,
+    }
+}
+
+#[derive(Serialize)]
+struct QuarantineJson<'a> {
+    id: String,
+    agent: &'a str,
+    reasons: &'a [String],
+    received_at_ms: i64,
+    envelope: Option<Box<RawValue>>,
+}
+
+#[derive(Serialize)]
+struct QuarantinePage<'a> {
+    total: u64,
+    entries: Vec<QuarantineJson<'a>>,
+    next_after: Option<String>,
 }
 
 /// An optional JSON body; an empty body is `{}`.
@@ -145,7 +166,7 @@ fn not_registered(key: &[u8; 32]) -> Problem {
 pub(crate) async fn quarantine_list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Response, Problem> {
     let Query(params) = params?;
     let limit = page_limit(params.limit)?;
     let after = params.after.as_deref().map(parse_id).transpose()?;
@@ -155,23 +176,24 @@ pub(crate) async fn quarantine_list(
     let next = (entries.len() == limit)
         .then(|| entries.last().map(|e| e.id.to_hex()))
         .flatten();
-    Ok(Json(json!({
-        "total": total,
-        "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
-        "next_after": next,
-    })))
+    let page = QuarantinePage {
+        total,
+        entries: entries.iter().map(entry_json).collect(),
+        next_after: next,
+    };
+    Ok(Json(page).into_response())
 }
 
 /// GET /v1/admin/quarantine/{id}
 pub(crate) async fn quarantine_get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Response, Problem> {
     let id = parse_id(&id)?;
     let store = state.store_arc();
     let entry = blocking(move || store.quarantined(&id)).await?;
     entry
-        .map(|e| Json(entry_json(&e)))
+        .map(|e| Json(entry_json(&e)).into_response())
         .ok_or_else(|| not_in_quarantine(&id))
 }
 

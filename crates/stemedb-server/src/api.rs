@@ -102,11 +102,13 @@ async fn ingest(
     (screened.answers(state).await, single)
 }
 
-/// GET /v1/assertions/{id}
+/// GET /v1/assertions/{id}: the envelope comes back as the bytes it was received as (design
+/// §2), spliced into the answer rather than re-encoded (a JSON value would sort its keys and
+/// respell escapes and whitespace).
 pub(crate) async fn get_assertion(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Response, Problem> {
     let Path(id) = id.map_err(|_| Problem::bad_request("bad_id", "missing or unreadable id"))?;
     let id = parse_id(&id)?;
     let store = state.store_arc();
@@ -130,20 +132,36 @@ pub(crate) async fn get_assertion(
         }
         None => return Err(Problem::missing("not_found", format!("no assertion {id}"))),
     };
-    let envelope = String::from_utf8(a.envelope)
-        .ok()
-        .and_then(|s| RawValue::from_string(s).ok())
-        .ok_or_else(|| {
-            tracing::error!(id = %id, "stored envelope is not JSON");
-            Problem::server_error("internal", "stored envelope unreadable")
-        })?;
-    Ok(Json(json!({
+    let head = json!({
         "id": a.id.to_hex(),
         "log_index": a.log_index,
         "status": "logged",
         "received_at": a.received_at_ms,
-        "envelope": envelope,
-    })))
+    });
+    with_raw_envelope(head, &a.envelope)
+        .map(|body| ([(header::CONTENT_TYPE, "application/json")], body).into_response())
+        .ok_or_else(|| {
+            tracing::error!(id = %id, "stored envelope is not JSON");
+            Problem::server_error("internal", "stored envelope unreadable")
+        })
+}
+
+/// `head` (a JSON object) with one more member, `"envelope"`, whose value is `envelope`'s bytes
+/// exactly; `None` when `envelope` is not one JSON text (whitespace around it is kept: JSON
+/// allows it there).
+pub(crate) fn with_raw_envelope(head: Value, envelope: &[u8]) -> Option<Vec<u8>> {
+    serde_json::from_slice::<&RawValue>(envelope).ok()?;
+    let head = serde_json::to_vec(&head).ok()?;
+    let open = head.strip_suffix(b"}")?;
+    let mut out = Vec::with_capacity(head.len() + envelope.len() + 16);
+    out.extend_from_slice(open);
+    if open.len() > 1 {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"envelope\":");
+    out.extend_from_slice(envelope);
+    out.push(b'}');
+    Some(out)
 }
 
 /// GET /v1/checkpoint

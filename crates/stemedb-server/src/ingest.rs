@@ -5,6 +5,8 @@
 //! the rest to the store. The handler (`api.rs`) and the verifier stage (`verifier.rs`) both
 //! run it; it runs on a blocking thread, never on an async worker.
 
+use std::collections::HashMap;
+
 use axum::body::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -283,16 +285,25 @@ pub(crate) fn parse(st: &AppState, body: &Bytes) -> Result<AssertRequest, Proble
 /// Parses, decodes, verifies and screens one body (blocking: run it off the async workers);
 /// quarantines what trips a rule. The entries to log are left in `Screened::entries`.
 pub(crate) fn screen(st: &AppState, body: &Bytes) -> Result<Screened, Problem> {
-    screen_parsed(st, body, parse(st, body)?, None)
+    screen_parsed(st, body, parse(st, body)?, None, &mut Submitted::new())
 }
 
+/// The agents of the assertions accepted so far for one submission to the store (one body, or
+/// one pass of the verifier stage), by id: they enter the log before anything screened after
+/// them in that submission, so for the screen of a later `supersedes` they are in the log
+/// (design §8: a link from another agent to an assertion in the log is held for review).
+pub(crate) type Submitted = HashMap<AssertionId, [u8; 32]>;
+
 /// [`screen`] of a body already parsed (`request`), with the slot of a single envelope already
-/// prepared (`Some`, by the verifier stage, together with other requests' envelopes).
+/// prepared (`Some`, by the verifier stage, together with other requests' envelopes), and what
+/// the same submission accepted before this body (`submitted`, which this body's accepted
+/// assertions join).
 pub(crate) fn screen_parsed(
     st: &AppState,
     body: &Bytes,
     request: AssertRequest,
     mut single_slot: Option<Slot>,
+    submitted: &mut Submitted,
 ) -> Result<Screened, Problem> {
     let store = st.store();
     let (ranges, single) = match request {
@@ -312,7 +323,6 @@ pub(crate) fn screen_parsed(
     let mut held: Vec<QuarantineEntry> = Vec::new();
     let mut held_positions = Vec::new();
     let received = now_ms();
-    let agent_of = |id: &AssertionId| store.agent_of(id);
     // Chunk by chunk: decode and check each envelope, verify the chunk's signatures together
     // (`verify_batch`: one field inversion for the chunk), then screen each in order.
     let mut slots: Vec<Slot> = Vec::new();
@@ -370,8 +380,13 @@ pub(crate) fn screen_parsed(
         };
         let agent = *verified.statement().agent();
         let payload_len = verified.envelope().payload().len();
+        let agent_of = |id: &AssertionId| match submitted.get(id) {
+            Some(owner) => Ok(Some(*owner)),
+            None => store.agent_of(id),
+        };
         match defense.screen(verified.statement(), payload_len, &agent_of) {
             Verdict::Accept => {
+                submitted.insert(verified.id(), agent);
                 entries.push(Entry::new(verified, body.slice(range.clone())));
                 items[i] = Item::Accepted { agent };
             }

@@ -15,7 +15,7 @@ use std::sync::{OnceLock, Weak};
 use axum::body::Bytes;
 
 use crate::ingest::{
-    AssertRequest, Screened, Slot, chunk_len, parse, prepare, screen, screen_parsed,
+    AssertRequest, Screened, Slot, Submitted, chunk_len, parse, prepare, screen, screen_parsed,
     submit_screened,
 };
 use crate::problem::Problem;
@@ -141,6 +141,7 @@ fn screen_and_submit_together(st: &AppState, batch: Vec<Pending>) {
     let mut next_single = 0;
     let mut prepared: Vec<Option<Slot>> = (0..bodies.len()).map(|_| None).collect();
     let mut entries = Vec::new();
+    let mut submitted = Submitted::new();
     // Requests with entries to log, with how many, in submission order.
     let mut waiting = Vec::new();
     for (i, (reply, request)) in replies.into_iter().zip(parsed).enumerate() {
@@ -157,7 +158,7 @@ fn screen_and_submit_together(st: &AppState, batch: Vec<Pending>) {
             next_single += chunk.len();
         }
         let slot = prepared[i].take();
-        match request.and_then(|r| screen_parsed(st, &bodies[i], r, slot)) {
+        match request.and_then(|r| screen_parsed(st, &bodies[i], r, slot, &mut submitted)) {
             Ok(mut s) => {
                 let mine = s.take_entries();
                 if mine.is_empty() {
@@ -185,5 +186,80 @@ fn screen_and_submit_together(st: &AppState, batch: Vec<Pending>) {
     for ((reply, mut s, _), part) in waiting.into_iter().zip(parts) {
         s.attach(part);
         let _ = reply.send(Ok(s));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use stemedb_core::{sign, signing_key_from_seed};
+    use stemedb_store::{Store, StoreOptions};
+
+    use super::*;
+    use crate::ingest::{Ingested, Item};
+    use crate::metrics::Metrics;
+    use crate::state::Limits;
+
+    fn envelope(seed: u8, extra: serde_json::Value) -> (String, Bytes) {
+        let k = signing_key_from_seed(&[seed; 32]);
+        let mut st = json!({
+            "v": 1, "subject": "stage/own", "predicate": "p", "object": seed,
+            "agent": hex::encode(k.verifying_key().as_bytes()), "ts": 1_000,
+        });
+        if let (Some(m), Some(e)) = (st.as_object_mut(), extra.as_object()) {
+            m.extend(e.clone());
+        }
+        let v = sign(&k, st.to_string().into_bytes()).expect("valid statement");
+        (v.id().to_hex(), Bytes::from(v.envelope().encode()))
+    }
+
+    /// Two single POSTs screened in one pass of the stage are one submission: a link from
+    /// another agent to the assertion of the request before it is held for review (design §8),
+    /// as if the target had been posted first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_link_to_an_earlier_request_in_the_same_pass_is_held() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new().expect("metrics");
+        let store = Store::open(
+            tmp.path(),
+            StoreOptions::default(),
+            Arc::new(metrics.clone()),
+        )
+        .expect("store");
+        let st = AppState::new(metrics, Arc::new(store), Limits::defaults());
+        let (target, target_env) = envelope(1, json!({}));
+        let (link, link_env) = envelope(2, json!({"supersedes": [target], "retract": true}));
+        let (tx1, rx1) = tokio::sync::oneshot::channel();
+        let (tx2, rx2) = tokio::sync::oneshot::channel();
+        let pass = vec![
+            Pending {
+                body: target_env,
+                reply: tx1,
+            },
+            Pending {
+                body: link_env,
+                reply: tx2,
+            },
+        ];
+        let s = st.clone();
+        tokio::task::spawn_blocking(move || screen_and_submit_together(&s, pass))
+            .await
+            .expect("the pass ran");
+        let first = rx1.await.expect("answered").expect("screened");
+        assert!(
+            matches!(first.items[..], [Item::Accepted { .. }]),
+            "the target is logged"
+        );
+        let second = rx2.await.expect("answered").expect("screened");
+        match &second.items[..] {
+            [Item::Done(Ok(Ingested::Quarantined(id)))] => assert_eq!(id.to_hex(), link),
+            _ => panic!("the other agent's link was not held"),
+        }
+        let store = st.store();
+        let id = stemedb_core::AssertionId::parse(&link).expect("id");
+        assert!(store.quarantined(&id).expect("read").is_some());
+        assert!(store.get(&id).expect("read").is_none());
     }
 }
