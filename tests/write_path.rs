@@ -247,7 +247,8 @@ fn torn_tails_are_cut_and_nothing_acknowledged_is_lost() {
     ids.extend(write_some(&server.url(), &k, "torn/b", 30));
     server.stop();
 
-    // 2. The last record cut short (after a clean stop its data is in the durable checkpoint).
+    // 2. The last record cut short (after a clean stop its data is in the durable checkpoint):
+    // it was acknowledged, so the cut records are written back into the WAL from the store.
     let seg = last_segment(&wal);
     let len = fs::metadata(&seg).expect("meta").len();
     OpenOptions::new()
@@ -257,6 +258,13 @@ fn torn_tails_are_cut_and_nothing_acknowledged_is_lost() {
         .set_len(len - 5)
         .expect("truncate");
     let server = start(tmp.path(), &serve_args(dir_s, &small), &[]);
+    assert!(
+        server.startup_logs.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("writing them back into the WAL from the store"))),
+        "the rewrite is logged: {:?}",
+        server.startup_logs
+    );
     all_readable(&server, &ids);
     let client = Client::new(&server.url()).expect("client");
     let cp_key = client.checkpoint_key().expect("key");
@@ -274,6 +282,18 @@ fn torn_tails_are_cut_and_nothing_acknowledged_is_lost() {
         .expect("proof");
     verify_consistency(&proof, &before, &after).expect("consistent");
     server.stop();
+    // The WAL holds every acknowledged record again, with no gap (archives replay it).
+    let out = std::process::Command::new(common::BIN)
+        .args(["verify", dir_s])
+        .output()
+        .expect("verify");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("/ {} records", ids.len())),
+        "the WAL must hold all {} records: {text}",
+        ids.len()
+    );
 
     // 3. A flipped byte in a sealed segment: start-up refuses, naming the file and offset.
     let first = wal.join("segment-00000001.log");

@@ -21,8 +21,14 @@ The mapping (design §12):
 
 Labels and keys may hold any characters: those a concept path does not allow (and `+` itself)
 are written `+XX` (uppercase hex of each UTF-8 byte), so every label maps to one segment and
-back. A segment another writer made that is not in that form reads back as it is (so it can
-coincide with a label this store would write as `+XX`).
+back. `search` and `list_namespaces` show only groups in that form: a subject or predicate
+another writer made that this store would not have written (`a+b`, a lowercase `+2b`, a
+segment with `.`, which LangGraph does not allow in a label) is not a LangGraph item, since
+`get` and `delete` could not name it.
+
+A `put` or `delete` the server holds in quarantine (design §8: a content-defense rule such as
+the soft size limit) raises `Quarantined` with the assertion's id: it is stored for an operator
+to review, and reads do not see it until it is released.
 
 `search(query=…)` and `list_namespaces` read every group under their prefix (page by page):
 their cost grows with what the prefix holds, so give them a narrow prefix.
@@ -62,15 +68,18 @@ def _escape(text: str, extra_ok: str = "") -> str:
     return s
 
 
-def _unescape(text: str) -> str:
-    """Inverse of `_escape` for what it wrote: `+XX` (uppercase hex) runs that decode as UTF-8.
-    A segment not in that form (another writer's `a+b`, a lowercase `+2b`) is returned as it is,
-    so no two segments this store writes map to one label."""
+def _unescape(text: str, extra_ok: str = "") -> Optional[str]:
+    """The inverse of `_escape(…, extra_ok)`: the text it was written from, or None when `text`
+    is not something `_escape` writes (a `+` not followed by two uppercase hex digits, bytes
+    that are not UTF-8, a character it would have escaped)."""
     raw = bytearray()
     i = 0
     while i < len(text):
-        if text[i] == "+" and i + 2 < len(text) and all(c in "0123456789ABCDEF" for c in text[i + 1:i + 3]):
-            raw.append(int(text[i + 1:i + 3], 16))
+        if text[i] == "+":
+            pair = text[i + 1:i + 3]
+            if len(pair) != 2 or not all(c in "0123456789ABCDEF" for c in pair):
+                return None
+            raw.append(int(pair, 16))
             i += 3
         else:
             raw.extend(text[i].encode("utf-8"))
@@ -78,8 +87,8 @@ def _unescape(text: str) -> str:
     try:
         label = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return text
-    return label if _escape(label, "/") == text or _escape(label) == text else text
+        return None
+    return label if _escape(label, extra_ok) == text else None
 
 
 def namespace_to_subject(namespace: tuple) -> str:
@@ -90,8 +99,12 @@ def namespace_to_subject(namespace: tuple) -> str:
 
 
 def subject_to_namespace(subject: str) -> tuple:
-    """The namespace tuple of a concept path."""
-    return tuple(_unescape(seg) for seg in subject.split("/"))
+    """The namespace tuple of a concept path `namespace_to_subject` wrote; ValueError for any
+    other path."""
+    labels = tuple(_unescape(seg) for seg in subject.split("/"))
+    if any(label is None for label in labels):
+        raise ValueError(f"{subject!r} is not a path this store writes")
+    return labels
 
 
 def key_to_predicate(key: str) -> str:
@@ -102,7 +115,33 @@ def key_to_predicate(key: str) -> str:
 
 
 def predicate_to_key(predicate: str) -> str:
-    return _unescape(predicate)
+    """The key of a predicate `key_to_predicate` wrote; ValueError for any other."""
+    key = _unescape(predicate, "/")
+    if key is None:
+        raise ValueError(f"{predicate!r} is not a predicate this store writes")
+    return key
+
+
+def _item_names(subject: str, predicate: str) -> Optional[tuple]:
+    """(namespace, key) of a group this store could have written and LangGraph can name (no
+    `.` in a label, not under `langgraph`), else None."""
+    try:
+        ns, key = subject_to_namespace(subject), predicate_to_key(predicate)
+    except ValueError:
+        return None
+    if any("." in label or not label for label in ns) or ns[0] == "langgraph":
+        return None
+    return ns, key
+
+
+class Quarantined(Exception):
+    """The server held a write in quarantine (design §8) instead of logging it: `id` names the
+    assertion an operator may release or reject."""
+
+    def __init__(self, id: str):
+        super().__init__(f"the server holds assertion {id} in quarantine for review; "
+                         "reads do not see it until an operator releases it")
+        self.id = id
 
 
 def _when(ms: int) -> _dt.datetime:
@@ -150,6 +189,11 @@ def _namespace_matches(ns: tuple, cond: MatchCondition) -> bool:
     return all(p == "*" or p == n for p, n in zip(path, part))
 
 
+def _logged(a) -> None:
+    if a.status == "quarantined":
+        raise Quarantined(a.id)
+
+
 class StemeStore(BaseStore):
     """A LangGraph `BaseStore` over a `stemedb.Client` that has a signing key."""
 
@@ -188,17 +232,14 @@ class StemeStore(BaseStore):
             return self._list_namespaces(op.match_conditions or (), op.max_depth, op.limit, op.offset)
         raise ValueError(f"unknown operation {op!r}")
 
-    def _item(self, subject: str, predicate: str, winner) -> Item:
-        when = _when(winner.ts)
-        return Item(value=_as_dict(winner.object), key=predicate_to_key(predicate),
-                    namespace=subject_to_namespace(subject), created_at=when, updated_at=when)
-
     def _get(self, namespace: tuple, key: str) -> Optional[Item]:
         subject, predicate = namespace_to_subject(namespace), key_to_predicate(key)
         answer = self.client.query(subject, predicate=predicate, lens=self.lens, limit=1)
         for r in answer.results:
             if r.subject == subject and r.predicate == predicate:
-                return self._item(r.subject, r.predicate, r.winner)
+                when = _when(r.winner.ts)
+                return Item(value=_as_dict(r.winner.object), key=key, namespace=namespace,
+                            created_at=when, updated_at=when)
         return None
 
     def _own_live(self, subject: str, predicate: str) -> list:
@@ -217,7 +258,7 @@ class StemeStore(BaseStore):
             raise ValueError(f"a LangGraph store value is a dict, not {type(value).__name__}")
         subject, predicate = namespace_to_subject(namespace), key_to_predicate(key)
         previous = [w.id for w in self._own_live(subject, predicate)]
-        self.client.assert_(subject, predicate, value, supersedes=previous)
+        _logged(self.client.assert_(subject, predicate, value, supersedes=previous))
 
     def _delete(self, namespace: tuple, key: str) -> None:
         subject, predicate = namespace_to_subject(namespace), key_to_predicate(key)
@@ -228,8 +269,8 @@ class StemeStore(BaseStore):
         # shared by every target, the retraction states it.
         intervals = {(w.valid_from, w.valid_until) for w in previous}
         valid_from, valid_until = intervals.pop() if len(intervals) == 1 else (None, None)
-        self.client.assert_(subject, predicate, None, supersedes=[w.id for w in previous],
-                            retract=True, valid_from=valid_from, valid_until=valid_until)
+        _logged(self.client.assert_(subject, predicate, None, supersedes=[w.id for w in previous],
+                                    retract=True, valid_from=valid_from, valid_until=valid_until))
 
     def _groups(self, subject: Optional[str]):
         """Every (subject, predicate) group at or below `subject` (all when None), resolved by
@@ -251,6 +292,9 @@ class StemeStore(BaseStore):
         subject = namespace_to_subject(prefix) if prefix else None
         hits = []
         for r in self._groups(subject):
+            names = _item_names(r.subject, r.predicate)
+            if names is None:
+                continue
             value = _as_dict(r.winner.object)
             if filter and not all(_matches(value.get(k), v) for k, v in filter.items()):
                 continue
@@ -258,8 +302,7 @@ class StemeStore(BaseStore):
             if query and not score:
                 continue
             when = _when(r.winner.ts)
-            hits.append(SearchItem(subject_to_namespace(r.subject), predicate_to_key(r.predicate),
-                                   value, when, when, score))
+            hits.append(SearchItem(names[0], names[1], value, when, when, score))
             if not query and len(hits) >= offset + limit:
                 break
         if query:
@@ -276,7 +319,10 @@ class StemeStore(BaseStore):
                 break
         seen = set()
         for r in self._groups(start):
-            ns = subject_to_namespace(r.subject)
+            names = _item_names(r.subject, r.predicate)
+            if names is None:
+                continue
+            ns = names[0]
             if not all(_namespace_matches(ns, c) for c in conditions):
                 continue
             seen.add(ns[:max_depth] if max_depth is not None else ns)

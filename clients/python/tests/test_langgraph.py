@@ -11,7 +11,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.store.base import BaseStore
 
 from stemedb import Client, generate_key
-from stemedb.langgraph import (StemeStore, key_to_predicate, namespace_to_subject,
+from stemedb.langgraph import (Quarantined, StemeStore, key_to_predicate, namespace_to_subject,
                                predicate_to_key, subject_to_namespace)
 
 
@@ -150,3 +150,36 @@ def test_a_langgraph_graph_remembers_and_recalls_through_the_store(server):
     recall_only.add_edge(START, "recall")
     recall_only.add_edge("recall", END)
     assert recall_only.compile(store=store).invoke({"user": "ana", "log": []})["log"] == ["likes green tea"]
+
+
+def test_groups_another_writer_named_outside_the_mapping_are_not_items(server):
+    """`search` and `list_namespaces` list only what `get` and `delete` can name: a subject or
+    predicate this store would not have written (a bare `+`, a lowercase escape, a `.` that
+    LangGraph does not allow in a label) is skipped, and what they list reads back."""
+    r = root()
+    raw = Client(server, key=generate_key())
+    for subject, predicate in [(f"{r}/bad+zz", "p"), (f"{r}/x+2b", "q"), (f"{r}/ok", "q+zz"),
+                               (f"{r}/dot.seg", "q")]:
+        assert raw.assert_(subject, predicate, {"a": 1}).stored
+    store = StemeStore(Client(server, key=generate_key()))
+    store.put((r, "mine"), "k.with.dots", {"a": 2})
+    found = store.search((r,))
+    assert [(i.namespace, i.key) for i in found] == [((r, "mine"), "k.with.dots")]
+    for i in found:
+        assert store.get(i.namespace, i.key).value == {"a": 2}
+    assert store.list_namespaces(prefix=(r,)) == [(r, "mine")]
+    with pytest.raises(ValueError):
+        subject_to_namespace(f"{r}/bad+zz")
+    with pytest.raises(ValueError):
+        predicate_to_key("q+2b")
+
+
+def test_a_write_the_server_holds_in_quarantine_raises(server):
+    """Design §8: a value over the server's soft size limit (32 KiB by default) is held for
+    review; `put` says so instead of returning as if it were stored."""
+    store = StemeStore(Client(server, key=generate_key()))
+    r = root()
+    with pytest.raises(Quarantined) as held:
+        store.put((r, "big"), "k", {"blob": "x" * 40_000})
+    assert len(held.value.id) == 64
+    assert store.get((r, "big"), "k") is None

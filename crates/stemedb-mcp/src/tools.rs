@@ -454,7 +454,7 @@ impl Memory {
     }
 
     #[tool(
-        description = "Withdraw one of your own memories: a signed retraction. The memory stays in the log, marked retracted, and no longer counts as your belief.",
+        description = "Withdraw one of your own memories: a signed retraction. The memory stays in the log, marked retracted, and no longer counts as your belief. The retraction is your newest word on that subject and predicate, so until you remember something new there you hold no value for it: memories you had already replaced there do not come back (remember the one you hold again if that is what you mean).",
         input_schema = schema_for_type::<RetractArgs>()
     )]
     async fn retract(&self, Parameters(args): Parameters<JsonObject>) -> ToolResult {

@@ -337,6 +337,18 @@ fn check_wal(dir: &Path, durable: u64, report: &mut Report) {
                         scan.good_end
                     ),
                 );
+            } else if i + 1 == n && scan.first_seq + scan.records < durable {
+                // The store's durable checkpoint holds records past the damage: they were
+                // acknowledged, so this is damage, not a torn write; the server puts them back.
+                report.notes.push(format!(
+                    "{name}: last group damaged at offset {} ({why}), {} bytes; records {} to {} \
+                     were acknowledged and are in the store's durable checkpoint: the next start \
+                     cuts the damaged bytes and writes those records back from the store",
+                    scan.good_end,
+                    scan.len - scan.good_end,
+                    scan.first_seq + scan.records,
+                    durable - 1
+                ));
             } else if i + 1 == n {
                 report.notes.push(format!(
                     "{name}: torn tail of {} bytes at offset {} ({why}); never acknowledged, cut \

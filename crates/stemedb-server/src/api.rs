@@ -149,7 +149,7 @@ pub(crate) async fn get_assertion(
 /// `head` (a JSON object) with one more member, `"envelope"`, whose value is `envelope`'s bytes
 /// exactly; `None` when `envelope` is not one JSON text (whitespace around it is kept: JSON
 /// allows it there).
-pub(crate) fn with_raw_envelope(head: Value, envelope: &[u8]) -> Option<Vec<u8>> {
+fn with_raw_envelope(head: Value, envelope: &[u8]) -> Option<Vec<u8>> {
     serde_json::from_slice::<&RawValue>(envelope).ok()?;
     let head = serde_json::to_vec(&head).ok()?;
     let open = head.strip_suffix(b"}")?;

@@ -68,12 +68,74 @@ struct NewRecord {
 
 /// WAL body of an assertion: `log_index u64 | received_at i64 | id [32] | envelope bytes`.
 fn wal_body(r: &NewRecord) -> Vec<u8> {
-    let mut b = Vec::with_capacity(48 + r.raw.len());
-    b.extend_from_slice(&r.log_index.to_le_bytes());
-    b.extend_from_slice(&r.received_at_ms.to_le_bytes());
-    b.extend_from_slice(r.id.as_bytes());
-    b.extend_from_slice(&r.raw);
+    wal_body_of(r.log_index, r.received_at_ms, &r.id, &r.raw)
+}
+
+fn wal_body_of(log_index: u64, received_at_ms: i64, id: &AssertionId, raw: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(48 + raw.len());
+    b.extend_from_slice(&log_index.to_le_bytes());
+    b.extend_from_slice(&received_at_ms.to_le_bytes());
+    b.extend_from_slice(id.as_bytes());
+    b.extend_from_slice(raw);
     b
+}
+
+/// Records a WAL rewrite from the store appends per group.
+const REWRITE_GROUP_RECORDS: u64 = 1_000;
+
+/// Appends the records `[from, to)` to the WAL again from the durable store: the open cut a
+/// damaged last group whose records the durable checkpoint holds, so they were acknowledged,
+/// and the WAL must keep every acknowledged record (design §3; archives and restores replay
+/// it). Each comes from the store's checksummed `by_seq` row, its `assertions` row and its
+/// value-log record, and must be the envelope its id names: the same bytes the commit thread
+/// wrote, in new group frames.
+fn rewrite_wal_from_store(
+    wal: &mut Wal,
+    db: &Database,
+    values: &std::path::Path,
+    from: u64,
+    to: u64,
+) -> Result<(), StoreError> {
+    let r = db.begin_read().map_err(db_err)?;
+    let by_seq = r.open_table(BY_SEQ).map_err(db_err)?;
+    let vlog = VlogReader::new(values);
+    let mut li = from;
+    while li < to {
+        let end = to.min(li + REWRITE_GROUP_RECORDS);
+        let mut bodies = Vec::with_capacity((end - li) as usize);
+        for i in li..end {
+            let missing = || {
+                StoreError::Corrupt(format!(
+                    "rewriting WAL record {i} from the store: the store has no such assertion"
+                ))
+            };
+            let row = by_seq.get(i).map_err(db_err)?.ok_or_else(missing)?;
+            let row = keys::IndexValue::decode(row.value())?;
+            let rec = crate::runs::find_assertion(&r, row.id.as_bytes())?.ok_or_else(missing)?;
+            let envelope = vlog.read(rec.pointer)?;
+            let named = stemedb_core::Envelope::decode(&envelope).map(|e| e.id());
+            if rec.log_index != i || named.as_ref().ok() != Some(&row.id) {
+                return Err(StoreError::Corrupt(format!(
+                    "rewriting WAL record {i} from the store: its rows and envelope disagree \
+                     (assertions row at {}, envelope {:?}, by_seq id {})",
+                    rec.log_index,
+                    named.map(|id| id.to_hex()),
+                    row.id
+                )));
+            }
+            bodies.push(wal_body_of(i, rec.received_at_ms, &row.id, &envelope));
+        }
+        let records: Vec<Record> = bodies
+            .iter()
+            .map(|b| Record {
+                kind: KIND_ASSERTION,
+                body: b,
+            })
+            .collect();
+        wal.append_group(&records)?;
+        li = end;
+    }
+    Ok(())
 }
 
 /// A WAL record of the replayed tail before parsing: log index, received-at, id, envelope.
@@ -374,13 +436,28 @@ impl Writer {
                     wal.next_seq()
                 )));
             }
-            // Every missing record is in the store's durable checkpoint: nothing is lost.
-            tracing::warn!(
-                wal_end = wal.next_seq(),
-                durable,
-                "the WAL lost records the durable checkpoint holds; continuing after them"
-            );
-            wal.advance_to(applied)?;
+            if report.truncated_bytes > 0 {
+                // The cut group was acknowledged (the durable checkpoint holds it): damage,
+                // not a torn write. Its records go back into the WAL from the store.
+                tracing::warn!(
+                    from = wal.next_seq(),
+                    to = applied,
+                    durable,
+                    "the damaged last WAL group held acknowledged records the durable \
+                     checkpoint holds; writing them back into the WAL from the store"
+                );
+                let from = wal.next_seq();
+                rewrite_wal_from_store(&mut wal, &db, &layout.values, from, applied)?;
+            } else {
+                // Whole segments are missing (a restore without them, say), and every missing
+                // record is in the store's durable checkpoint: nothing is lost.
+                tracing::warn!(
+                    wal_end = wal.next_seq(),
+                    durable,
+                    "the WAL lost records the durable checkpoint holds; continuing after them"
+                );
+                wal.advance_to(applied)?;
+            }
         }
         let vlog =
             VlogWriter::open(&layout.values, vlog_pos, pack_from).map_err(io_at(&layout.values))?;
