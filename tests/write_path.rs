@@ -295,6 +295,32 @@ fn torn_tails_are_cut_and_nothing_acknowledged_is_lost() {
         ids.len()
     );
 
+    // 2b. The WAL ends short with nothing to cut (a start killed between the cut and the
+    // rewrite, or lost trailing segments): the next start writes the records back all the same.
+    let mut segs: Vec<_> = fs::read_dir(&wal)
+        .expect("wal")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 3, "{segs:?}");
+    for seg in &segs[segs.len() - 2..] {
+        fs::remove_file(seg).expect("remove");
+    }
+    let server = start(tmp.path(), &serve_args(dir_s, &small), &[]);
+    all_readable(&server, &ids);
+    server.stop();
+    let out = std::process::Command::new(common::BIN)
+        .args(["verify", dir_s])
+        .output()
+        .expect("verify");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("/ {} records", ids.len())),
+        "the WAL must hold all {} records again: {text}",
+        ids.len()
+    );
+
     // 3. A flipped byte in a sealed segment: start-up refuses, naming the file and offset.
     let first = wal.join("segment-00000001.log");
     let mut bytes = fs::read(&first).expect("read");

@@ -343,7 +343,8 @@ fn check_wal(dir: &Path, durable: u64, report: &mut Report) {
                 report.notes.push(format!(
                     "{name}: last group damaged at offset {} ({why}), {} bytes; records {} to {} \
                      were acknowledged and are in the store's durable checkpoint: the next start \
-                     cuts the damaged bytes and writes those records back from the store",
+                     cuts the damaged bytes and writes those records back from the store (it \
+                     refuses instead if the value log holds applied records after them)",
                     scan.good_end,
                     scan.len - scan.good_end,
                     scan.first_seq + scan.records,

@@ -82,6 +82,9 @@ fn wal_body_of(log_index: u64, received_at_ms: i64, id: &AssertionId, raw: &[u8]
 
 /// Records a WAL rewrite from the store appends per group.
 const REWRITE_GROUP_RECORDS: u64 = 1_000;
+/// Most records start-up writes back into the WAL from the store (about 600 MB, a few
+/// seconds); a WAL missing more than that goes on after the store with `advance_to`.
+const REWRITE_MAX_RECORDS: u64 = 1_000_000;
 
 /// Appends the records `[from, to)` to the WAL again from the durable store: the open cut a
 /// damaged last group whose records the durable checkpoint holds, so they were acknowledged,
@@ -436,21 +439,28 @@ impl Writer {
                     wal.next_seq()
                 )));
             }
-            if report.truncated_bytes > 0 {
-                // The cut group was acknowledged (the durable checkpoint holds it): damage,
-                // not a torn write. Its records go back into the WAL from the store.
+            // The missing records were acknowledged (the durable checkpoint holds them): a
+            // damaged last group this open cut (or an earlier open cut, if that start did not
+            // finish writing them back), or lost trailing segments. They go back into the WAL
+            // from the store. This does not depend on this open's cut, so a start refused or
+            // killed mid-way repeats the rewrite instead of skipping it. (A restore always
+            // leaves the WAL at or past the store.)
+            let missing = applied - wal.next_seq();
+            if missing <= REWRITE_MAX_RECORDS {
                 tracing::warn!(
                     from = wal.next_seq(),
                     to = applied,
                     durable,
-                    "the damaged last WAL group held acknowledged records the durable \
-                     checkpoint holds; writing them back into the WAL from the store"
+                    cut_bytes = report.truncated_bytes,
+                    "the WAL lacks acknowledged records the durable checkpoint holds (a \
+                     damaged last group, or lost segments); writing them back into the WAL \
+                     from the store"
                 );
                 let from = wal.next_seq();
                 rewrite_wal_from_store(&mut wal, &db, &layout.values, from, applied)?;
             } else {
-                // Whole segments are missing (a restore without them, say), and every missing
-                // record is in the store's durable checkpoint: nothing is lost.
+                // More than a damaged tail: the WAL lost most of its segments. The store still
+                // holds every record; the log goes on after them.
                 tracing::warn!(
                     wal_end = wal.next_seq(),
                     durable,
