@@ -600,14 +600,7 @@ fn one_batch_of_two_agents(policy: &str, n: usize) -> (Vec<(u8, Vec<u8>)>, Vec<V
             )
         })
         .collect();
-    let mut body = b"{\"assertions\":[".to_vec();
-    for (i, (_, e)) in envs.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(e);
-    }
-    body.extend_from_slice(b"]}");
+    let body = common::batch_body(&envs.iter().map(|(_, e)| e).collect::<Vec<_>>());
     let r = http(
         reqwest::Method::POST,
         &format!("{url}/v1/assert"),
@@ -744,19 +737,6 @@ fn the_admin_cli_reviews_quarantine_and_manages_agents() {
     assert_eq!(audit["audit"][1]["action"], "agent_put");
 }
 
-/// The body of one batch of `envs`, in order.
-fn batch_of(envs: &[&[u8]]) -> Vec<u8> {
-    let mut body = b"{\"assertions\":[".to_vec();
-    for (i, e) in envs.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(e);
-    }
-    body.extend_from_slice(b"]}");
-    body
-}
-
 /// Design §8 inside one batch: a link from another agent to an assertion earlier in the same
 /// body is held for review (202 for that item, not in the log), exactly as when the target was
 /// posted first; the target stays live. A link before its target in one batch is logged and
@@ -780,7 +760,12 @@ fn a_link_to_another_agents_assertion_earlier_in_the_same_batch_is_quarantined()
         reqwest::Method::POST,
         &format!("{url}/v1/assert"),
         None,
-        Some(batch_of(&[&target_env, &link_env, &early_env, &late_env])),
+        Some(common::batch_body(&[
+            &target_env,
+            &link_env,
+            &early_env,
+            &late_env,
+        ])),
     );
     assert_eq!(r.status, 200, "{:?}", r.body);
     let statuses: Vec<&str> = r.body["results"]

@@ -56,15 +56,7 @@ fn args<'a>(dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 
 /// POSTs `{"assertions": [...]}`; the response status and JSON body.
 fn post_batch(url: &str, envs: &[Vec<u8>]) -> (u16, Value) {
-    let mut body = b"{\"assertions\":[".to_vec();
-    for (i, e) in envs.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(e);
-    }
-    body.extend_from_slice(b"]}");
-    post_raw(url, body)
+    post_raw(url, common::batch_body(envs))
 }
 
 fn post_raw(url: &str, body: Vec<u8>) -> (u16, Value) {

@@ -211,6 +211,20 @@ fn all_readable(server: &Server, ids: &[String]) {
     }
 }
 
+/// `stemedb verify` passes on the stopped data directory `dir` and counts `records` WAL records.
+fn wal_holds(dir: &str, records: usize) {
+    let out = std::process::Command::new(common::BIN)
+        .args(["verify", dir])
+        .output()
+        .expect("verify");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("/ {records} records")),
+        "the WAL must hold all {records} records: {text}"
+    );
+}
+
 #[test]
 fn torn_tails_are_cut_and_nothing_acknowledged_is_lost() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -283,17 +297,7 @@ fn torn_tails_are_cut_and_nothing_acknowledged_is_lost() {
     verify_consistency(&proof, &before, &after).expect("consistent");
     server.stop();
     // The WAL holds every acknowledged record again, with no gap (archives replay it).
-    let out = std::process::Command::new(common::BIN)
-        .args(["verify", dir_s])
-        .output()
-        .expect("verify");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains(&format!("/ {} records", ids.len())),
-        "the WAL must hold all {} records: {text}",
-        ids.len()
-    );
+    wal_holds(dir_s, ids.len());
 
     // 2b. The WAL ends short with nothing to cut (a start killed between the cut and the
     // rewrite, or lost trailing segments): the next start writes the records back all the same.
@@ -309,17 +313,7 @@ fn torn_tails_are_cut_and_nothing_acknowledged_is_lost() {
     let server = start(tmp.path(), &serve_args(dir_s, &small), &[]);
     all_readable(&server, &ids);
     server.stop();
-    let out = std::process::Command::new(common::BIN)
-        .args(["verify", dir_s])
-        .output()
-        .expect("verify");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains(&format!("/ {} records", ids.len())),
-        "the WAL must hold all {} records again: {text}",
-        ids.len()
-    );
+    wal_holds(dir_s, ids.len());
 
     // 3. A flipped byte in a sealed segment: start-up refuses, naming the file and offset.
     let first = wal.join("segment-00000001.log");

@@ -289,9 +289,10 @@ pub(crate) fn screen(st: &AppState, body: &Bytes) -> Result<Screened, Problem> {
 }
 
 /// The agents of the assertions accepted so far for one submission to the store (one body, or
-/// one pass of the verifier stage), by id: they enter the log before anything screened after
-/// them in that submission, so for the screen of a later `supersedes` they are in the log
-/// (design §8: a link from another agent to an assertion in the log is held for review).
+/// one pass of the verifier stage), by id: if the store logs them, they enter the log before
+/// anything screened after them in that submission, so for the screen of a later `supersedes`
+/// they count as in the log (design §8: a link from another agent to an assertion in the log is
+/// held for review; if the submission fails, the hold was only stricter than needed).
 pub(crate) type Submitted = HashMap<AssertionId, [u8; 32]>;
 
 /// [`screen`] of a body already parsed (`request`), with the slot of a single envelope already

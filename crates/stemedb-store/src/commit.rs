@@ -80,16 +80,27 @@ fn wal_body_of(log_index: u64, received_at_ms: i64, id: &AssertionId, raw: &[u8]
     b
 }
 
+/// WAL records of kind `KIND_ASSERTION` over `bodies`.
+fn assertion_records(bodies: &[Vec<u8>]) -> Vec<Record<'_>> {
+    bodies
+        .iter()
+        .map(|b| Record {
+            kind: KIND_ASSERTION,
+            body: b,
+        })
+        .collect()
+}
+
 /// Records a WAL rewrite from the store appends per group.
 const REWRITE_GROUP_RECORDS: u64 = 1_000;
 /// Most records start-up writes back into the WAL from the store (about 600 MB, a few
 /// seconds); a WAL missing more than that goes on after the store with `advance_to`.
 const REWRITE_MAX_RECORDS: u64 = 1_000_000;
 
-/// Appends the records `[from, to)` to the WAL again from the durable store: the open cut a
-/// damaged last group whose records the durable checkpoint holds, so they were acknowledged,
-/// and the WAL must keep every acknowledged record (design §3; archives and restores replay
-/// it). Each comes from the store's checksummed `by_seq` row, its `assertions` row and its
+/// Appends the records `[from, to)` to the WAL again from the durable store: the WAL ends
+/// below records the durable checkpoint holds (a damaged last group cut by this or an earlier
+/// open, or lost trailing segments), so they were acknowledged, and the WAL must keep every
+/// acknowledged record (design §3; archives and restores replay it). Each comes from the store's checksummed `by_seq` row, its `assertions` row and its
 /// value-log record, and must be the envelope its id names: the same bytes the commit thread
 /// wrote, in new group frames.
 fn rewrite_wal_from_store(
@@ -128,14 +139,7 @@ fn rewrite_wal_from_store(
             }
             bodies.push(wal_body_of(i, rec.received_at_ms, &row.id, &envelope));
         }
-        let records: Vec<Record> = bodies
-            .iter()
-            .map(|b| Record {
-                kind: KIND_ASSERTION,
-                body: b,
-            })
-            .collect();
-        wal.append_group(&records)?;
+        wal.append_group(&assertion_records(&bodies))?;
         li = end;
     }
     Ok(())
@@ -902,13 +906,7 @@ impl Writer {
         let mut failure: Option<Failure> = None;
         if !new.is_empty() {
             let bodies: Vec<Vec<u8>> = new.iter().map(wal_body).collect();
-            let records: Vec<Record> = bodies
-                .iter()
-                .map(|b| Record {
-                    kind: KIND_ASSERTION,
-                    body: b,
-                })
-                .collect();
+            let records = assertion_records(&bodies);
             let t0 = Instant::now();
             match self.wal.append_group(&records) {
                 Ok(_) => {
