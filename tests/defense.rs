@@ -600,7 +600,7 @@ fn one_batch_of_two_agents(policy: &str, n: usize) -> (Vec<(u8, Vec<u8>)>, Vec<V
             )
         })
         .collect();
-    let body = common::batch_body(&envs.iter().map(|(_, e)| e).collect::<Vec<_>>());
+    let body = stemedb_client::batch_body(&envs.iter().map(|(_, e)| e).collect::<Vec<_>>());
     let r = http(
         reqwest::Method::POST,
         &format!("{url}/v1/assert"),
@@ -760,7 +760,7 @@ fn a_link_to_another_agents_assertion_earlier_in_the_same_batch_is_quarantined()
         reqwest::Method::POST,
         &format!("{url}/v1/assert"),
         None,
-        Some(common::batch_body(&[
+        Some(stemedb_client::batch_body(&[
             &target_env,
             &link_env,
             &early_env,

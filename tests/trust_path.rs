@@ -56,7 +56,7 @@ fn args<'a>(dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 
 /// POSTs `{"assertions": [...]}`; the response status and JSON body.
 fn post_batch(url: &str, envs: &[Vec<u8>]) -> (u16, Value) {
-    post_raw(url, common::batch_body(envs))
+    post_raw(url, stemedb_client::batch_body(envs))
 }
 
 fn post_raw(url: &str, body: Vec<u8>) -> (u16, Value) {

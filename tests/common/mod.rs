@@ -199,16 +199,3 @@ pub fn last_segment(wal: &Path) -> PathBuf {
     names.sort();
     names.pop().expect("a segment")
 }
-
-/// The body of one batch request, `{"assertions":[...]}`, of `envs` in order.
-pub fn batch_body<E: AsRef<[u8]>>(envs: &[E]) -> Vec<u8> {
-    let mut body = b"{\"assertions\":[".to_vec();
-    for (i, e) in envs.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(e.as_ref());
-    }
-    body.extend_from_slice(b"]}");
-    body
-}

@@ -203,14 +203,7 @@ impl Client {
         &self,
         envelopes: &[Vec<u8>],
     ) -> Result<Vec<Result<Accepted, ClientError>>, ClientError> {
-        let mut body = b"{\"assertions\":[".to_vec();
-        for (i, e) in envelopes.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(e.trim_ascii());
-        }
-        body.extend_from_slice(b"]}");
+        let body = batch_body(envelopes);
         let url = self.url("/v1/assert");
         let req = self
             .http
@@ -410,4 +403,18 @@ fn problem(status: u16, body: &str) -> ClientError {
         code: v["code"].as_str().unwrap_or("unknown").to_string(),
         detail: v["detail"].as_str().unwrap_or(body).to_string(),
     }
+}
+
+/// The body of one batch request, `{"assertions":[...]}`: `envelopes` in order, each without
+/// surrounding whitespace.
+pub fn batch_body<E: AsRef<[u8]>>(envelopes: &[E]) -> Vec<u8> {
+    let mut body = b"{\"assertions\":[".to_vec();
+    for (i, e) in envelopes.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(e.as_ref().trim_ascii());
+    }
+    body.extend_from_slice(b"]}");
+    body
 }

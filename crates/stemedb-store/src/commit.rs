@@ -100,9 +100,9 @@ const REWRITE_MAX_RECORDS: u64 = 1_000_000;
 /// Appends the records `[from, to)` to the WAL again from the durable store: the WAL ends
 /// below records the durable checkpoint holds (a damaged last group cut by this or an earlier
 /// open, or lost trailing segments), so they were acknowledged, and the WAL must keep every
-/// acknowledged record (design §3; archives and restores replay it). Each comes from the store's checksummed `by_seq` row, its `assertions` row and its
-/// value-log record, and must be the envelope its id names: the same bytes the commit thread
-/// wrote, in new group frames.
+/// acknowledged record (design §3; archives and restores replay it). Each comes from the
+/// store's checksummed `by_seq` row, its `assertions` row and its value-log record, and must be
+/// the envelope its id names: the same bytes the commit thread wrote, in new group frames.
 fn rewrite_wal_from_store(
     wal: &mut Wal,
     db: &Database,
