@@ -313,6 +313,32 @@ fn valid_at_and_as_of_answer_bitemporal_questions_through_every_lens() {
     // After the retraction, current=true holds nothing; as of before it, carol.
     assert_eq!(objects(&url, "current=true"), Vec::<String>::new());
     assert_eq!(objects(&url, "current=true&as_of=4"), ["carol"]);
+    // A retraction its agent corrects names the correction; what it retracted stays retracted.
+    let undo = post(
+        &url,
+        envelope(
+            2,
+            json!({"object": "carol again", "ts": 60, "supersedes": [retraction]}),
+        ),
+    );
+    let (_, full) = get(
+        &url,
+        &format!("/v1/history?subject={SUBJECT}&predicate=ceo"),
+    );
+    assert_eq!(full["entries"][4]["status"], "retraction", "{full}");
+    assert_eq!(full["entries"][4]["superseded_by"], undo.as_str(), "{full}");
+    assert_eq!(full["entries"][2]["status"], "retracted", "{full}");
+    assert_eq!(
+        full["entries"][2]["superseded_by"],
+        retraction.as_str(),
+        "{full}"
+    );
+    assert_eq!(full["entries"][5]["status"], "live", "{full}");
+    let (_, before) = get(
+        &url,
+        &format!("/v1/history?subject={SUBJECT}&predicate=ceo&as_of=5"),
+    );
+    assert!(before["entries"][4]["superseded_by"].is_null(), "{before}");
     for bad in [
         "",
         "&predicate=ceo&as_of=99",

@@ -586,3 +586,50 @@ fn an_envelope_comes_back_as_the_bytes_it_was_received_as() {
         assert_eq!(checked.id().to_hex(), *id);
     }
 }
+
+/// A body whose `Content-Length` is already past the route's limit is refused with a 413
+/// problem before any of it is read: no `100 Continue`, and no wait for bytes never sent.
+#[test]
+fn a_declared_length_past_the_limit_is_refused_before_the_body() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = serve(&dir, &[]);
+    for (path, length, expect) in [
+        ("/v1/assert", 100 * 1024 * 1024, true),
+        ("/v1/assert", 100 * 1024 * 1024, false),
+        ("/v1/query", 1024 * 1024, false),
+    ] {
+        let mut s = TcpStream::connect(&server.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             content-length: {length}\r\n{}\r\n",
+            if expect {
+                "expect: 100-continue\r\n"
+            } else {
+                ""
+            }
+        );
+        let t0 = Instant::now();
+        s.write_all(head.as_bytes()).expect("write head");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("\"status\":413") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("HTTP/1.1 413"),
+            "{path} expect={expect}: {text}"
+        );
+        assert!(
+            text.contains("application/problem+json") && text.contains("\"code\":\"too_large\""),
+            "{text}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    }
+    server.stop();
+}

@@ -447,6 +447,40 @@ fn connections_have_a_head_deadline_an_idle_timeout_and_a_cap() {
         "closed after {idle_closed:?}"
     );
 
+    // HTTP/2 (prior knowledge) with only PINGs, never a request: PINGs are not requests, so
+    // the connection closes at the idle timeout instead of holding its slot for ever.
+    let mut h2 = TcpStream::connect(&server.addr).expect("connect h2");
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .expect("preface + SETTINGS");
+    h2.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let t_h2 = Instant::now();
+    let mut h2_closed = false;
+    let mut buf = [0u8; 4096];
+    while t_h2.elapsed() < Duration::from_secs(8) && !h2_closed {
+        // PING: length 8, type 6, no flags, stream 0, eight opaque bytes.
+        if h2.write_all(b"\0\0\x08\x06\0\0\0\0\0stemedb!").is_err() {
+            h2_closed = true;
+            break;
+        }
+        match h2.read(&mut buf) {
+            Ok(0) => h2_closed = true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => h2_closed = true,
+        }
+    }
+    let h2_took = t_h2.elapsed();
+    assert!(h2_closed, "a PING-only HTTP/2 connection is closed as idle");
+    assert!(
+        h2_took >= Duration::from_millis(2300),
+        "not before the idle timeout: {h2_took:?}"
+    );
+
     // The cap: six silent connections hold every slot; a seventh is served only once the head
     // deadline has closed them.
     let silent: Vec<TcpStream> = (0..6)
@@ -527,7 +561,7 @@ fn post_concurrently(server: &Server, bodies: Vec<Vec<u8>>) -> Vec<u16> {
         .collect()
 }
 
-/// Item 7: 16 concurrent 16 MiB bodies of `{"x":[0,0,…]}`, then, on a second server (the peak
+/// Item 7: 16 concurrent 16 MiB bodies of `{"x":[0,0,…]}` and `{"assertions":[0,0,…]}`, then, on a second server (the peak
 /// of the first phase would hide the second's), 8 concurrent batches of large valid
 /// envelopes, then on a third 128 concurrent large single envelopes: each time the server's
 /// peak memory grows by no more than about twice the bytes in flight.
@@ -556,8 +590,17 @@ fn request_memory_stays_within_about_twice_the_bytes_in_flight() {
         zeros.extend_from_slice(b"0,");
     }
     zeros.extend_from_slice(b"0]}");
-    let in_flight = 16 * zeros.len();
-    let statuses = post_concurrently(&server, vec![zeros; 16]);
+    // Half of them a batch of millions of tiny items: the item cap stops the parse, so they
+    // cost no more than the others.
+    let mut tiny = b"{\"assertions\":[".to_vec();
+    while tiny.len() < 16 * MIB - 16 {
+        tiny.extend_from_slice(b"0,");
+    }
+    tiny.extend_from_slice(b"0]}");
+    let in_flight = 8 * zeros.len() + 8 * tiny.len();
+    let mut bodies = vec![zeros; 8];
+    bodies.extend(vec![tiny; 8]);
+    let statuses = post_concurrently(&server, bodies);
     assert!(statuses.iter().all(|s| *s == 413), "{statuses:?}");
     let grew = peak_rss(pid).saturating_sub(base);
     server.stop();

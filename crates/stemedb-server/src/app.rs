@@ -69,7 +69,12 @@ fn admin_routes(
     rate: u32,
     ip: &ClientIp,
 ) -> Router<AppState> {
-    let body = DefaultBodyLimit::max(admin::ADMIN_BODY_LIMIT_BYTES);
+    let body = ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(
+            admin::ADMIN_BODY_LIMIT_BYTES,
+            hardening::declared_length,
+        ))
+        .layer(DefaultBodyLimit::max(admin::ADMIN_BODY_LIMIT_BYTES));
     Router::new()
         .route(
             "/v1/admin/quarantine",
@@ -81,11 +86,11 @@ fn admin_routes(
         )
         .route(
             "/v1/admin/quarantine/{id}/release",
-            limiters.limit(post(admin::release).layer(body), rate, ip),
+            limiters.limit(post(admin::release).layer(body.clone()), rate, ip),
         )
         .route(
             "/v1/admin/quarantine/{id}/reject",
-            limiters.limit(post(admin::reject).layer(body), rate, ip),
+            limiters.limit(post(admin::reject).layer(body.clone()), rate, ip),
         )
         .route(
             "/v1/admin/breakers",
@@ -101,7 +106,7 @@ fn admin_routes(
                 get(admin::agent_get)
                     .put(admin::agent_put)
                     .delete(admin::agent_delete)
-                    .layer(body),
+                    .layer(body.clone()),
                 rate,
                 ip,
             ),
@@ -130,6 +135,10 @@ pub fn app(state: AppState) -> Router {
                 post(api::assert).layer(
                     ServiceBuilder::new()
                         .layer(axum::Extension(stage))
+                        .layer(middleware::from_fn_with_state(
+                            limits.batch_body,
+                            hardening::declared_length,
+                        ))
                         .layer(DefaultBodyLimit::max(limits.batch_body)),
                 ),
                 rates.write_per_sec,
@@ -139,9 +148,14 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/query",
             limiters.limit(
-                get(query::get)
-                    .post(query::post)
-                    .layer(DefaultBodyLimit::max(query::QUERY_BODY_LIMIT_BYTES)),
+                get(query::get).post(query::post).layer(
+                    ServiceBuilder::new()
+                        .layer(middleware::from_fn_with_state(
+                            query::QUERY_BODY_LIMIT_BYTES,
+                            hardening::declared_length,
+                        ))
+                        .layer(DefaultBodyLimit::max(query::QUERY_BODY_LIMIT_BYTES)),
+                ),
                 rates.query_per_sec,
                 &ip,
             ),

@@ -6,7 +6,9 @@
 //! - A request head must be complete within `header_timeout` of its first byte; otherwise the
 //!   client gets `408` (a problem body, `Connection: close`) and the connection is closed.
 //! - A connection with nothing in flight and no bytes read or written for `idle_timeout` is
-//!   closed (the time between keep-alive requests counts as idle, not as a head).
+//!   closed (the time between keep-alive requests counts as idle, not as a head). On HTTP/2,
+//!   where a client may send frames that are not requests (PING, SETTINGS, WINDOW_UPDATE), only
+//!   requests count: no request in flight, and none started or ended, for `idle_timeout`.
 //!
 //! hyper's own header timer cannot express this: it starts as soon as the server waits for the
 //! next head, so an idle keep-alive connection would be closed after the head deadline. So each
@@ -51,6 +53,8 @@ struct ConnState {
     last_io_ms: AtomicU64,
     // Milliseconds since `started` (+1) at which the current request head began; 0: none.
     head_since_ms: AtomicU64,
+    // Milliseconds since `started`, as of the last request that started or ended.
+    last_request_ms: AtomicU64,
     // Requests whose response the service has not produced yet.
     in_flight: AtomicUsize,
     // True once the connection turned out to be HTTP/2 (no head deadline there).
@@ -149,6 +153,7 @@ impl Drop for InFlight {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         let now = self.0.now_ms();
         self.0.last_io_ms.store(now, Ordering::Relaxed);
+        self.0.last_request_ms.store(now, Ordering::Relaxed);
     }
 }
 
@@ -162,14 +167,22 @@ fn expired(st: &ConnState, limits: &ConnLimits) -> Option<Expired> {
     let now = st.now_ms();
     let head = st.head_since_ms.load(Ordering::Relaxed);
     let in_flight = st.in_flight.load(Ordering::Relaxed);
-    if in_flight == 0 && head != 0 && !st.h2.load(Ordering::Relaxed) {
+    let h2 = st.h2.load(Ordering::Relaxed);
+    if in_flight == 0 && head != 0 && !h2 {
         if now.saturating_sub(head - 1) >= limits.header_timeout.as_millis() as u64 {
             return Some(Expired::Head);
         }
         return None;
     }
+    // HTTP/2 frames that are not requests (a PING every few seconds) do not keep a
+    // connection, and its slot, for ever.
+    let last = if h2 {
+        &st.last_request_ms
+    } else {
+        &st.last_io_ms
+    };
     if in_flight == 0
-        && now.saturating_sub(st.last_io_ms.load(Ordering::Relaxed))
+        && now.saturating_sub(last.load(Ordering::Relaxed))
             >= limits.idle_timeout.as_millis() as u64
     {
         return Some(Expired::Idle);
@@ -251,6 +264,7 @@ pub async fn serve(
         let state = Arc::new(ConnState {
             started: Instant::now(),
             last_io_ms: AtomicU64::new(0),
+            last_request_ms: AtomicU64::new(0),
             // The first head's clock runs from the connection's start: a client that connects
             // and sends nothing is answered 408 after the head deadline too.
             head_since_ms: AtomicU64::new(1),
@@ -268,6 +282,7 @@ pub async fn serve(
             let st = svc_state.clone();
             st.in_flight.fetch_add(1, Ordering::Relaxed);
             st.head_since_ms.store(0, Ordering::Relaxed);
+            st.last_request_ms.store(st.now_ms(), Ordering::Relaxed);
             let guard = InFlight(st);
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             let router = router.clone();

@@ -168,6 +168,25 @@ impl Limiters {
     }
 }
 
+/// Refuses with 413 a request whose `Content-Length` already says its body is past the route's
+/// `limit`, before a byte of the body is read (and so before `100 Continue` is sent): the
+/// body limit's own check only trips once that many bytes have arrived.
+pub(crate) async fn declared_length(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return crate::problem::body_too_large(limit).into_response();
+    }
+    next.run(req).await
+}
+
 /// The answer when the concurrency limit sheds a request or the timeout fires.
 pub async fn overloaded(err: BoxError) -> Response {
     let (code, detail) = if err.is::<tower::timeout::error::Elapsed>() {

@@ -180,13 +180,18 @@ impl From<axum::extract::rejection::QueryRejection> for Problem {
     }
 }
 
+/// 413 for a request body past `limit` bytes.
+pub fn body_too_large(limit: usize) -> Problem {
+    Problem::too_large(
+        "too_large",
+        format!("request body is larger than {limit} bytes"),
+    )
+}
+
 /// The problem for a request body that could not be read: 413 past `limit`, else 400.
 pub fn body_rejection(rej: axum::extract::rejection::BytesRejection, limit: usize) -> Problem {
     if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        Problem::too_large(
-            "too_large",
-            format!("request body is larger than {limit} bytes"),
-        )
+        body_too_large(limit)
     } else {
         Problem::bad_request("bad_body", rej.body_text())
     }

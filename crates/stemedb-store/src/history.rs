@@ -56,7 +56,8 @@ pub struct HistoryEntry {
     pub supersedes: Vec<AssertionId>,
     /// What became of it.
     pub status: HistoryStatus,
-    /// The assertion of its own agent that superseded or retracted it.
+    /// The assertion of its own agent that superseded or retracted it (for a retraction: the
+    /// one that corrected the retraction, if any).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<AssertionId>,
 }
@@ -131,7 +132,13 @@ impl Store {
         for &(li, ts) in &indexes {
             let row = row_of(li)?;
             let (status, superseded_by) = if row.retract {
-                (HistoryStatus::Retraction, None)
+                // A retraction its agent later corrected names the correction too.
+                let by = if row.superseded_at < tree_size {
+                    Some(row_of(row.superseded_at)?.id)
+                } else {
+                    None
+                };
+                (HistoryStatus::Retraction, by)
             } else if row.superseded_at < tree_size {
                 let by = row_of(row.superseded_at)?;
                 let status = if by.retract {

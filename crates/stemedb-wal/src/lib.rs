@@ -629,7 +629,8 @@ impl Wal {
                     offset = scanned.good_end,
                     cut_bytes = cut,
                     reason = %bad.why,
-                    "truncating torn WAL tail (never acknowledged)"
+                    "truncating a damaged WAL tail: a torn write, never acknowledged, unless the store \
+                     holds those records (then it logs that it writes them back)"
                 );
                 let f = OpenOptions::new()
                     .write(true)
