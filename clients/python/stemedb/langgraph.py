@@ -21,7 +21,12 @@ The mapping (design §12):
 
 Labels and keys may hold any characters: those a concept path does not allow (and `+` itself)
 are written `+XX` (uppercase hex of each UTF-8 byte), so every label maps to one segment and
-back. `search` and `list_namespaces` show only groups in that form: a subject or predicate
+back. A concept path's limits still hold after escaping (docs/spec.md §1): at most 32 labels,
+each at most 128 characters, and a key at most 256; an escaped character takes 3 per UTF-8
+byte (`é` 6, a CJK character 9), so about 14 CJK characters fill a label. Past them `put`,
+`get` and `delete` raise `ValueError` before anything is sent. Values must be JSON StemeDB
+accepts: integers within ±(2^53 − 1) and no NaN or infinity. `search` and `list_namespaces`
+show only groups in that form: a subject or predicate
 another writer made that this store would not have written (`a+b`, a lowercase `+2b`, a
 segment with `.`, which LangGraph does not allow in a label) is not a LangGraph item, since
 `get` and `delete` could not name it.
@@ -91,11 +96,27 @@ def _unescape(text: str, extra_ok: str = "") -> Optional[str]:
     return label if _escape(label, extra_ok) == text else None
 
 
+_MAX_LABELS = 32
+_MAX_SEGMENT = 128
+_MAX_PREDICATE = 256
+
+
 def namespace_to_subject(namespace: tuple) -> str:
-    """The concept path of a namespace tuple (each label one segment)."""
+    """The concept path of a namespace tuple (each label one segment). ValueError past the
+    limits of a concept path (docs/spec.md §1): at most 32 labels, each at most 128 characters
+    once escaped."""
     if not namespace:
         raise ValueError("a StemeDB memory needs a non-empty namespace")
-    return "/".join(_escape(str(label)) for label in namespace)
+    if len(namespace) > _MAX_LABELS:
+        raise ValueError(f"a namespace has at most {_MAX_LABELS} labels, this one {len(namespace)}")
+    segments = [_escape(str(label)) for label in namespace]
+    for label, seg in zip(namespace, segments):
+        if len(seg) > _MAX_SEGMENT:
+            raise ValueError(
+                f"label {str(label)[:40]!r}… is {len(seg)} characters once escaped; a label may "
+                f"take at most {_MAX_SEGMENT} (a character outside [A-Za-z0-9._~:@-] takes 3 per "
+                "UTF-8 byte)")
+    return "/".join(segments)
 
 
 def subject_to_namespace(subject: str) -> tuple:
@@ -111,7 +132,12 @@ def key_to_predicate(key: str) -> str:
     """The predicate of a key (`/` is allowed in predicates and kept)."""
     if not key:
         raise ValueError("a key is a non-empty string")
-    return _escape(key, extra_ok="/")
+    predicate = _escape(key, extra_ok="/")
+    if len(predicate) > _MAX_PREDICATE:
+        raise ValueError(
+            f"key {key[:40]!r}… is {len(predicate)} characters once escaped; a key may take at "
+            f"most {_MAX_PREDICATE} (a character outside [A-Za-z0-9._~:@-/] takes 3 per UTF-8 byte)")
+    return predicate
 
 
 def predicate_to_key(predicate: str) -> str:

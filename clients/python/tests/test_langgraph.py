@@ -28,6 +28,14 @@ def test_names_round_trip_through_concept_paths():
         assert predicate_to_key(key_to_predicate(key)) == key
     with pytest.raises(ValueError):
         namespace_to_subject(())
+    # The concept path's limits hold after escaping, with a clear error before anything is sent.
+    assert namespace_to_subject(("é" * 21,)) == "+C3+A9" * 21  # 126 characters
+    for too_long in [("é" * 22,), ("x" * 129,), tuple("n" * 33)]:
+        with pytest.raises(ValueError, match="at most"):
+            namespace_to_subject(too_long)
+    assert len(key_to_predicate("ü" * 42)) == 252
+    with pytest.raises(ValueError, match="at most 256"):
+        key_to_predicate("ü" * 43)
 
 
 def test_put_get_search_delete_and_list_namespaces(server):

@@ -272,6 +272,38 @@ fn metadata_hwm(path: &std::path::Path) -> Result<u64, StoreError> {
     }
 }
 
+/// The durable checkpoint `metadata.json` records: its tree size and root. `None` when there is
+/// no such file or it names no root; a root that is not 64 hex digits is an error (it fails
+/// closed, as the mark does).
+fn metadata_root(
+    path: &std::path::Path,
+) -> Result<Option<(u64, stemedb_merkle::Hash)>, StoreError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_at(path)(e)),
+    };
+    // `metadata_hwm` has already refused a file that is not JSON.
+    let doc: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| StoreError::Corrupt(format!("{} is not JSON ({e})", path.display())))?;
+    let checkpoint = doc.get("durable_checkpoint").unwrap_or(&doc);
+    let (Some(size), Some(root)) = (
+        checkpoint.get("tree_size").and_then(|v| v.as_u64()),
+        checkpoint.get("root").and_then(|v| v.as_str()),
+    ) else {
+        return Ok(None);
+    };
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(root, &mut hash).map_err(|_| {
+        StoreError::Corrupt(format!(
+            "{} records root {root:?} for tree size {size}, not 64 hex digits; the start is \
+             refused (restore the file, or check the store with `stemedb verify`)",
+            path.display()
+        ))
+    })?;
+    Ok(Some((size, hash)))
+}
+
 /// The commit thread's state.
 pub(crate) struct Writer {
     db: Arc<Database>,
@@ -534,6 +566,28 @@ impl Writer {
                 w.next_index,
                 stemedb_wal::WAY_OUT
             )));
+        }
+        // The root of the last durable checkpoint, as `metadata.json` recorded it, must be the
+        // root the node files give for that size now: a damaged node of the frontier would
+        // otherwise make this server sign a second root for a size it already signed (design
+        // §3). Cheap: one node read per level.
+        if let Some((size, recorded)) = metadata_root(&layout.metadata)?
+            && size <= w.next_index
+        {
+            let now = stemedb_merkle::root(&w.shared.nodes, size).map_err(io_at(&layout.merkle))?;
+            if now != recorded {
+                return Err(StoreError::Corrupt(format!(
+                    "{} records root {} for tree size {size}, but the Merkle node files under {} \
+                     give {} for it: a node file (or metadata.json) is damaged, and serving on \
+                     would sign a second root for a size already signed. Start refused; run \
+                     `stemedb verify` to name the damaged file, then restore from a backup \
+                     plus the WAL archive",
+                    layout.metadata.display(),
+                    hex::encode(recorded),
+                    layout.merkle.display(),
+                    hex::encode(now)
+                )));
+            }
         }
         w.shared
             .observer

@@ -1931,6 +1931,130 @@ mod tests {
         assert_eq!(store.head().size, 5);
     }
 
+    /// A damaged node of the durable frontier would change the root of a size already signed:
+    /// the start compares it with the root `metadata.json` recorded and refuses (design §3).
+    #[test]
+    fn a_damaged_frontier_node_refuses_to_start_instead_of_signing_a_second_root() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = {
+            let store = open(tmp.path(), StoreOptions::default());
+            submit(&store, (0..5).map(entry).collect());
+            let (head, _) = store.signed_checkpoint();
+            assert_eq!(head.size, 5);
+            head.root
+        };
+        // Five leaves: the frontier is the node over leaves 0..3 (level 2) and leaf 4.
+        let node = tmp.path().join("db/merkle/level-02.dat");
+        let original = std::fs::read(&node).expect("level 2");
+        let mut bad = original.clone();
+        bad[3] ^= 0x10;
+        std::fs::write(&node, &bad).expect("flip");
+        let msg = Store::open(tmp.path(), StoreOptions::default(), Arc::new(NoObserver))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            msg.contains("second root") && msg.contains(&hex::encode(root)),
+            "{msg}"
+        );
+        std::fs::write(&node, &original).expect("put back");
+        let store = open(tmp.path(), StoreOptions::default());
+        assert_eq!(store.head().root, root);
+    }
+
+    /// `verify` looks up every index key the statements give and compares each index's keys
+    /// with them, so a damaged key is found even where the row counts still agree; and an
+    /// unreadable `by_seq` row is blamed on redb alone, not on the intact Merkle node files.
+    #[test]
+    fn verify_finds_a_damaged_index_key_and_blames_only_the_file_at_fault() {
+        use redb::{ReadableDatabase as _, ReadableTable as _};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        {
+            let store = open(tmp.path(), StoreOptions::default());
+            submit(&store, (0..20).map(entry).collect());
+        }
+        let report = crate::verify::check_store(tmp.path(), None);
+        assert!(report.ok(), "{:?}", report.findings);
+        let redb_path = tmp.path().join("db/stemedb.redb");
+        let problems = |r: &crate::verify::StoreReport| -> Vec<String> {
+            r.findings
+                .iter()
+                .map(|f| format!("{}: {}", f.file, f.problem))
+                .collect()
+        };
+        // One subject.idx key replaced by another of the same length: the counts agree.
+        let original = std::fs::read(&redb_path).expect("redb");
+        {
+            let db = redb::Database::open(&redb_path).expect("open redb");
+            let (name, key) = {
+                let r = db.begin_read().expect("read");
+                runs::runs_of(&r)
+                    .expect("runs")
+                    .into_iter()
+                    .find_map(|run| {
+                        let name = runs::table_name(runs::Part::Subject, run);
+                        let t = r.open_table(runs::keys_def(&name)).expect("table");
+                        let first = t.iter().expect("iter").next()?.expect("key");
+                        Some((name, first.0.value().to_vec()))
+                    })
+                    .expect("a run holds keys")
+            };
+            let mut other = key.clone();
+            let n = other.len();
+            other[n - 12] ^= 0x40; // inside ts
+            let txn = db.begin_write().expect("write");
+            {
+                let mut t = txn.open_table(runs::keys_def(&name)).expect("table");
+                t.remove(key.as_slice()).expect("remove");
+                t.insert(other.as_slice(), ()).expect("insert");
+            }
+            txn.commit().expect("commit");
+        }
+        let report = crate::verify::check_store(tmp.path(), None);
+        let found = problems(&report);
+        assert!(
+            found.iter().any(|p| p.contains("subject.idx: a lookup")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("subject.idx: its keys are not")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().all(|p| p.starts_with("db/stemedb.redb")),
+            "{found:?}"
+        );
+        std::fs::write(&redb_path, &original).expect("put back");
+        // One by_seq row damaged: one redb finding and one note that the tree was not
+        // compared past it, never a node file blamed.
+        {
+            let db = redb::Database::open(&redb_path).expect("open redb");
+            let txn = db.begin_write().expect("write");
+            {
+                let mut t = txn.open_table(BY_SEQ).expect("by_seq");
+                let mut row = t.get(5).expect("get").expect("row 5").value().to_vec();
+                row[40] ^= 0x01;
+                t.insert(5, row.as_slice()).expect("insert");
+            }
+            txn.commit().expect("commit");
+        }
+        let report = crate::verify::check_store(tmp.path(), None);
+        let found = problems(&report);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("db/stemedb.redb: by_seq row 5")),
+            "{found:?}"
+        );
+        assert!(
+            !found.iter().any(|p| p.contains("level-")),
+            "no node file blamed: {found:?}"
+        );
+        assert!(!report.ok());
+    }
+
     fn copy_dir(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).expect("mkdir");
         for e in std::fs::read_dir(from).expect("read dir") {

@@ -3,7 +3,10 @@
 //! Every assertion in log order: its `by_seq` row, its envelope from the value log (checksum),
 //! the envelope's strict Ed25519 signature and content address against the stored id, its
 //! `assertions` row; the Merkle tree recomputed from the ids, every node compared with the node
-//! files, and the root compared with a signed checkpoint when one is given. Each problem is a
+//! files, and the root compared with a signed checkpoint when one is given. Every index key the
+//! statements give is looked up in its index (so a damaged B-tree page that misdirects a seek
+//! is found, not only one that loses rows), and each index's keys, scanned in full, must be in
+//! order and be exactly those keys (an order-independent digest of each set). Each problem is a
 //! [`Finding`] naming the file it is in; nothing stops at the first.
 
 use std::collections::HashMap;
@@ -17,7 +20,7 @@ use stemedb_core::{AssertionId, Prepared, verify_batch};
 use stemedb_merkle::{Frontier, leaf_hash, verify_note};
 
 use crate::entry::Fields;
-use crate::keys::IndexValue;
+use crate::keys::{IndexKind, IndexValue};
 use crate::vlog::VlogReader;
 use crate::{BY_SEQ, FORMAT_VERSION, Layout, META, db_err, runs};
 
@@ -136,6 +139,154 @@ impl NodeCheck<'_> {
                     hex::encode(hash)
                 ),
             );
+        }
+    }
+}
+
+/// The four index kinds, in the order [`IndexCheck`] keeps them.
+const KINDS: [IndexKind; 4] = [
+    IndexKind::Subject,
+    IndexKind::ReversedSubject,
+    IndexKind::Predicate,
+    IndexKind::Agent,
+];
+
+/// Keys of one index, one table per run.
+type KeyTables = Vec<redb::ReadOnlyTable<&'static [u8], ()>>;
+
+/// A key's share of an index's digest: the first 16 bytes of its BLAKE3 hash. Sums of these
+/// (wrapping) are equal for equal sets, whatever the order; a key counted twice changes the sum.
+fn key_digest(key: &[u8]) -> u128 {
+    let h = blake3::hash(key);
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h.as_bytes()[..16]);
+    u128::from_le_bytes(b)
+}
+
+/// Checks the four indexes against the statements: every key a statement gives is found by a
+/// lookup (which descends the B-tree as a query's seek does), and the sum of the expected keys'
+/// digests is kept for [`IndexCheck::finish`].
+struct IndexCheck {
+    tables: Vec<KeyTables>,
+    expected: [u128; 4],
+    // Assertions whose statement could not be read: their keys are unknown, so the digests
+    // cannot be compared (the finding that made them unknown is already in the report).
+    skipped: u64,
+}
+
+impl IndexCheck {
+    fn open(txn: &redb::ReadTransaction, runs: &[u64]) -> Result<IndexCheck, String> {
+        let mut tables = Vec::new();
+        for kind in KINDS {
+            let part = runs::Part::of_kind(kind);
+            let mut per_run = Vec::new();
+            for run in runs {
+                let name = runs::table_name(part, *run);
+                per_run.push(
+                    txn.open_table(runs::keys_def(&name))
+                        .map_err(|e| format!("{name}: {e}"))?,
+                );
+            }
+            tables.push(per_run);
+        }
+        Ok(IndexCheck {
+            tables,
+            expected: [0; 4],
+            skipped: 0,
+        })
+    }
+
+    fn name(i: usize) -> &'static str {
+        runs::Part::of_kind(KINDS[i]).base()
+    }
+
+    /// Looks up the keys of the assertion at `log_index` with `fields`.
+    fn check(&mut self, fields: &Fields, log_index: u64, report: &mut StoreReport) {
+        for (i, kind) in KINDS.iter().enumerate() {
+            let key = crate::keys::index_key(*kind, fields, log_index);
+            self.expected[i] = self.expected[i].wrapping_add(key_digest(&key));
+            let mut found = false;
+            for t in &self.tables[i] {
+                match t.get(key.as_slice()) {
+                    Ok(Some(_)) => {
+                        found = true;
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        report.add(
+                            REDB,
+                            format!("{}: looking up log index {log_index}: {e}", Self::name(i)),
+                        );
+                        found = true;
+                        break;
+                    }
+                }
+            }
+            if !found {
+                report.add(
+                    REDB,
+                    format!(
+                        "{}: a lookup of log index {log_index}'s key finds nothing (a damaged \
+                         page: queries would miss the assertion)",
+                        Self::name(i)
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Notes an assertion whose keys are unknown.
+    fn skip(&mut self) {
+        self.skipped += 1;
+    }
+
+    /// Scans every index in full: keys in order within each run, and their digest equal to the
+    /// statements' (unless some statements were unreadable).
+    fn finish(&self, report: &mut StoreReport) {
+        use redb::ReadableTable as _;
+        for (i, per_run) in self.tables.iter().enumerate() {
+            let mut sum = 0u128;
+            for t in per_run {
+                let iter = match t.iter() {
+                    Ok(it) => it,
+                    Err(e) => {
+                        report.add(REDB, format!("{}: {e}", Self::name(i)));
+                        return;
+                    }
+                };
+                let mut prev: Option<Vec<u8>> = None;
+                for item in iter {
+                    let key = match item {
+                        Ok((k, _)) => k.value().to_vec(),
+                        Err(e) => {
+                            report.add(REDB, format!("{}: {e}", Self::name(i)));
+                            break;
+                        }
+                    };
+                    if prev
+                        .as_ref()
+                        .is_some_and(|p| p.as_slice() >= key.as_slice())
+                    {
+                        report.add(
+                            REDB,
+                            format!("{}: keys out of order (a damaged page)", Self::name(i)),
+                        );
+                    }
+                    sum = sum.wrapping_add(key_digest(&key));
+                    prev = Some(key);
+                }
+            }
+            if self.skipped == 0 && sum != self.expected[i] {
+                report.add(
+                    REDB,
+                    format!(
+                        "{}: its keys are not the ones the statements give (a damaged or \
+                         foreign key)",
+                        Self::name(i)
+                    ),
+                );
+            }
         }
     }
 }
@@ -297,12 +448,20 @@ fn check(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
         let mut runs = runs::runs_of(&txn)?;
         runs.reverse();
         let filters = runs::Filters::load(&txn)?;
-        Ok((b, runs::AssertionTables::open(&txn, &runs, &filters)?))
+        let tables = runs::AssertionTables::open(&txn, &runs, &filters)?;
+        Ok((b, tables, runs))
     });
-    let (by_seq, assertions) = match opened {
+    let (by_seq, assertions, run_ids) = match opened {
         Ok(t) => t,
         Err(e) => {
             report.add(REDB, format!("cannot open tables: {e}"));
+            return report;
+        }
+    };
+    let mut index_check = match IndexCheck::open(&txn, &run_ids) {
+        Ok(c) => c,
+        Err(e) => {
+            report.add(REDB, format!("cannot open the index tables: {e}"));
             return report;
         }
     };
@@ -343,6 +502,8 @@ fn check(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
     let mut ids: HashMap<u64, IndexValue> = HashMap::with_capacity(CHUNK);
     let mut chunk: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK);
     let mut expected_index = 0u64;
+    // False once a leaf could not be read: the tree is not recomputed past it.
+    let mut leaves_known = true;
     let rows = match by_seq.range(0..size) {
         Ok(r) => r,
         Err(e) => {
@@ -352,9 +513,11 @@ fn check(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
     };
     let flush = |chunk: &mut Vec<(u64, Vec<u8>)>,
                  ids: &mut HashMap<u64, IndexValue>,
+                 index_check: &mut IndexCheck,
                  report: &mut StoreReport| {
         for (index, result) in verify_chunk(std::mem::take(chunk)) {
             let Some(row) = ids.get(&index) else {
+                index_check.skip();
                 report.add(
                     "db/values",
                     format!("log index {index}: no by_seq row to check"),
@@ -364,6 +527,7 @@ fn check(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
             let stored = *row.id.as_bytes();
             match result {
                 Ok((id, fields)) if id.as_bytes() == &stored => {
+                    index_check.check(&fields, index, report);
                     // The row a lens reads must say what the signed statement says.
                     match row_mismatch(row, &fields) {
                         None => report.assertions_checked += 1,
@@ -373,18 +537,24 @@ fn check(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
                         ),
                     }
                 }
-                Ok((id, _)) => report.add(
-                    "db/values",
-                    format!(
-                        "log index {index}: the envelope's content address is {id}, the store \
+                Ok((id, _)) => {
+                    index_check.skip();
+                    report.add(
+                        "db/values",
+                        format!(
+                            "log index {index}: the envelope's content address is {id}, the store \
                          says {}",
-                        hex::encode(stored)
-                    ),
-                ),
-                Err(e) => report.add(
-                    "db/values",
-                    format!("log index {index}: envelope fails verification: {e}"),
-                ),
+                            hex::encode(stored)
+                        ),
+                    );
+                }
+                Err(e) => {
+                    index_check.skip();
+                    report.add(
+                        "db/values",
+                        format!("log index {index}: envelope fails verification: {e}"),
+                    );
+                }
             }
         }
         ids.clear();
@@ -394,6 +564,7 @@ fn check(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
             Ok(kv) => kv,
             Err(e) => {
                 report.add(REDB, format!("by_seq after index {expected_index}: {e}"));
+                index_check.skip();
                 break;
             }
         };
@@ -403,6 +574,7 @@ fn check(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
                 REDB,
                 format!("by_seq jumps from {expected_index} to {index}: rows are missing"),
             );
+            index_check.skip();
             break;
         }
         expected_index += 1;
@@ -410,12 +582,28 @@ fn check(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
             Ok(r) => r,
             Err(e) => {
                 report.add(REDB, format!("by_seq row {index}: {e}"));
+                // Its id, the leaf, is unknown: every later node would be recomputed shifted
+                // and blamed on intact node files, so the Merkle check ends here.
+                if leaves_known {
+                    report.add(
+                        "db/merkle",
+                        format!(
+                            "not compared from leaf {index} on: by_seq row {index} is \
+                             unreadable, so the tree cannot be recomputed past it (the node \
+                             files are not known to be damaged)"
+                        ),
+                    );
+                    leaves_known = false;
+                }
+                index_check.skip();
                 continue;
             }
         };
         let id = *row.id.as_bytes();
-        for (level, i, hash) in frontier.push(leaf_hash(&id)) {
-            nodes.check(level, i, &hash, &mut report);
+        if leaves_known {
+            for (level, i, hash) in frontier.push(leaf_hash(&id)) {
+                nodes.check(level, i, &hash, &mut report);
+            }
         }
         match assertions.get(&id) {
             Ok(Some(rec)) if rec.log_index == index && rec.pointer == row.pointer => {}
@@ -434,16 +622,20 @@ fn check(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
                 ids.insert(index, row);
                 chunk.push((index, bytes));
             }
-            Err(e) => report.add(
-                vlog_name(row.pointer.segment),
-                format!("log index {index}: {e}"),
-            ),
+            Err(e) => {
+                index_check.skip();
+                report.add(
+                    vlog_name(row.pointer.segment),
+                    format!("log index {index}: {e}"),
+                );
+            }
         }
         if chunk.len() >= CHUNK {
-            flush(&mut chunk, &mut ids, &mut report);
+            flush(&mut chunk, &mut ids, &mut index_check, &mut report);
         }
     }
-    flush(&mut chunk, &mut ids, &mut report);
+    flush(&mut chunk, &mut ids, &mut index_check, &mut report);
+    index_check.finish(&mut report);
     if expected_index != size {
         report.add(
             REDB,
@@ -451,9 +643,13 @@ fn check(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
         );
     }
     let root = frontier.root();
-    report.root = hex::encode(root);
+    report.root = if leaves_known {
+        hex::encode(root)
+    } else {
+        "unknown (a by_seq row is unreadable)".into()
+    };
 
-    if let Some(exp) = expected {
+    if let Some(exp) = expected.filter(|_| leaves_known) {
         match verify_note(exp.note, exp.key_name, &exp.public_key) {
             Ok(cp) => {
                 if cp.size != size || cp.root != root {
