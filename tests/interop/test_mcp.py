@@ -44,11 +44,12 @@ def clean_env():
 
 
 class Server:
-    def __init__(self, tmp):
-        port = free_port()
+    def __init__(self, tmp, port=None, data="data"):
+        port = port or free_port()
+        self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp / "data"), "--log", "warn"],
+            [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp / data), "--log", "warn"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env())
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -242,6 +243,30 @@ def test_a_pinned_key_that_does_not_match_refuses_every_proof(world):
                 # Writing needs no checkpoint key.
                 err, v = await call(s, "remember", {"subject": "a", "predicate": "p", "object": 1})
                 assert not err, v
+
+    asyncio.run(asyncio.wait_for(run(), 60))
+
+
+def test_a_server_that_changes_its_key_after_the_pin_is_a_key_mismatch(world, tmp_path):
+    """The key pinned at first contact stays; a server that later signs with another key is
+    named as a key change, not only as a failed verification."""
+    server, ((key, _), _) = world
+
+    async def run():
+        async with stdio_client(stdio_params(server, key)) as (r, w):
+            async with ClientSession(r, w) as s:
+                await s.initialize()
+                err, v = await call(s, "checkpoint", {})
+                assert not err, v
+                server.proc.kill()
+                server.proc.wait()
+                other = Server(tmp_path, port=server.port, data="other-data")
+                try:
+                    err, v = await call(s, "checkpoint", {})
+                    assert err and v["code"] == "checkpoint_key_mismatch", v
+                finally:
+                    other.proc.kill()
+                    other.proc.wait()
 
     asyncio.run(asyncio.wait_for(run(), 60))
 

@@ -166,6 +166,12 @@ impl Agent {
         let agent = self.clone();
         match tokio::task::spawn_blocking(move || agent.checkpoint_key()).await {
             Ok(Ok(_)) => {}
+            // Nothing is pinned then, and never will be: each proof asks again and is refused.
+            Ok(Err(f)) if f.code == "checkpoint_key_mismatch" => tracing::error!(
+                detail = %f.detail,
+                "the server's checkpoint key is not the trusted key: every proof and checkpoint \
+                 will be refused"
+            ),
             Ok(Err(f)) => tracing::warn!(code = %f.code, detail = %f.detail,
                 "checkpoint key not pinned at start; the first proof pins it"),
             Err(e) => tracing::warn!(error = %e, "checkpoint key not pinned at start"),

@@ -244,17 +244,36 @@ impl Agent {
         note: Option<&str>,
     ) -> Result<(stemedb_merkle::Checkpoint, String), ToolFailure> {
         let key = self.checkpoint_key()?;
+        let from_server = note.is_none();
         let note = match note {
             Some(n) => n.to_string(),
             None => self.client.checkpoint_note()?,
         };
         let pk = decode32(&key.public_key)?;
-        let cp = stemedb_merkle::verify_note(&note, &key.key_name, &pk).map_err(|e| {
-            ToolFailure::new(
-                "verification_failed",
-                format!("the checkpoint does not verify under the pinned key: {e}"),
-            )
-        })?;
+        let cp = match stemedb_merkle::verify_note(&note, &key.key_name, &pk) {
+            Ok(cp) => cp,
+            Err(e) => {
+                // The server's own checkpoint fails under the key pinned earlier: if it now
+                // names another key, say so (the key changed), rather than only "failed".
+                if from_server
+                    && let Ok(now) = self.client.checkpoint_key()
+                    && now.public_key != key.public_key
+                {
+                    return Err(ToolFailure::new(
+                        "checkpoint_key_mismatch",
+                        format!(
+                            "the server now signs checkpoints with {}, not the key {} pinned \
+                             at first contact; nothing it says about the log can be checked",
+                            now.public_key, key.public_key
+                        ),
+                    ));
+                }
+                return Err(ToolFailure::new(
+                    "verification_failed",
+                    format!("the checkpoint does not verify under the pinned key: {e}"),
+                ));
+            }
+        };
         if cp.origin != key.origin {
             return Err(ToolFailure::new(
                 "verification_failed",
