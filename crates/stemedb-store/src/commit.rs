@@ -275,7 +275,7 @@ fn metadata_hwm(path: &std::path::Path) -> Result<u64, StoreError> {
 /// The durable checkpoint `metadata.json` records: its tree size and root. `None` when there is
 /// no such file or it names no root; a root that is not 64 hex digits is an error (it fails
 /// closed, as the mark does).
-fn metadata_root(
+pub(crate) fn metadata_root(
     path: &std::path::Path,
 ) -> Result<Option<(u64, stemedb_merkle::Hash)>, StoreError> {
     let bytes = match std::fs::read(path) {

@@ -1958,6 +1958,27 @@ mod tests {
             "{msg}"
         );
         std::fs::write(&node, &original).expect("put back");
+        // A damaged root in metadata.json refuses the start too, and `verify` names the file.
+        let meta = tmp.path().join("metadata.json");
+        let text = std::fs::read_to_string(&meta).expect("metadata.json");
+        let hex_root = hex::encode(root);
+        let flipped = if hex_root.starts_with('0') { "1" } else { "0" };
+        std::fs::write(
+            &meta,
+            text.replace(&hex_root, &format!("{flipped}{}", &hex_root[1..])),
+        )
+        .expect("write");
+        assert!(
+            Store::open(tmp.path(), StoreOptions::default(), Arc::new(NoObserver)).is_err(),
+            "refused"
+        );
+        let report = crate::verify::check_store(tmp.path(), None);
+        assert!(
+            report.findings.iter().any(|f| f.file == "metadata.json"),
+            "{:?}",
+            report.findings
+        );
+        std::fs::write(&meta, &text).expect("put back");
         let store = open(tmp.path(), StoreOptions::default());
         assert_eq!(store.head().root, root);
     }

@@ -649,6 +649,23 @@ fn check(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
         "unknown (a by_seq row is unreadable)".into()
     };
 
+    // The root `metadata.json` recorded for the durable checkpoint (which the start compares
+    // with the node files) must be the one the ids give.
+    if leaves_known && layout.metadata.exists() {
+        match crate::commit::metadata_root(&layout.metadata) {
+            Ok(Some((s, recorded))) if s == size && recorded != root => report.add(
+                "metadata.json",
+                format!(
+                    "records root {} for tree size {size}, the ids give {}",
+                    hex::encode(recorded),
+                    hex::encode(root)
+                ),
+            ),
+            Ok(_) => {}
+            Err(e) => report.add("metadata.json", e.to_string()),
+        }
+    }
+
     if let Some(exp) = expected.filter(|_| leaves_known) {
         match verify_note(exp.note, exp.key_name, &exp.public_key) {
             Ok(cp) => {
