@@ -66,6 +66,7 @@ impl Report {
         self.assertions_checked = r.assertions_checked;
         self.finding_count += r.finding_count;
         self.findings.extend(r.findings);
+        self.notes.extend(r.notes);
     }
 
     /// A human-readable report.

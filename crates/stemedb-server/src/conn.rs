@@ -8,7 +8,8 @@
 //! - A connection with nothing in flight and no bytes read or written for `idle_timeout` is
 //!   closed (the time between keep-alive requests counts as idle, not as a head). On HTTP/2,
 //!   where a client may send frames that are not requests (PING, SETTINGS, WINDOW_UPDATE), only
-//!   requests count: no request in flight, and none started or ended, for `idle_timeout`.
+//!   requests count: no request in flight, and none started or ended and no response frame
+//!   taken, for `idle_timeout`.
 //!
 //! hyper's own header timer cannot express this: it starts as soon as the server waits for the
 //! next head, so an idle keep-alive connection would be closed after the head deadline. So each
@@ -157,6 +158,39 @@ impl Drop for InFlight {
     }
 }
 
+/// A response body that notes, on HTTP/2, each frame it hands out as request activity: a large
+/// answer a slow client keeps reading is not idle, while a client that stops reading (its
+/// stream's window full, so no frame is taken) is, as one that only sends PINGs is.
+struct Progress {
+    inner: axum::body::Body,
+    state: Arc<ConnState>,
+}
+
+impl hyper::body::Body for Progress {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(Some(Ok(_)))) {
+            let now = self.state.now_ms();
+            self.state.last_request_ms.store(now, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Why the watchdog closes a connection.
 enum Expired {
     Head,
@@ -283,6 +317,7 @@ pub async fn serve(
             st.in_flight.fetch_add(1, Ordering::Relaxed);
             st.head_since_ms.store(0, Ordering::Relaxed);
             st.last_request_ms.store(st.now_ms(), Ordering::Relaxed);
+            let body_state = st.clone();
             let guard = InFlight(st);
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             let router = router.clone();
@@ -290,7 +325,10 @@ pub async fn serve(
                 let resp = router.oneshot(req).await;
                 drop(guard);
                 Ok::<_, Infallible>(match resp {
-                    Ok(r) => r,
+                    Ok(r) => r.map(|inner| Progress {
+                        inner,
+                        state: body_state,
+                    }),
                     Err(never) => match never {},
                 })
             }

@@ -27,6 +27,9 @@ pub(crate) enum AssertRequest {
     Batch(Vec<std::ops::Range<usize>>),
 }
 
+/// Top-level keys read from a `/v1/assert` body before it is refused as malformed.
+const MAX_TOP_LEVEL_KEYS: usize = 16;
+
 /// The top level of a body: each key with its value's raw text, borrowed from the body (no
 /// value tree is built, so a large body costs no more than its bytes).
 struct TopLevel<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
@@ -45,6 +48,13 @@ impl<'de> Deserialize<'de> for TopLevel<'de> {
             ) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
                 while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    // An envelope has three keys and a batch one: a body of millions of keys
+                    // stops here instead of costing a pair for each (design §7).
+                    if out.len() == MAX_TOP_LEVEL_KEYS {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX_TOP_LEVEL_KEYS} keys"
+                        )));
+                    }
                     out.push((k, m.next_value::<&'de RawValue>()?));
                 }
                 Ok(TopLevel(out))

@@ -2070,10 +2070,49 @@ mod tests {
             "{found:?}"
         );
         assert!(
-            !found.iter().any(|p| p.contains("level-")),
-            "no node file blamed: {found:?}"
+            found.iter().all(|p| p.starts_with("db/stemedb.redb")),
+            "no node file or metadata.json blamed: {found:?}"
+        );
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n.contains("not compared from leaf 5")),
+            "{:?}",
+            report.notes
         );
         assert!(!report.ok());
+        // by_seq cut short (its last rows gone): the same, and the indexes are not blamed.
+        std::fs::write(&redb_path, &original).expect("put back");
+        {
+            let db = redb::Database::open(&redb_path).expect("open redb");
+            let txn = db.begin_write().expect("write");
+            {
+                let mut t = txn.open_table(BY_SEQ).expect("by_seq");
+                for i in 17..20u64 {
+                    t.remove(i).expect("remove");
+                }
+            }
+            txn.commit().expect("commit");
+        }
+        let report = crate::verify::check_store(tmp.path(), None);
+        let found = problems(&report);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("by_seq holds 17 rows below 20")),
+            "{found:?}"
+        );
+        assert!(
+            !found
+                .iter()
+                .any(|p| p.contains("metadata.json") || p.contains("its keys are not")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().all(|p| p.starts_with("db/stemedb.redb")),
+            "{found:?}"
+        );
     }
 
     fn copy_dir(from: &Path, to: &Path) {
