@@ -54,7 +54,8 @@ struct ConnState {
     last_io_ms: AtomicU64,
     // Milliseconds since `started` (+1) at which the current request head began; 0: none.
     head_since_ms: AtomicU64,
-    // Milliseconds since `started`, as of the last request that started or ended.
+    // Milliseconds since `started`, as of the last request that started or ended, or the last
+    // response frame taken (HTTP/2's idle clock).
     last_request_ms: AtomicU64,
     // Requests whose response the service has not produced yet.
     in_flight: AtomicUsize,
