@@ -239,23 +239,36 @@ fn meta_u64(txn: &redb::ReadTransaction, key: &str) -> Result<Option<u64>, Store
     Ok(v.and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)))
 }
 
-/// The `signed_hwm` that `metadata.json` records, 0 when there is no such file. A file that
-/// exists but cannot be read or parsed, whose mark is not a whole number, or that lacks the
-/// mark although its format (3 and later) always writes it, is an error: the mark fails
-/// closed. Only a file of format 2 (written before the mark existed) may lack it.
-fn metadata_hwm(path: &std::path::Path) -> Result<u64, StoreError> {
+/// `metadata.json` as JSON, `None` when there is no such file. A file that exists but cannot
+/// be read or parsed is an error: it records the largest signed tree size, so it fails closed.
+pub(crate) fn read_metadata(
+    path: &std::path::Path,
+) -> Result<Option<serde_json::Value>, StoreError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_at(path)(e)),
     };
-    let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
         StoreError::Corrupt(format!(
             "{} is not JSON ({e}); it records the largest signed tree size, so the start is \
              refused (restore it, or remove it only if this log never signed beyond its store)",
             path.display()
         ))
-    })?;
+    })
+}
+
+/// The `signed_hwm` that `metadata.json` (`doc`, read from `path`) records, 0 when there is no
+/// such file. One whose mark is not a whole number, or that lacks the mark although its format
+/// (3 and later) always writes it, is an error: the mark fails closed. Only a file of format 2
+/// (written before the mark existed) may lack it.
+fn metadata_hwm(
+    path: &std::path::Path,
+    doc: Option<&serde_json::Value>,
+) -> Result<u64, StoreError> {
+    let Some(doc) = doc else {
+        return Ok(0);
+    };
     let refused = |why: &str| {
         StoreError::Corrupt(format!(
             "{} {why}; it records the largest signed tree size, so the start is refused \
@@ -272,21 +285,17 @@ fn metadata_hwm(path: &std::path::Path) -> Result<u64, StoreError> {
     }
 }
 
-/// The durable checkpoint `metadata.json` records: its tree size and root. `None` when there is
-/// no such file or it names no root; a root that is not 64 hex digits is an error (it fails
-/// closed, as the mark does).
+/// The durable checkpoint `metadata.json` (`doc`, read from `path`) records: its tree size and
+/// root. `None` when there is no such file or it names no root; a root that is not 64 hex
+/// digits is an error (it fails closed, as the mark does).
 pub(crate) fn metadata_root(
     path: &std::path::Path,
+    doc: Option<&serde_json::Value>,
 ) -> Result<Option<(u64, stemedb_merkle::Hash)>, StoreError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_at(path)(e)),
+    let Some(doc) = doc else {
+        return Ok(None);
     };
-    // `metadata_hwm` has already refused a file that is not JSON.
-    let doc: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| StoreError::Corrupt(format!("{} is not JSON ({e})", path.display())))?;
-    let checkpoint = doc.get("durable_checkpoint").unwrap_or(&doc);
+    let checkpoint = doc.get("durable_checkpoint").unwrap_or(doc);
     let (Some(size), Some(root)) = (
         checkpoint.get("tree_size").and_then(|v| v.as_u64()),
         checkpoint.get("root").and_then(|v| v.as_str()),
@@ -431,7 +440,8 @@ impl Writer {
         // The largest tree size ever signed (decision 0015): recorded with each durable
         // checkpoint in redb and in metadata.json, which lives outside db/ so that a store
         // rolled back or replaced under it is caught too.
-        let signed_hwm = meta_hwm.max(metadata_hwm(&layout.metadata)?);
+        let metadata = read_metadata(&layout.metadata)?;
+        let signed_hwm = meta_hwm.max(metadata_hwm(&layout.metadata, metadata.as_ref())?);
         if durable > applied {
             return Err(StoreError::Corrupt(format!(
                 "durable checkpoint {durable} is past the applied index {applied}"
@@ -571,7 +581,7 @@ impl Writer {
         // root the node files give for that size now: a damaged node of the frontier would
         // otherwise make this server sign a second root for a size it already signed (design
         // §3). Cheap: one node read per level.
-        if let Some((size, recorded)) = metadata_root(&layout.metadata)?
+        if let Some((size, recorded)) = metadata_root(&layout.metadata, metadata.as_ref())?
             && size <= w.next_index
         {
             let now = stemedb_merkle::root(&w.shared.nodes, size).map_err(io_at(&layout.merkle))?;

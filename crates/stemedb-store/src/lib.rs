@@ -2003,6 +2003,13 @@ mod tests {
                 .map(|f| format!("{}: {}", f.file, f.problem))
                 .collect()
         };
+        // One write transaction on the stopped store's redb file.
+        let in_redb = |edit: &dyn Fn(&redb::WriteTransaction)| {
+            let db = redb::Database::open(&redb_path).expect("open redb");
+            let txn = db.begin_write().expect("write");
+            edit(&txn);
+            txn.commit().expect("commit");
+        };
         // One subject.idx key replaced by another of the same length: the counts agree.
         let original = std::fs::read(&redb_path).expect("redb");
         {
@@ -2020,16 +2027,15 @@ mod tests {
                     })
                     .expect("a run holds keys")
             };
+            drop(db);
             let mut other = key.clone();
             let n = other.len();
             other[n - 12] ^= 0x40; // inside ts
-            let txn = db.begin_write().expect("write");
-            {
+            in_redb(&|txn| {
                 let mut t = txn.open_table(runs::keys_def(&name)).expect("table");
                 t.remove(key.as_slice()).expect("remove");
                 t.insert(other.as_slice(), ()).expect("insert");
-            }
-            txn.commit().expect("commit");
+            });
         }
         let report = crate::verify::check_store(tmp.path(), None);
         let found = problems(&report);
@@ -2050,17 +2056,12 @@ mod tests {
         std::fs::write(&redb_path, &original).expect("put back");
         // One by_seq row damaged: one redb finding and one note that the tree was not
         // compared past it, never a node file blamed.
-        {
-            let db = redb::Database::open(&redb_path).expect("open redb");
-            let txn = db.begin_write().expect("write");
-            {
-                let mut t = txn.open_table(BY_SEQ).expect("by_seq");
-                let mut row = t.get(5).expect("get").expect("row 5").value().to_vec();
-                row[40] ^= 0x01;
-                t.insert(5, row.as_slice()).expect("insert");
-            }
-            txn.commit().expect("commit");
-        }
+        in_redb(&|txn| {
+            let mut t = txn.open_table(BY_SEQ).expect("by_seq");
+            let mut row = t.get(5).expect("get").expect("row 5").value().to_vec();
+            row[40] ^= 0x01;
+            t.insert(5, row.as_slice()).expect("insert");
+        });
         let report = crate::verify::check_store(tmp.path(), None);
         let found = problems(&report);
         assert!(
@@ -2084,17 +2085,12 @@ mod tests {
         assert!(!report.ok());
         // by_seq cut short (its last rows gone): the same, and the indexes are not blamed.
         std::fs::write(&redb_path, &original).expect("put back");
-        {
-            let db = redb::Database::open(&redb_path).expect("open redb");
-            let txn = db.begin_write().expect("write");
-            {
-                let mut t = txn.open_table(BY_SEQ).expect("by_seq");
-                for i in 17..20u64 {
-                    t.remove(i).expect("remove");
-                }
+        in_redb(&|txn| {
+            let mut t = txn.open_table(BY_SEQ).expect("by_seq");
+            for i in 17..20u64 {
+                t.remove(i).expect("remove");
             }
-            txn.commit().expect("commit");
-        }
+        });
         let report = crate::verify::check_store(tmp.path(), None);
         let found = problems(&report);
         assert!(

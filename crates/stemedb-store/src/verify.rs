@@ -264,27 +264,29 @@ impl IndexCheck {
                         break;
                     }
                 };
-                let mut prev: Option<Vec<u8>> = None;
+                // The previous key, in a buffer reused for every key of the run.
+                let mut prev: Vec<u8> = Vec::new();
+                let mut first = true;
                 for item in iter {
-                    let key = match item {
-                        Ok((k, _)) => k.value().to_vec(),
+                    let guard = match item {
+                        Ok((k, _)) => k,
                         Err(e) => {
                             report.add(REDB, format!("{}: {e}", Self::name(i)));
                             read_whole = false;
                             break;
                         }
                     };
-                    if prev
-                        .as_ref()
-                        .is_some_and(|p| p.as_slice() >= key.as_slice())
-                    {
+                    let key = guard.value();
+                    if !first && prev.as_slice() >= key {
                         report.add(
                             REDB,
                             format!("{}: keys out of order (a damaged page)", Self::name(i)),
                         );
                     }
-                    sum = sum.wrapping_add(key_digest(&key));
-                    prev = Some(key);
+                    first = false;
+                    sum = sum.wrapping_add(key_digest(key));
+                    prev.clear();
+                    prev.extend_from_slice(key);
                 }
             }
             if read_whole && self.skipped == 0 && sum != self.expected[i] {
@@ -675,7 +677,8 @@ fn check(dir: &Path, expected: Option<ExpectedCheckpoint<'_>>) -> StoreReport {
     // The root `metadata.json` recorded for the durable checkpoint (which the start compares
     // with the node files) must be the one the ids give.
     if leaves_known && layout.metadata.exists() {
-        match crate::commit::metadata_root(&layout.metadata) {
+        let doc = crate::commit::read_metadata(&layout.metadata);
+        match doc.and_then(|d| crate::commit::metadata_root(&layout.metadata, d.as_ref())) {
             Ok(Some((s, recorded))) if s == size && recorded != root => report.add(
                 "metadata.json",
                 format!(
